@@ -91,6 +91,13 @@ def _modules() -> list[BuildModule]:
             version_module="k8s.io/kubernetes",
         ),
         BuildModule(
+            name="kube-router",
+            packages={"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+            ldflags="-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version="
+            + _required_version(BUILD_ROOT / "kube-router" / "go.mod", "github.com/cloudnativelabs/kube-router/v2"),
+            version_module="github.com/cloudnativelabs/kube-router/v2",
+        ),
+        BuildModule(
             name="kwok",
             packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
             version_module="sigs.k8s.io/kwok",
