@@ -1,0 +1,212 @@
+"""Names shared by the operator, its CRD and its children: each one is defined here and nowhere else."""
+
+from enum import StrEnum
+from typing import Final
+
+GROUP: Final = "sandbox-operator.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "Sandbox"
+LIST_KIND: Final = "SandboxList"
+PLURAL: Final = "sandboxes"
+SINGULAR: Final = "sandbox"
+SHORT_NAMES: Final = ("sbx",)
+CATEGORIES: Final = ("sandbox-operator", "all")
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# Labels put on every child; the sandbox label is what the NetworkPolicy and Service select on.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "sandbox-operator"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+NAME: Final = "sandbox"
+LABEL_SANDBOX: Final = f"{GROUP}/sandbox"
+
+# Clients bump this annotation on the Sandbox (RFC 3339 time) to show activity and push back the idle timeout.
+ANNOTATION_LAST_ACTIVITY: Final = f"{GROUP}/last-activity"
+# Hash of the rendered child; a different hash means the child no longer matches the spec.
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+
+# The distroless "nonroot" user: fixed so file ownership in a persistent workspace survives pod recreation.
+SANDBOX_UID: Final = 65532
+SANDBOX_GID: Final = 65532
+
+CONTAINER_NAME: Final = "sandbox"
+CHILD_PREFIX: Final = "sbx-"
+TMP_VOLUME: Final = "tmp"
+TMP_MOUNT_PATH: Final = "/tmp"
+TMP_SIZE_LIMIT: Final = "256Mi"
+WORKSPACE_VOLUME: Final = "workspace"
+WORKSPACE_PVC_SUFFIX: Final = "-workspace"
+
+# Link-local ranges hold cloud metadata endpoints (169.254.169.254, fd00:ec2::254); never reachable from a sandbox.
+LINK_LOCAL_V4: Final = "169.254.0.0/16"
+LINK_LOCAL_V6: Final = "fe80::/10"
+AWS_METADATA_V6: Final = "fd00:ec2::254/128"
+# "Internet" egress means public addresses: private, shared, loopback and link-local ranges are carved out, so the
+# cluster network (pods, nodes, the API server) and metadata services stay unreachable.
+NON_PUBLIC_V4: Final = (
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    LINK_LOCAL_V4,
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+NON_PUBLIC_V6: Final = ("::1/128", "fc00::/7", LINK_LOCAL_V6)
+
+DNS_NAMESPACE: Final = "kube-system"
+DNS_POD_LABELS: Final = {"k8s-app": "kube-dns"}
+DNS_PORT: Final = 53
+
+# Bounds on user input: they keep CEL validation cost estimates within the API server's budget.
+MAX_NAME_LENGTH: Final = 63
+MAX_IMAGE_LENGTH: Final = 512
+MAX_ARGS: Final = 64
+MAX_ARG_LENGTH: Final = 4096
+MAX_ENV: Final = 64
+MAX_ENV_VALUE_LENGTH: Final = 32768
+MAX_ALLOW_RULES: Final = 32
+MAX_RULE_PORTS: Final = 16
+MAX_EXPOSED_PORTS: Final = 16
+MAX_MESSAGE_LENGTH: Final = 1024
+MAX_CONDITIONS: Final = 8
+
+
+class ConditionType(StrEnum):
+    """Condition types in `status.conditions`."""
+
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    EXPIRED = "Expired"
+
+
+class ConditionStatus(StrEnum):
+    """Values of a condition's `status`."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(StrEnum):
+    """Stable CamelCase reasons of conditions; clients may match on them."""
+
+    # Ready
+    POD_READY = "PodReady"
+    POD_MISSING = "PodMissing"
+    POD_PENDING = "PodPending"
+    POD_NOT_READY = "PodNotReady"
+    POD_TERMINATING = "PodTerminating"
+    POD_FAILED = "PodFailed"
+    SPEC_CHANGED = "SpecChanged"
+    CONTAINER_CREATING = "ContainerCreating"
+    CONTAINER_EXITED = "ContainerExited"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    OOM_KILLED = "OOMKilled"
+    IMAGE_UNAVAILABLE = "ImageUnavailable"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    DELETING = "Deleting"
+    # Suspended (and Ready=False while suspended)
+    SUSPENDED = "Suspended"
+    USER_REQUESTED = "UserRequested"
+    NOT_SUSPENDED = "NotSuspended"
+    # Expired (and Suspended/Ready when a lifetime ran out)
+    TTL_EXPIRED = "TTLExpired"
+    DEADLINE_REACHED = "DeadlineReached"
+    IDLE_TIMEOUT = "IdleTimeout"
+    NOT_EXPIRED = "NotExpired"
+
+
+# Ready=False reasons that mean "this pod will not become ready by itself"; they set phase Failed.
+FAILURE_REASONS: Final = frozenset(
+    {
+        Reason.POD_FAILED,
+        Reason.CONTAINER_EXITED,
+        Reason.CONTAINER_CONFIG_ERROR,
+        Reason.OOM_KILLED,
+        Reason.IMAGE_UNAVAILABLE,
+        Reason.INVALID_SPEC,
+    }
+)
+EXPIRY_REASONS: Final = frozenset({Reason.TTL_EXPIRED, Reason.DEADLINE_REACHED, Reason.IDLE_TIMEOUT})
+
+# Container waiting reasons reported by the kubelet, and how they read in the Ready condition.
+IMAGE_WAITING_REASONS: Final = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+CONFIG_WAITING_REASONS: Final = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+OOM_KILLED: Final = "OOMKilled"
+
+
+class SandboxPhase(StrEnum):
+    """One-word summary in `status.phase`; the conditions carry the detail.
+
+    Pending: on its way (children being created, image pulling, pod not ready yet, quota exhausted).
+    Ready: the pod runs and is ready. Suspended: suspended by the user, no pod.
+    Expired: a lifetime ran out (deleted next, or kept suspended with onExpiry Suspend).
+    Failed: will not become ready without a change (bad spec, image unavailable, container exited or OOMKilled).
+    Terminating: the Sandbox is being deleted.
+    """
+
+    PENDING = "Pending"
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    EXPIRED = "Expired"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+
+
+class EventType(StrEnum):
+    """Kubernetes Event types."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(StrEnum):
+    """Reasons of Events emitted on a Sandbox, one per transition."""
+
+    CREATED = "Created"
+    READY = "Ready"
+    EXPIRED = "Expired"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    FAILED = "Failed"
+
+
+class OnExpiry(StrEnum):
+    """What happens when a sandbox's lifetime runs out."""
+
+    DELETE = "Delete"
+    SUSPEND = "Suspend"
+
+
+class EgressMode(StrEnum):
+    """Egress allowed from a sandbox."""
+
+    NONE = "None"
+    ALLOW_LIST = "AllowList"
+    INTERNET = "Internet"
+
+
+class Protocol(StrEnum):
+    """IP protocols a port rule may name."""
+
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+class PullPolicy(StrEnum):
+    """Container image pull policies."""
+
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class ChildKind(StrEnum):
+    """Kinds of the objects the operator creates for a Sandbox."""
+
+    POD = "Pod"
+    SERVICE = "Service"
+    NETWORK_POLICY = "NetworkPolicy"
+    PVC = "PersistentVolumeClaim"

@@ -1,0 +1,214 @@
+"""The Sandbox CustomResourceDefinition, generated from the pydantic models so the two can never drift.
+
+Regenerate the committed file with `python -m sandbox_operator.crd > crds/sandbox-operator.io_sandboxes.yaml`.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from sandbox_operator import constants as c
+from sandbox_operator.models import DNS_LABEL_PATTERN, SandboxSpec, SandboxStatus
+
+HEADER = "# Generated from sandbox_operator.models by `python -m sandbox_operator.crd`; do not edit.\n"
+
+# Keywords a structural schema may carry and that this generator knows how to pass on; anything else pydantic emits
+# (exclusiveMinimum as a number, const, oneOf, ...) fails loudly instead of producing a CRD the API server refuses.
+_ALLOWED_KEYWORDS = frozenset(
+    {
+        "type",
+        "description",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "default",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "pattern",
+        "format",
+        "anyOf",
+        "x-kubernetes-int-or-string",
+        "x-kubernetes-validations",
+        "x-kubernetes-list-type",
+        "x-kubernetes-list-map-keys",
+    }
+)
+
+
+# Order of keys in each emitted node, so the YAML reads type and description first.
+_KEY_ORDER = [
+    "type",
+    "description",
+    "required",
+    *sorted(_ALLOWED_KEYWORDS - {"type", "description", "required", "properties", "items"}),
+    "items",
+    "properties",
+]
+
+
+class SchemaError(ValueError):
+    """The models produced a schema that cannot become a structural CRD schema."""
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace every `$ref` by a copy of its definition; keys beside the `$ref` (a field's description) win."""
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        target.update({key: value for key, value in node.items() if key != "$ref"})
+        return _inline_refs(target, defs)
+    return {key: _inline_refs(value, defs) for key, value in node.items()}
+
+
+def _drop_null_branch(node: dict[str, Any]) -> dict[str, Any]:
+    """Turn pydantic's `anyOf: [X, null]` for optional fields into X: in Kubernetes an unset field is absent."""
+    branches = node.get("anyOf")
+    if not branches or node.get("x-kubernetes-int-or-string"):
+        return node
+    kept = [branch for branch in branches if branch.get("type") != "null"]
+    if len(kept) != 1:
+        raise SchemaError(f"cannot express anyOf {branches!r} in a structural schema")
+    merged = {key: value for key, value in node.items() if key != "anyOf"}
+    merged = {**kept[0], **merged}
+    if merged.get("default", ...) is None:
+        del merged["default"]
+    return merged
+
+
+def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """Clean one schema node into structural form and check the bounds the API server's CEL cost estimate needs."""
+    node = _drop_null_branch(node)
+    node = {key: value for key, value in node.items() if key not in ("title", "additionalProperties")}
+    unknown = set(node) - _ALLOWED_KEYWORDS
+    if unknown:
+        raise SchemaError(f"{path}: unsupported schema keywords {sorted(unknown)}")
+    kind = node.get("type")
+    if kind == "string" and "maxLength" not in node and "enum" not in node:
+        raise SchemaError(f"{path}: string without maxLength")
+    if kind == "array":
+        if "maxItems" not in node:
+            raise SchemaError(f"{path}: list without maxItems")
+        node["items"] = _structural(node["items"], f"{path}[]")
+    if kind == "object":
+        properties = {}
+        for name, child in node.get("properties", {}).items():
+            if not child.get("description"):
+                raise SchemaError(f"{path}.{name}: property without description")
+            properties[name] = _structural(child, f"{path}.{name}")
+        node["properties"] = properties
+    if "description" in node:
+        # Docstrings wrap at the source's line length; kubectl explain re-wraps, so one line reads best.
+        node["description"] = " ".join(node["description"].split())
+    return {key: node[key] for key in sorted(node, key=_KEY_ORDER.index)}
+
+
+def model_schema(model: type[SandboxSpec] | type[SandboxStatus], path: str) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of a model: refs inlined, optional fields plain, every bound checked."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _structural(_inline_refs(raw, defs), path)
+
+
+def sandbox_schema() -> dict[str, Any]:
+    """The `openAPIV3Schema` of the Sandbox resource."""
+    spec = model_schema(SandboxSpec, "spec")
+    status = model_schema(SandboxStatus, "status")
+    return {
+        "type": "object",
+        "description": (
+            "A Sandbox is a locked-down pod for running untrusted code, with a size-limited workspace, a default-deny "
+            "network policy and a lifetime after which it is deleted or suspended."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {
+                "type": "string",
+                "description": "API version of this object: sandbox-operator.io/v1alpha1.",
+            },
+            "kind": {"type": "string", "description": "Kind of this object: Sandbox."},
+            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [
+            {
+                # The name becomes a label value and part of child names, so it must be a short DNS label.
+                "rule": f"size(self.metadata.name) <= {c.MAX_NAME_LENGTH} && "
+                f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+                "message": "metadata.name must be a DNS label (lowercase letters, digits, '-') of at most 63 chars",
+            }
+        ],
+    }
+
+
+def _ready_column(name: str, field_name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{c.ConditionType.READY}")].{field_name}',
+        "description": description,
+    }
+
+
+def sandbox_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of `sandboxes.sandbox-operator.io` as a plain dict."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": c.CRD_NAME, "labels": {c.LABEL_NAME: c.MANAGED_BY}},
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": c.KIND,
+                "listKind": c.LIST_KIND,
+                "plural": c.PLURAL,
+                "singular": c.SINGULAR,
+                "shortNames": list(c.SHORT_NAMES),
+                "categories": list(c.CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": sandbox_schema()},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        _ready_column("Ready", "status", "Whether the sandbox is ready."),
+                        _ready_column("Reason", "reason", "Why the sandbox is or is not ready."),
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase."},
+                        {
+                            "name": "Expires",
+                            "type": "date",
+                            "jsonPath": ".status.expiresAt",
+                            "description": "When the sandbox expires.",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def sandbox_crd_yaml() -> str:
+    """The CRD as the YAML committed under crds/."""
+    return HEADER + yaml.safe_dump(sandbox_crd(), sort_keys=False, width=120, allow_unicode=True)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(sandbox_crd_yaml())
