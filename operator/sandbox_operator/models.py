@@ -394,10 +394,13 @@ class Network(_Spec):
     egress: Egress = Field(
         default_factory=Egress, description="Outgoing connections.", json_schema_extra={"default": {}}
     )
-    allow_dns: bool = Field(
-        False,
+    allow_dns: bool | None = Field(
+        None,
         alias="allowDNS",
-        description="Allow DNS queries to the cluster DNS (kube-dns in kube-system). Egress by name needs it.",
+        description=(
+            "Allow DNS queries to the cluster DNS (kube-dns in kube-system); egress by name needs it. Unset means the "
+            "operator's default (SANDBOX_OPERATOR_DEFAULT_ALLOW_DNS, true unless configured)."
+        ),
     )
     ports: list[ExposedPort] = Field(
         default_factory=list,
@@ -587,6 +590,24 @@ class SandboxStatus(_Status):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+@dataclass(frozen=True)
+class OperatorDefaults:
+    """Defaults the operator's configuration supplies for fields a Sandbox leaves unset."""
+
+    allow_dns: bool = True
+    ttl_seconds: int | None = None
+
+
+def apply_operator_defaults(spec: SandboxSpec, defaults: OperatorDefaults) -> SandboxSpec:
+    """The spec with operator defaults filled in; the operator acts on it but never writes it back."""
+    network, lifetime = spec.network, spec.lifetime
+    if network.allow_dns is None:
+        network = network.model_copy(update={"allow_dns": defaults.allow_dns})
+    if defaults.ttl_seconds is not None and lifetime.ttl_seconds is None and lifetime.expires_at is None:
+        lifetime = lifetime.model_copy(update={"ttl_seconds": defaults.ttl_seconds})
+    return spec.model_copy(update={"network": network, "lifetime": lifetime})
+
+
 class InvalidSandboxError(ValueError):
     """A Sandbox body that does not validate; the message names the offending fields but never their values."""
 
@@ -633,8 +654,8 @@ class SandboxObject:
     status: SandboxStatus = field(default_factory=SandboxStatus)
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> SandboxObject:
-        """Validate a Sandbox body; raise InvalidSandboxError naming the fields that are wrong."""
+    def from_body(cls, body: Mapping[str, Any], defaults: OperatorDefaults | None = None) -> SandboxObject:
+        """Validate a Sandbox body and fill in operator defaults; raise InvalidSandboxError naming the wrong fields."""
         meta = body.get("metadata") or {}
         name = str(meta.get("name", ""))
         if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
@@ -649,7 +670,7 @@ class SandboxObject:
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation") or 0),
             creation_timestamp=_optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
-            spec=spec,
+            spec=apply_operator_defaults(spec, defaults or OperatorDefaults()),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             deletion_timestamp=_optional_time(meta.get("deletionTimestamp")),
@@ -673,10 +694,10 @@ class InvalidSandbox:
     status: SandboxStatus = field(default_factory=SandboxStatus)
 
 
-def load_sandbox(body: Mapping[str, Any]) -> SandboxObject | InvalidSandbox:
+def load_sandbox(body: Mapping[str, Any], defaults: OperatorDefaults | None = None) -> SandboxObject | InvalidSandbox:
     """Parse a Sandbox body, returning an InvalidSandbox carrying the error instead of raising."""
     try:
-        return SandboxObject.from_body(body)
+        return SandboxObject.from_body(body, defaults)
     except InvalidSandboxError as error:
         meta = body.get("metadata") or {}
         return InvalidSandbox(

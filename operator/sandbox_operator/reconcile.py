@@ -1,0 +1,425 @@
+"""The pure decision of the operator: (Sandbox, observed children, now) -> actions, new status, events, next wake-up.
+
+Rules, in order:
+- A body that fails validation gets Ready=False/InvalidSpec naming the field; nothing is created or deleted.
+- A Sandbox being deleted is left to the garbage collector (owner references) and reported as Terminating.
+- At the expiry deadline, onExpiry Delete deletes the Sandbox (the garbage collector removes its children);
+  onExpiry Suspend behaves like `suspended: true` with Expired=True until the deadline moves later.
+- Suspended: the pod is deleted; the PVC, NetworkPolicy and Service stay.
+- Otherwise children are created in the order PVC, NetworkPolicy, Service, Pod, so the pod never runs unfenced.
+  A pod whose spec hash differs from the rendered one is deleted (pods are immutable) and recreated once gone.
+  A vanished pod is recreated. A failed pod (exited, OOMKilled, evicted, image unavailable) is left alone and reported,
+  never recreated in a loop: deleting it, suspending/resuming or changing the pod's spec starts a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from sandbox_operator import constants as c
+from sandbox_operator import render
+from sandbox_operator.expiry import Deadline, expiry_deadline, last_activity
+from sandbox_operator.models import (
+    Condition,
+    InvalidSandbox,
+    SandboxObject,
+    SandboxStatus,
+    parse_time,
+)
+
+# Kubelet and API messages are shortened before they reach status and events.
+MAX_DETAIL_LENGTH = 512
+
+
+def _shorten(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    """What the decision needs to know about the sandbox pod as the API server has it."""
+
+    name: str
+    phase: str = "Pending"
+    ready: bool = False
+    pod_ip: str | None = None
+    started_at: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    spec_hash: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    unschedulable_message: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    terminated_reason: str | None = None
+    exit_code: int | None = None
+
+    @classmethod
+    def from_body(cls, pod: Mapping[str, Any]) -> PodSummary:
+        """Summarise a Pod body (as returned by the API server)."""
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        conditions = {cond.get("type"): cond for cond in status.get("conditions") or []}
+        scheduled = conditions.get("PodScheduled") or {}
+        container: Mapping[str, Any] = next(
+            (cs for cs in status.get("containerStatuses") or [] if cs.get("name") == c.CONTAINER_NAME), {}
+        )
+        state = container.get("state") or {}
+        waiting, running, terminated = state.get("waiting") or {}, state.get("running"), state.get("terminated")
+        started = (running or {}).get("startedAt") or (terminated or {}).get("startedAt")
+        return cls(
+            name=str(meta.get("name", "")),
+            phase=str(status.get("phase") or "Pending"),
+            ready=(conditions.get("Ready") or {}).get("status") == "True",
+            pod_ip=status.get("podIP") or None,
+            started_at=_time(started),
+            deletion_timestamp=_time(meta.get("deletionTimestamp")),
+            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+            reason=status.get("reason"),
+            message=status.get("message"),
+            unschedulable_message=scheduled.get("message") if scheduled.get("status") == "False" else None,
+            waiting_reason=waiting.get("reason"),
+            waiting_message=waiting.get("message"),
+            terminated_reason=(terminated or {}).get("reason"),
+            exit_code=(terminated or {}).get("exitCode"),
+        )
+
+
+@dataclass(frozen=True)
+class ChildSummary:
+    """A child other than the pod: its name and the spec hash it was created from."""
+
+    name: str
+    spec_hash: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChildSummary:
+        """Summarise a child's body."""
+        meta = body.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name", "")), spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH)
+        )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The sandbox's children as the API server has them (None: absent), and the quota error of the last pod create."""
+
+    pod: PodSummary | None = None
+    network_policy: ChildSummary | None = None
+    service: ChildSummary | None = None
+    pvc: ChildSummary | None = None
+    quota_error: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateChild:
+    """Create this manifest (an existing object of the same name counts as done)."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UpdateChild:
+    """Replace a mutable child (NetworkPolicy, Service) whose spec hash no longer matches."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    """Delete a child by kind and name (absent counts as done)."""
+
+    kind: c.ChildKind
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteSandbox:
+    """Delete the Sandbox itself; the garbage collector removes its children."""
+
+
+Action = CreateChild | UpdateChild | DeleteChild | DeleteSandbox
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit on the Sandbox."""
+
+    type: c.EventType
+    reason: c.EventReason
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do: actions in order, the complete new status, events, the expiry reason and when to look again."""
+
+    actions: tuple[Action, ...]
+    status: dict[str, Any]
+    events: tuple[Event, ...] = ()
+    expiry_reason: c.Reason | None = None
+    requeue_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Ready:
+    status: c.ConditionStatus
+    reason: c.Reason
+    message: str
+    phase: c.SandboxPhase
+
+
+def _not_ready(reason: c.Reason, message: str, phase: c.SandboxPhase = c.SandboxPhase.PENDING) -> _Ready:
+    return _Ready(c.ConditionStatus.FALSE, reason, _shorten(message), phase)
+
+
+def _failed(reason: c.Reason, message: str) -> _Ready:
+    return _not_ready(reason, message, c.SandboxPhase.FAILED)
+
+
+def pod_readiness(sandbox: SandboxObject, pod: PodSummary) -> _Ready:
+    """Read the Ready condition and phase off the pod, failures first."""
+    if pod.deletion_timestamp is not None:
+        return _not_ready(c.Reason.POD_TERMINATING, f"pod {pod.name} is being deleted")
+    if pod.terminated_reason == c.OOM_KILLED:
+        return _failed(
+            c.Reason.OOM_KILLED,
+            f"container was killed for exceeding its memory limit ({sandbox.spec.resources.memory})",
+        )
+    if pod.exit_code is not None:
+        # The container's own termination message is written by untrusted code: only the exit code is reported.
+        return _failed(c.Reason.CONTAINER_EXITED, f"container exited with code {pod.exit_code}")
+    if pod.phase in ("Failed", "Succeeded"):
+        detail = ": ".join(part for part in (pod.reason, pod.message) if part)
+        return _failed(c.Reason.POD_FAILED, f"pod {pod.name} {pod.phase.lower()}" + (f": {detail}" if detail else ""))
+    if pod.waiting_reason in c.IMAGE_WAITING_REASONS:
+        return _failed(
+            c.Reason.IMAGE_UNAVAILABLE,
+            f"image {sandbox.spec.image} is unavailable ({pod.waiting_reason}): {pod.waiting_message or ''}".rstrip(
+                ": "
+            ),
+        )
+    if pod.waiting_reason in c.CONFIG_WAITING_REASONS:
+        return _failed(
+            c.Reason.CONTAINER_CONFIG_ERROR,
+            f"container cannot start ({pod.waiting_reason}): {pod.waiting_message or ''}".rstrip(": "),
+        )
+    if pod.phase == "Running" and pod.ready:
+        return _Ready(c.ConditionStatus.TRUE, c.Reason.POD_READY, f"pod {pod.name} is ready", c.SandboxPhase.READY)
+    if pod.phase == "Running":
+        return _not_ready(c.Reason.POD_NOT_READY, f"pod {pod.name} is running but not ready")
+    if pod.waiting_reason in ("ContainerCreating", "PodInitializing"):
+        return _not_ready(c.Reason.CONTAINER_CREATING, f"pod {pod.name} is starting its container")
+    why = pod.unschedulable_message or pod.waiting_reason
+    return _not_ready(c.Reason.POD_PENDING, f"pod {pod.name} is pending" + (f": {why}" if why else ""))
+
+
+def _condition(
+    kind: c.ConditionType,
+    status: c.ConditionStatus,
+    reason: c.Reason,
+    message: str,
+    *,
+    old: SandboxStatus,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    previous = old.condition(kind)
+    unchanged = previous is not None and previous.status == status and previous.reason == reason
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=previous.last_transition_time if unchanged and previous else now,
+    )
+
+
+def _is_true(status: SandboxStatus, kind: c.ConditionType) -> bool:
+    condition = status.condition(kind)
+    return condition is not None and condition.status == c.ConditionStatus.TRUE
+
+
+def _events(old: SandboxStatus, new: SandboxStatus, created: bool) -> tuple[Event, ...]:
+    """Events for the transitions between two statuses; none when nothing changed."""
+    events = []
+    ready, old_ready = new.condition(c.ConditionType.READY), old.condition(c.ConditionType.READY)
+    if created:
+        events.append(Event(c.EventType.NORMAL, c.EventReason.CREATED, "created the sandbox's children"))
+    if ready and ready.status == c.ConditionStatus.TRUE and not _is_true(old, c.ConditionType.READY):
+        events.append(Event(c.EventType.NORMAL, c.EventReason.READY, ready.message))
+    if (
+        ready
+        and new.phase is c.SandboxPhase.FAILED
+        and (old.phase is not c.SandboxPhase.FAILED or old_ready is None or old_ready.reason != ready.reason)
+    ):
+        events.append(Event(c.EventType.WARNING, c.EventReason.FAILED, f"{ready.reason}: {ready.message}"))
+    expired = new.condition(c.ConditionType.EXPIRED)
+    if expired and expired.status == c.ConditionStatus.TRUE and not _is_true(old, c.ConditionType.EXPIRED):
+        events.append(Event(c.EventType.NORMAL, c.EventReason.EXPIRED, expired.message))
+    suspended = new.condition(c.ConditionType.SUSPENDED)
+    if suspended and suspended.status == c.ConditionStatus.TRUE and not _is_true(old, c.ConditionType.SUSPENDED):
+        events.append(Event(c.EventType.NORMAL, c.EventReason.SUSPENDED, suspended.message))
+    if suspended and suspended.status == c.ConditionStatus.FALSE and _is_true(old, c.ConditionType.SUSPENDED):
+        events.append(Event(c.EventType.NORMAL, c.EventReason.RESUMED, "the sandbox was resumed"))
+    return tuple(events)
+
+
+def _sync_child(
+    kind: c.ChildKind, desired: dict[str, Any] | None, observed: ChildSummary | None, *, mutable: bool
+) -> list[Action]:
+    """Create a missing child, replace a drifted mutable one, delete one no longer wanted."""
+    if desired is None:
+        return [DeleteChild(kind, observed.name)] if observed is not None else []
+    if observed is None:
+        return [CreateChild(desired)]
+    if mutable and observed.spec_hash != render.manifest_hash(desired):
+        return [UpdateChild(desired)]
+    return []
+
+
+def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
+    old = sandbox.status
+    ready = _condition(
+        c.ConditionType.READY,
+        c.ConditionStatus.FALSE,
+        c.Reason.INVALID_SPEC,
+        _shorten(sandbox.error, c.MAX_MESSAGE_LENGTH),
+        old=old,
+        generation=sandbox.generation,
+        now=now,
+    )
+    others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
+    new = old.model_copy(
+        update={
+            "phase": c.SandboxPhase.FAILED,
+            "conditions": [ready, *others],
+            "observed_generation": sandbox.generation,
+            "message": ready.message,
+        }
+    )
+    return Plan(actions=(), status=new.to_dict(), events=_events(old, new, created=False))
+
+
+def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: datetime) -> Plan:
+    """Decide the actions, complete status, events and next wake-up for one Sandbox; pure and deterministic."""
+    if isinstance(sandbox, InvalidSandbox):
+        return _decide_invalid(sandbox, now)
+    spec, old, pod = sandbox.spec, sandbox.status, observed.pod
+    started_at = (pod.started_at if pod else None) or old.started_at
+    deadline: Deadline | None = expiry_deadline(sandbox, started_at)
+    expired = deadline is not None and now >= deadline.at
+    expired_reason = deadline.reason if deadline is not None and expired else None
+    suspend_on_expiry = expired and spec.lifetime.on_expiry is c.OnExpiry.SUSPEND
+    suspended = spec.suspended or suspend_on_expiry
+
+    pod_manifest = render.render_pod(sandbox)
+    service_manifest = render.render_service(sandbox)
+    actions: list[Action] = []
+    if sandbox.deletion_timestamp is not None:
+        ready = _not_ready(c.Reason.DELETING, "the sandbox is being deleted", c.SandboxPhase.TERMINATING)
+    elif deadline is not None and expired and not suspend_on_expiry:
+        actions.append(DeleteSandbox())
+        ready = _not_ready(deadline.reason, f"expired: {deadline.message}; deleting", c.SandboxPhase.EXPIRED)
+    else:
+        actions += _sync_child(c.ChildKind.PVC, render.render_pvc(sandbox), observed.pvc, mutable=False)
+        actions += _sync_child(
+            c.ChildKind.NETWORK_POLICY, render.render_network_policy(sandbox), observed.network_policy, mutable=True
+        )
+        actions += _sync_child(c.ChildKind.SERVICE, service_manifest, observed.service, mutable=True)
+        pod_actions, ready = _pod_plan(sandbox, observed, pod_manifest, suspended, deadline if expired else None)
+        actions += pod_actions
+
+    if suspend_on_expiry and deadline is not None:
+        suspension = (c.ConditionStatus.TRUE, deadline.reason, "suspended when the lifetime ran out")
+    elif spec.suspended:
+        suspension = (c.ConditionStatus.TRUE, c.Reason.USER_REQUESTED, "suspended by spec.suspended")
+    else:
+        suspension = (c.ConditionStatus.FALSE, c.Reason.NOT_SUSPENDED, "")
+    if deadline is not None and expired:
+        expiry = (c.ConditionStatus.TRUE, deadline.reason, deadline.message)
+    else:
+        expiry = (c.ConditionStatus.FALSE, c.Reason.NOT_EXPIRED, "")
+    wanted = [
+        (c.ConditionType.READY, ready.status, ready.reason, ready.message),
+        (c.ConditionType.SUSPENDED, *suspension),
+        (c.ConditionType.EXPIRED, *expiry),
+    ]
+    generation = sandbox.generation
+    conditions = [
+        _condition(kind, status, reason, message, old=old, generation=generation, now=now)
+        for kind, status, reason, message in wanted
+    ]
+
+    pod_exists = pod is not None and pod.deletion_timestamp is None
+    new = SandboxStatus(
+        phase=ready.phase,
+        conditions=conditions,
+        observed_generation=generation,
+        pod_name=pod.name if pod_exists and pod else None,
+        pod_ip=pod.pod_ip if pod_exists and pod else None,
+        service_name=render.service_name(sandbox) if service_manifest is not None else None,
+        started_at=started_at,
+        expires_at=deadline.at if deadline else None,
+        last_activity_at=last_activity(sandbox, started_at),
+        message=ready.message,
+    )
+    created = not old.conditions and any(isinstance(action, CreateChild) for action in actions)
+    return Plan(
+        actions=tuple(actions),
+        status=new.to_dict(),
+        events=_events(old, new, created),
+        expiry_reason=expired_reason,
+        requeue_at=deadline.at if deadline is not None and not expired else None,
+    )
+
+
+def _pod_plan(
+    sandbox: SandboxObject,
+    observed: Observed,
+    manifest: dict[str, Any],
+    suspended: bool,
+    expired: Deadline | None,
+) -> tuple[list[Action], _Ready]:
+    """The pod's action (create, delete or none) and the Ready condition that follows from it."""
+    pod, name = observed.pod, render.pod_name(sandbox)
+    if suspended:
+        actions: list[Action] = []
+        if pod is not None and pod.deletion_timestamp is None:
+            actions.append(DeleteChild(c.ChildKind.POD, pod.name))
+        if expired is not None:
+            return actions, _not_ready(expired.reason, f"expired: {expired.message}; suspended", c.SandboxPhase.EXPIRED)
+        return actions, _not_ready(c.Reason.SUSPENDED, "suspended: no pod runs", c.SandboxPhase.SUSPENDED)
+    if pod is None:
+        if observed.quota_error:
+            return [], _not_ready(c.Reason.QUOTA_EXCEEDED, f"cannot create pod {name}: {observed.quota_error}")
+        return [CreateChild(manifest)], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
+    if pod.deletion_timestamp is None and pod.spec_hash != render.manifest_hash(manifest):
+        return [DeleteChild(c.ChildKind.POD, pod.name)], _not_ready(
+            c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}"
+        )
+    return [], pod_readiness(sandbox, pod)
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether `new` differs from the stored status in anything the operator owns (so it must be written)."""
+    try:
+        normalized = SandboxStatus.model_validate(old or {}).to_dict()
+    except ValidationError:
+        return True
+    return normalized != dict(new)

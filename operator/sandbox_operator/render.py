@@ -1,0 +1,325 @@
+"""Pure functions from a Sandbox to the manifests of its children (Pod, NetworkPolicy, Service, PVC) as plain dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sandbox_operator import constants as c
+from sandbox_operator.models import EgressRule, SandboxObject
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Short grace: the sandbox holds no state outside its workspace, and suspension should free resources quickly.
+TERMINATION_GRACE_SECONDS = 10
+MAX_K8S_NAME = 63
+HASH_ANNOTATION_LENGTH = 16
+
+
+def child_name(sandbox_name: str, suffix: str = "") -> str:
+    """`sbx-<name><suffix>`; names too long for a DNS label are cut and end in a hash so they stay unique."""
+    full = f"{c.CHILD_PREFIX}{sandbox_name}{suffix}"
+    if len(full) <= MAX_K8S_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    head = full[: MAX_K8S_NAME - len(suffix) - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}{suffix}"
+
+
+def pod_name(sandbox: SandboxObject) -> str:
+    """Name of the sandbox's pod; deterministic so a restarted operator finds it instead of creating another."""
+    return child_name(sandbox.name)
+
+
+def service_name(sandbox: SandboxObject) -> str:
+    """Name of the Service exposing the sandbox's ports."""
+    return child_name(sandbox.name)
+
+
+def network_policy_name(sandbox: SandboxObject) -> str:
+    """Name of the sandbox's NetworkPolicy."""
+    return child_name(sandbox.name)
+
+
+def pvc_name(sandbox: SandboxObject) -> str:
+    """Name of the PersistentVolumeClaim of a persistent workspace."""
+    return child_name(sandbox.name, c.WORKSPACE_PVC_SUFFIX)
+
+
+def selector_labels(sandbox: SandboxObject) -> dict[str, str]:
+    """Labels that select exactly this sandbox's pod."""
+    return {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_SANDBOX: sandbox.name}
+
+
+def child_labels(sandbox: SandboxObject) -> dict[str, str]:
+    """Labels on every child. The Sandbox's own labels are deliberately not copied: a user-chosen label could match
+    some other NetworkPolicy's selector and open traffic this sandbox's policy denies."""
+    return {c.LABEL_NAME: c.NAME, **selector_labels(sandbox)}
+
+
+def owner_reference(sandbox: SandboxObject) -> dict[str, Any]:
+    """Owner reference that lets the garbage collector delete a child with its Sandbox."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": sandbox.name,
+        "uid": sandbox.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """Hash of a manifest without its hash annotation: equal hashes mean the child still matches the spec."""
+    meta = dict(manifest.get("metadata", {}))
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != c.ANNOTATION_SPEC_HASH}
+    meta["annotations"] = annotations
+    canonical = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ANNOTATION_LENGTH]
+
+
+def _finish(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest["metadata"].setdefault("annotations", {})[c.ANNOTATION_SPEC_HASH] = manifest_hash(manifest)
+    return manifest
+
+
+def _metadata(sandbox: SandboxObject, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": sandbox.namespace,
+        "labels": child_labels(sandbox),
+        "annotations": {},
+        "ownerReferences": [owner_reference(sandbox)],
+    }
+
+
+def _quantities(values: Mapping[str, int | str]) -> dict[str, str]:
+    return {name: str(value) for name, value in values.items()}
+
+
+def _container(sandbox: SandboxObject) -> dict[str, Any]:
+    spec = sandbox.spec
+    container: dict[str, Any] = {
+        "name": c.CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": str(spec.image_pull_policy),
+        "resources": {
+            "limits": _quantities(spec.resources.limits()),
+            "requests": _quantities(spec.resources.effective_requests()),
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": c.SANDBOX_UID,
+            "runAsGroup": c.SANDBOX_GID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": c.TMP_VOLUME, "mountPath": c.TMP_MOUNT_PATH},
+            {"name": c.WORKSPACE_VOLUME, "mountPath": spec.workspace.mount_path},
+        ],
+        "workingDir": spec.workspace.mount_path,
+        # The message file is written by untrusted code; reading only the file (never logs) keeps it short and it is
+        # never copied into status anyway.
+        "terminationMessagePolicy": "File",
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.env:
+        # Passed through as given: a valueFrom stays a reference, the operator never reads a Secret.
+        container["env"] = [var.model_dump(mode="json", by_alias=True, exclude_none=True) for var in spec.env]
+    if spec.network.ports:
+        container["ports"] = [
+            {"name": port.name, "containerPort": port.port, "protocol": str(port.protocol)}
+            for port in spec.network.ports
+        ]
+    return container
+
+
+def _workspace_volume(sandbox: SandboxObject) -> dict[str, Any]:
+    workspace = sandbox.spec.workspace
+    if workspace.persistent:
+        return {"name": c.WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name(sandbox)}}
+    return {"name": c.WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": str(workspace.size)}}
+
+
+def render_pod(sandbox: SandboxObject) -> dict[str, Any]:
+    """The locked-down pod of a sandbox (Pod Security `restricted`, read-only root, no token, no host access).
+
+    restartPolicy is Never: a sandbox is one session, so a restart would silently lose its processes and memory, and
+    untrusted code that crashes should not loop; a finished container is reported as Failed instead.
+    """
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "shareProcessNamespace": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": c.SANDBOX_UID,
+            "runAsGroup": c.SANDBOX_GID,
+            "fsGroup": c.SANDBOX_GID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(sandbox)],
+        "volumes": [
+            {"name": c.TMP_VOLUME, "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}},
+            _workspace_volume(sandbox),
+        ],
+    }
+    if sandbox.spec.runtime_class_name:
+        spec["runtimeClassName"] = sandbox.spec.runtime_class_name
+    return _finish({"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(sandbox, pod_name(sandbox)), "spec": spec})
+
+
+def _networks(cidrs: Iterable[str]) -> list[IPNetwork]:
+    return [ipaddress.ip_network(cidr) for cidr in cidrs]
+
+
+def ip_block(network: IPNetwork, forbidden: Iterable[IPNetwork]) -> dict[str, Any] | None:
+    """An ipBlock peer for `network` with every forbidden range inside it excepted; None if it lies inside one."""
+    exceptions = []
+    for excluded in forbidden:
+        if excluded.version != network.version:
+            continue
+        if network.subnet_of(excluded):  # type: ignore[arg-type]
+            return None
+        if excluded.subnet_of(network):  # type: ignore[arg-type]
+            exceptions.append(str(excluded))
+    block: dict[str, Any] = {"cidr": str(network)}
+    if exceptions:
+        block["except"] = sorted(exceptions)
+    return {"ipBlock": block}
+
+
+# Never reachable through an allow-list entry, whatever CIDR it names.
+_ALWAYS_FORBIDDEN = _networks((c.LINK_LOCAL_V4, c.LINK_LOCAL_V6, c.AWS_METADATA_V6))
+
+
+def _allow_rule(rule: EgressRule) -> dict[str, Any] | None:
+    peer = ip_block(ipaddress.ip_network(rule.cidr), _ALWAYS_FORBIDDEN)
+    if peer is None:
+        # Validation refuses such entries; skipping here keeps the policy safe even if it were bypassed.
+        return None
+    egress: dict[str, Any] = {"to": [peer]}
+    if rule.ports:
+        egress["ports"] = [{"port": port.port, "protocol": str(port.protocol)} for port in rule.ports]
+    return egress
+
+
+def _internet_rule() -> dict[str, Any]:
+    peers = [
+        ip_block(ipaddress.ip_network("0.0.0.0/0"), _networks(c.NON_PUBLIC_V4)),
+        ip_block(ipaddress.ip_network("::/0"), _networks((*c.NON_PUBLIC_V6, c.AWS_METADATA_V6))),
+    ]
+    return {"to": [peer for peer in peers if peer is not None]}
+
+
+def _dns_rule() -> dict[str, Any]:
+    return {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": c.DNS_NAMESPACE}},
+                "podSelector": {"matchLabels": dict(c.DNS_POD_LABELS)},
+            }
+        ],
+        "ports": [{"port": c.DNS_PORT, "protocol": "UDP"}, {"port": c.DNS_PORT, "protocol": "TCP"}],
+    }
+
+
+def egress_rules(sandbox: SandboxObject) -> list[dict[str, Any]]:
+    """Egress rules of the sandbox's NetworkPolicy; an empty list denies all egress."""
+    network = sandbox.spec.network
+    rules = [_dns_rule()] if network.allow_dns else []
+    if network.egress.mode is c.EgressMode.INTERNET:
+        rules.append(_internet_rule())
+    elif network.egress.mode is c.EgressMode.ALLOW_LIST:
+        rules.extend(rule for rule in map(_allow_rule, network.egress.allow) if rule is not None)
+    return rules
+
+
+def ingress_rules(sandbox: SandboxObject) -> list[dict[str, Any]]:
+    """Ingress rules: pods anywhere in the cluster may reach the exposed ports, nothing else gets in."""
+    ports = sandbox.spec.network.ports
+    if not ports:
+        return []
+    return [
+        {
+            "from": [{"namespaceSelector": {}}],
+            "ports": [{"port": port.port, "protocol": str(port.protocol)} for port in ports],
+        }
+    ]
+
+
+def render_network_policy(sandbox: SandboxObject) -> dict[str, Any]:
+    """Default-deny NetworkPolicy of the sandbox pod, opened only as far as `spec.network` asks."""
+    return _finish(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(sandbox, network_policy_name(sandbox)),
+            "spec": {
+                "podSelector": {"matchLabels": selector_labels(sandbox)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": ingress_rules(sandbox),
+                "egress": egress_rules(sandbox),
+            },
+        }
+    )
+
+
+def render_service(sandbox: SandboxObject) -> dict[str, Any] | None:
+    """ClusterIP Service on the exposed ports, or None when the sandbox exposes none."""
+    ports = sandbox.spec.network.ports
+    if not ports:
+        return None
+    return _finish(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(sandbox, service_name(sandbox)),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(sandbox),
+                "ports": [
+                    {"name": port.name, "port": port.port, "targetPort": port.port, "protocol": str(port.protocol)}
+                    for port in ports
+                ],
+            },
+        }
+    )
+
+
+def render_pvc(sandbox: SandboxObject) -> dict[str, Any] | None:
+    """PersistentVolumeClaim of a persistent workspace, or None when the workspace is an emptyDir."""
+    workspace = sandbox.spec.workspace
+    if not workspace.persistent:
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": str(workspace.size)}},
+    }
+    if workspace.storage_class_name:
+        spec["storageClassName"] = workspace.storage_class_name
+    return _finish(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": _metadata(sandbox, pvc_name(sandbox)),
+            "spec": spec,
+        }
+    )
