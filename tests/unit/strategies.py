@@ -1,0 +1,158 @@
+"""Hypothesis strategies producing valid Sandbox specs (as the dicts a user would write)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from hypothesis import strategies as st
+
+LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+names = st.from_regex(r"\A[a-z]([a-z0-9-]{0,10}[a-z0-9])?\Z")
+images = st.sampled_from(
+    ["python:3.12-slim", "busybox", "registry.example.com:5000/team/tool:v1", "ghcr.io/org/img@sha256:" + "a" * 64]
+)
+text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+
+
+def quantity(unit_values: list[str]) -> st.SearchStrategy[int | str]:
+    """A quantity as users write it: an integer, or a number with one of the given suffixes."""
+    return st.one_of(
+        st.integers(min_value=1, max_value=64),
+        st.builds(lambda n, unit: f"{n}{unit}", st.integers(min_value=1, max_value=4096), st.sampled_from(unit_values)),
+    )
+
+
+@st.composite
+def limit_and_request(draw: st.DrawFn, unit: str) -> tuple[str, str | None]:
+    """A limit and an optional request that does not exceed it."""
+    limit = draw(st.integers(min_value=1, max_value=8192))
+    request = draw(st.none() | st.integers(min_value=0, max_value=limit))
+    return f"{limit}{unit}", None if request is None else f"{request}{unit}"
+
+
+@st.composite
+def resources(draw: st.DrawFn) -> dict[str, Any]:
+    """Resources with requests at most the limits."""
+    spec: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    for field, unit in (("cpu", "m"), ("memory", "Mi"), ("ephemeralStorage", "Mi")):
+        if draw(st.booleans()):
+            limit, request = draw(limit_and_request(unit))
+            spec[field] = limit
+            if request is not None:
+                requests[field] = request
+    if requests:
+        spec["requests"] = requests
+    return spec
+
+
+@st.composite
+def cidrs(draw: st.DrawFn) -> str:
+    """A CIDR with no host bits that does not lie within link-local addresses (which validation refuses)."""
+    version = draw(st.sampled_from([4, 6]))
+    address = draw(st.ip_addresses(v=version))
+    prefix = draw(st.integers(min_value=0, max_value=32 if version == 4 else 128))
+    network = ipaddress.ip_network((address, prefix), strict=False)
+    link_local = LINK_LOCAL[0] if version == 4 else LINK_LOCAL[1]
+    if network.subnet_of(link_local):  # type: ignore[arg-type]
+        network = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+    return str(network)
+
+
+port_rules = st.builds(
+    lambda port, proto: {"port": port, "protocol": proto}, st.integers(1, 65535), st.sampled_from(["TCP", "UDP"])
+)
+
+
+@st.composite
+def network(draw: st.DrawFn) -> dict[str, Any]:
+    """Network settings: any egress mode (allow-list entries when it is AllowList), DNS on or off, exposed ports."""
+    mode = draw(st.sampled_from(["None", "AllowList", "Internet"]))
+    egress: dict[str, Any] = {"mode": mode}
+    if mode == "AllowList":
+        egress["allow"] = draw(
+            st.lists(
+                st.fixed_dictionaries({"cidr": cidrs()}, optional={"ports": st.lists(port_rules, max_size=3)}),
+                min_size=1,
+                max_size=4,
+            )
+        )
+    ports = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "name": names.filter(lambda n: len(n) <= 15),
+                    "port": st.integers(1, 65535),
+                    "protocol": st.sampled_from(["TCP", "UDP"]),
+                }
+            ),
+            max_size=3,
+            unique_by=(lambda p: p["name"], lambda p: (p["port"], p["protocol"])),
+        )
+    )
+    result: dict[str, Any] = {"egress": egress, "ports": ports}
+    dns = draw(st.none() | st.booleans())
+    if dns is not None:
+        result["allowDNS"] = dns
+    return result
+
+
+env_vars = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"name": st.from_regex(r"\A[A-Z_][A-Z0-9_]{0,8}\Z"), "value": text}),
+        st.fixed_dictionaries(
+            {
+                "name": st.from_regex(r"\A[A-Z_][A-Z0-9_]{0,8}\Z"),
+                "valueFrom": st.one_of(
+                    st.fixed_dictionaries({"secretKeyRef": st.fixed_dictionaries({"name": names, "key": names})}),
+                    st.fixed_dictionaries({"configMapKeyRef": st.fixed_dictionaries({"name": names, "key": names})}),
+                ),
+            }
+        ),
+    ),
+    max_size=4,
+    unique_by=lambda var: var["name"],
+)
+
+lifetimes = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ttlSeconds": st.integers(1, 86400),
+            "idleTimeoutSeconds": st.integers(1, 86400),
+            "onExpiry": st.sampled_from(["Delete", "Suspend"]),
+        },
+    ),
+    st.fixed_dictionaries({"expiresAt": st.sampled_from(["2030-01-01T00:00:00Z", "2025-06-01T10:00:00+02:00"])}),
+)
+
+workspaces = st.fixed_dictionaries(
+    {},
+    optional={
+        "size": quantity(["Mi", "Gi"]),
+        "persistent": st.booleans(),
+        "storageClassName": names,
+        "mountPath": st.sampled_from(["/workspace", "/home/sandbox", "/data/work"]),
+    },
+)
+
+
+def specs() -> st.SearchStrategy[dict[str, Any]]:
+    """Valid Sandbox specs covering every field."""
+    return st.fixed_dictionaries(
+        {"image": images},
+        optional={
+            "imagePullPolicy": st.sampled_from(["Always", "IfNotPresent", "Never"]),
+            "command": st.lists(text, max_size=3),
+            "args": st.lists(text, max_size=3),
+            "env": env_vars,
+            "resources": resources(),
+            "lifetime": lifetimes,
+            "network": network(),
+            "workspace": workspaces,
+            "suspended": st.booleans(),
+            "runtimeClassName": st.sampled_from(["gvisor", "kata-qemu"]),
+        },
+    )
