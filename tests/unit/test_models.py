@@ -6,7 +6,6 @@ from decimal import Decimal
 
 import pytest
 from hypothesis import given
-
 from sandbox_operator.models import (
     InvalidSandbox,
     InvalidSandboxError,
@@ -16,6 +15,7 @@ from sandbox_operator.models import (
     load_sandbox,
     parse_quantity,
 )
+
 from tests.unit import strategies
 from tests.unit.builders import body
 
@@ -111,7 +111,7 @@ def test_unknown_field_is_refused() -> None:
 
 
 def test_sandbox_name_must_be_a_short_dns_label() -> None:
-    with pytest.raises(InvalidSandboxError, match="metadata.name"):
+    with pytest.raises(InvalidSandboxError, match=r"metadata\.name"):
         SandboxObject.from_body(body(name="a" * 64))
 
 
