@@ -1,0 +1,59 @@
+# sandbox-operator: the two commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NODE ?= fake
+PYTEST_ARGS ?=
+
+.PHONY: help venv deps test unit lint cluster-test node-test demo cluster-up cluster-down cluster-status cluster-build crds clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
+
+deps: venv ## install everything the tests need (Debian packages, Python packages)
+	bash scripts/install-deps.sh
+
+test: deps ## the full suite: lint, types, unit tests, then the local-cluster tests
+	$(MAKE) lint
+	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
+
+unit: venv ## the fast unit tests only (no cluster)
+	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
+
+lint: venv ## ruff and mypy --strict on the operator package
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/mypy operator/sandbox_operator
+
+cluster-test: venv ## the tests that need a real API server (starts the local cluster if none runs)
+	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
+
+node-test: venv ## the tests that need a real kubelet (make cluster-up NODE=real first)
+	$(PY) -m pytest -m "node" $(PYTEST_ARGS)
+
+cluster-build: venv ## build and cache the cluster binaries (~/.cache/sandbox-operator)
+	$(PY) -m tests.cluster build
+
+cluster-up: venv ## start the local cluster (NODE=real adds a kubelet + containerd node)
+	$(PY) -m tests.cluster up --node $(NODE)
+
+cluster-down: venv ## stop the local cluster and remove its state
+	$(PY) -m tests.cluster down
+
+cluster-status: venv ## show what the local cluster runs
+	$(PY) -m tests.cluster status
+
+demo: deps ## bring up the local cluster, run the operator, create a Sandbox and watch it expire
+	$(PY) -m demo
+
+clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

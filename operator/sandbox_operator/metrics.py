@@ -1,0 +1,49 @@
+"""Prometheus metrics of the operator, served on ``Settings.metrics_port``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+SANDBOXES = Gauge(
+    "sandbox_operator_sandboxes",
+    "Sandboxes this replica sees, by namespace and phase.",
+    ["namespace", "phase"],
+    registry=REGISTRY,
+)
+READY_LATENCY = Histogram(
+    "sandbox_operator_ready_latency_seconds",
+    "Time from a Sandbox's creation to its first Ready=True.",
+    buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 300, 600),
+    registry=REGISTRY,
+)
+EXPIRATIONS = Counter(
+    "sandbox_operator_expirations_total",
+    "Sandboxes that reached their deadline, by reason (TTLExpired, DeadlineReached, IdleTimeout) and action.",
+    ["reason", "action"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "sandbox_operator_reconcile_errors_total",
+    "Reconciliations that failed, by kind of error (temporary, permanent, unexpected).",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "sandbox_operator_reconciles_total",
+    "Reconciliations run, by trigger.",
+    ["trigger"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "sandbox_operator_api_requests_total",
+    "Requests the operator sent to the Kubernetes API, by verb, resource and HTTP status code.",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+
+
+def serve(port: int) -> None:
+    """Start the /metrics HTTP endpoint in a background thread."""
+    start_http_server(port, registry=REGISTRY)

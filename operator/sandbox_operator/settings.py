@@ -1,0 +1,55 @@
+"""Operator configuration from the environment (``SANDBOX_OPERATOR_*``), validated at start-up."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Settings(BaseSettings):
+    """Every knob of the operator; a bad value stops start-up with the variable's name."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_OPERATOR_", extra="ignore", frozen=True)
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces to watch; empty means every namespace (cluster-wide).",
+    )
+    default_ttl_seconds: int | None = Field(
+        default=None, ge=60, description="TTL applied to sandboxes that set no lifetime; unset means no default TTL."
+    )
+    default_allow_dns: bool = Field(default=True, description="Whether sandboxes may resolve DNS unless they say otherwise.")
+    metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint.")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of Kopf's liveness endpoint /healthz.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="`json` for one JSON object per line.")
+    peering_name: str = Field(
+        default="sandbox-operator", description="Kopf peering object shared by replicas; one of them works at a time."
+    )
+    priority: int = Field(default=0, description="Kopf peering priority; the highest live replica is the active one.")
+    standalone: bool = Field(default=False, description="Skip peering (a single replica, e.g. in tests).")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _valid_namespaces(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not re.fullmatch(NAMESPACE_PATTERN, name) or len(name) > 63]
+        if bad:
+            raise ValueError(f"not valid namespace names: {', '.join(bad)}")
+        return value
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
