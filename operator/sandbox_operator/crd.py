@@ -138,7 +138,8 @@ def sandbox_schema() -> dict[str, Any]:
                 "description": "API version of this object: sandbox-operator.io/v1alpha1.",
             },
             "kind": {"type": "string", "description": "Kind of this object: Sandbox."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server refuses anything but `type` here: metadata's schema is built in.
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },

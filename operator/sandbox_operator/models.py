@@ -350,7 +350,8 @@ class Egress(_Spec):
     model_config = ConfigDict(
         json_schema_extra=_cel(
             (
-                "self.mode == 'AllowList' ? (has(self.allow) && size(self.allow) > 0) "
+                # has() guards: the API server also checks these rules against the bare `default: {}`.
+                "has(self.mode) && self.mode == 'AllowList' ? (has(self.allow) && size(self.allow) > 0) "
                 ": (!has(self.allow) || size(self.allow) == 0)",
                 "allow must list at least one rule when mode is AllowList, and be empty otherwise",
             )
@@ -437,8 +438,16 @@ class Workspace(_Spec):
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            ("self.persistent == oldSelf.persistent", "workspace.persistent is immutable"),
-            ("!self.persistent || self.size == oldSelf.size", "workspace.size of a persistent workspace is immutable"),
+            # An absent `persistent` is its default, false; the API server checks these against `default: {}` too.
+            (
+                "(has(self.persistent) && self.persistent) == (has(oldSelf.persistent) && oldSelf.persistent)",
+                "workspace.persistent is immutable",
+            ),
+            (
+                "!(has(self.persistent) && self.persistent) || "
+                "(has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size))",
+                "workspace.size of a persistent workspace is immutable",
+            ),
             (
                 "has(self.storageClassName) == has(oldSelf.storageClassName) && "
                 "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",

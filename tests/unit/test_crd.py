@@ -63,8 +63,9 @@ def test_cross_field_rules_are_attached_where_they_apply() -> None:
 
 def test_persistent_workspace_identity_is_immutable() -> None:
     workspace_rules = rules(SPEC_SCHEMA["properties"]["workspace"])
-    assert "self.persistent == oldSelf.persistent" in workspace_rules
+    assert any("oldSelf.persistent" in rule for rule in workspace_rules)
     assert any("self.size == oldSelf.size" in rule for rule in workspace_rules)
+    assert any("oldSelf.storageClassName" in rule for rule in workspace_rules)
 
 
 def test_every_list_and_string_is_bounded() -> None:
