@@ -1,0 +1,180 @@
+"""Self-tests on the real node: the security claims hold for real containers, and NetworkPolicy is enforced.
+
+Each test has a control that shows the probe can see the opposite outcome, so none can pass vacuously.
+Every connection target is a listener the test itself started on this machine (a pod, or a socket on
+the node's bridge address).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster import node as real_node_module
+
+from .conftest import LISTENER, SLEEPER, pod_manifest, run_pod, wait_for
+
+pytestmark = pytest.mark.node
+
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def apply_policy(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    client.NetworkingV1Api(api).create_namespaced_network_policy(
+        namespace, {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
+                    "spec": spec})
+
+
+def test_hardened_pod_runs_with_a_non_root_uid(core: client.CoreV1Api, node_namespace: str, exec_in: Any) -> None:
+    pod = run_pod(core, node_namespace, pod_manifest("hardened", SLEEPER))
+    assert pod.spec.node_name == real_node_module.NODE_NAME
+    result = exec_in(node_namespace, "hardened", "id", "-u")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "65534"
+
+
+def test_writing_the_root_filesystem_fails(core: client.CoreV1Api, node_namespace: str, exec_in: Any) -> None:
+    run_pod(core, node_namespace, pod_manifest("readonly", SLEEPER))
+    control = exec_in(node_namespace, "readonly", "touch", "/tmp/probe")  # the emptyDir is writable
+    assert control.returncode == 0, control.stderr
+    result = exec_in(node_namespace, "readonly", "touch", "/probe")
+    assert result.returncode != 0
+    assert "Read-only file system" in result.stderr
+
+
+def test_effective_capabilities_are_zero(core: client.CoreV1Api, node_namespace: str, exec_in: Any) -> None:
+    run_pod(core, node_namespace, pod_manifest("nocaps", SLEEPER))
+    status = exec_in(node_namespace, "nocaps", "cat", "/proc/self/status").stdout
+    caps = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))
+    assert caps["CapEff"] == "0000000000000000"
+    assert caps["CapPrm"] == "0000000000000000"
+    assert caps["CapBnd"] == "0000000000000000"
+
+
+def test_no_service_account_token_is_mounted_when_automount_is_off(
+    core: client.CoreV1Api, node_namespace: str, exec_in: Any
+) -> None:
+    run_pod(core, node_namespace, pod_manifest("with-token", SLEEPER, automount_token=True))
+    run_pod(core, node_namespace, pod_manifest("no-token", SLEEPER, automount_token=False))
+    control = exec_in(node_namespace, "with-token", "cat", f"{TOKEN_DIR}/token")
+    assert control.returncode == 0 and control.stdout.count(".") == 2, "control pod should hold a JWT"
+    result = exec_in(node_namespace, "no-token", "ls", TOKEN_DIR)
+    assert result.returncode != 0
+    assert "No such file or directory" in result.stderr
+
+
+def test_a_process_over_its_memory_limit_is_oom_killed(core: client.CoreV1Api, node_namespace: str) -> None:
+    # Builds a 256 MiB string under a 32 MiB limit; without enforcement it would print and exit 0.
+    hog = ["awk", 'BEGIN { s = "xxxxxxxx"; for (i = 0; i < 25; i++) s = s s; print length(s) }']
+    core.create_namespaced_pod(node_namespace, pod_manifest("hog", hog, memory="32Mi"))
+
+    def terminated() -> client.V1ContainerStateTerminated | None:
+        statuses = core.read_namespaced_pod("hog", node_namespace).status.container_statuses or []
+        return statuses[0].state.terminated if statuses and statuses[0].state.terminated else None
+
+    state = wait_for(terminated, timeout=120, what="the memory hog to end")
+    assert state.reason == "OOMKilled", f"exit {state.exit_code}, reason {state.reason}"
+    assert state.exit_code == 137
+
+
+def test_default_deny_blocks_pod_to_pod_until_an_allow_rule(
+    api: client.ApiClient, core: client.CoreV1Api, node_namespace: str, can_connect: Callable[..., bool]
+) -> None:
+    server = run_pod(core, node_namespace, pod_manifest("server", LISTENER, labels={"app": "server"}))
+    run_pod(core, node_namespace, pod_manifest("client", SLEEPER, labels={"app": "client"}))
+    ip = server.status.pod_ip
+    wait_for(lambda: can_connect(node_namespace, "client", ip, 8080), what="the server to accept before any policy")
+
+    apply_policy(api, node_namespace, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    wait_for(lambda: not can_connect(node_namespace, "client", ip, 8080), what="default-deny to block the client")
+
+    apply_policy(api, node_namespace, "server-ingress", {
+        "podSelector": {"matchLabels": {"app": "server"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": 8080}]}],
+    })
+    apply_policy(api, node_namespace, "client-egress", {
+        "podSelector": {"matchLabels": {"app": "client"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": [{"port": 8080}]}],
+    })
+    wait_for(lambda: can_connect(node_namespace, "client", ip, 8080), what="the allow rules to let the client in")
+
+
+def test_egress_allow_list_reaches_one_listener_and_not_another(
+    api: client.ApiClient, core: client.CoreV1Api, node_namespace: str, can_connect: Callable[..., bool]
+) -> None:
+    allowed = run_pod(core, node_namespace, pod_manifest("allowed", LISTENER, labels={"app": "allowed"}))
+    other = run_pod(core, node_namespace, pod_manifest("other", LISTENER, labels={"app": "other"}))
+    run_pod(core, node_namespace, pod_manifest("sandbox", SLEEPER, labels={"app": "sandbox"}))
+    for listener in (allowed, other):  # both answer while no policy applies
+        wait_for(lambda ip=listener.status.pod_ip: can_connect(node_namespace, "sandbox", ip, 8080),
+                 what=f"{listener.metadata.name} to accept before any policy")
+
+    apply_policy(api, node_namespace, "sandbox-egress", {
+        "podSelector": {"matchLabels": {"app": "sandbox"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "allowed"}}}], "ports": [{"port": 8080}]}],
+    })
+    wait_for(lambda: not can_connect(node_namespace, "sandbox", other.status.pod_ip, 8080),
+             what="the egress allow-list to block the other listener")
+    assert can_connect(node_namespace, "sandbox", allowed.status.pod_ip, 8080)
+
+
+@pytest.fixture
+def host_listeners() -> Iterator[dict[str, int]]:
+    """Two TCP listeners on the node's bridge address: one in the range pods may reach, one outside it."""
+    low = int(real_node_module.HOST_PORTS_FOR_PODS.split(":")[0])
+    sockets: dict[str, socket.socket] = {}
+    for name, port in (("open", low), ("closed", 0)):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((real_node_module.BRIDGE_IP, port))
+        sock.listen(8)
+        sock.settimeout(0.5)
+        sockets[name] = sock
+    stop = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = sock.accept()
+                connection.close()
+            except OSError:
+                continue
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sockets.values()]
+    for thread in threads:
+        thread.start()
+    try:
+        yield {name: s.getsockname()[1] for name, s in sockets.items()}
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=2)
+        for sock in sockets.values():
+            sock.close()
+
+
+def test_pods_reach_the_host_only_on_the_ports_opened_for_them(
+    core: client.CoreV1Api, node_namespace: str, can_connect: Callable[..., bool], host_listeners: dict[str, int]
+) -> None:
+    run_pod(core, node_namespace, pod_manifest("prober", SLEEPER))
+    host = real_node_module.BRIDGE_IP
+    # Both listeners accept from the host itself; only the one in HOST_PORTS_FOR_PODS accepts from a pod.
+    for port in host_listeners.values():
+        socket.create_connection((host, port), timeout=2).close()
+    assert can_connect(node_namespace, "prober", host, host_listeners["open"])
+    assert not can_connect(node_namespace, "prober", host, host_listeners["closed"])
+
+
+def test_pods_have_no_route_off_the_node(core: client.CoreV1Api, node_namespace: str, exec_in: Any) -> None:
+    run_pod(core, node_namespace, pod_manifest("routes", SLEEPER))
+    routes = exec_in(node_namespace, "routes", "ip", "-4", "route", "show").stdout.strip().splitlines()
+    assert routes, "the pod should have its on-link route"
+    assert [r.split()[0] for r in routes] == [real_node_module.POD_CIDR], routes  # no default route, no other
