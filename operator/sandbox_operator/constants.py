@@ -105,6 +105,7 @@ class Reason(StrEnum):
     OOM_KILLED = "OOMKilled"
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    CREATE_REJECTED = "CreateRejected"
     INVALID_SPEC = "InvalidSpec"
     DELETING = "Deleting"
     # Suspended (and Ready=False while suspended)
@@ -127,6 +128,7 @@ FAILURE_REASONS: Final = frozenset(
         Reason.OOM_KILLED,
         Reason.IMAGE_UNAVAILABLE,
         Reason.INVALID_SPEC,
+        Reason.CREATE_REJECTED,
     }
 )
 EXPIRY_REASONS: Final = frozenset({Reason.TTL_EXPIRED, Reason.DEADLINE_REACHED, Reason.IDLE_TIMEOUT})

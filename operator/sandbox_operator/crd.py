@@ -193,7 +193,7 @@ def sandbox_crd() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase."},
                         {
                             "name": "Expires",
-                            "type": "date",
+                            "type": "string",  # a date column shows <invalid> for future times
                             "jsonPath": ".status.expiresAt",
                             "description": "When the sandbox expires.",
                         },

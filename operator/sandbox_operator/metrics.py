@@ -26,7 +26,7 @@ EXPIRATIONS = Counter(
 )
 RECONCILE_ERRORS = Counter(
     "sandbox_operator_reconcile_errors_total",
-    "Reconciliations that failed, by kind of error (temporary, permanent, unexpected).",
+    "Failed reconciliations by kind: temporary (retried), rejected (the API refused a request), unexpected (a bug).",
     ["kind"],
     registry=REGISTRY,
 )

@@ -116,13 +116,14 @@ class ChildSummary:
 
 @dataclass(frozen=True)
 class Observed:
-    """The sandbox's children as the API server has them (None: absent), and the quota error of the last pod create."""
+    """The children as the API server has them (None: absent), and why the last pod create was refused, if it was."""
 
     pod: PodSummary | None = None
     network_policy: ChildSummary | None = None
     service: ChildSummary | None = None
     pvc: ChildSummary | None = None
     quota_error: str | None = None
+    create_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,8 @@ def _pod_plan(
     if pod is None:
         if observed.quota_error:
             return [], _not_ready(c.Reason.QUOTA_EXCEEDED, f"cannot create pod {name}: {observed.quota_error}")
+        if observed.create_error:
+            return [], _failed(c.Reason.CREATE_REJECTED, f"the API server refused pod {name}: {observed.create_error}")
         return [CreateChild(manifest)], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
     if pod.deletion_timestamp is None and pod.spec_hash != render.manifest_hash(manifest):
         return [DeleteChild(c.ChildKind.POD, pod.name)], _not_ready(

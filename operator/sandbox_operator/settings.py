@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     default_ttl_seconds: int | None = Field(
         default=None, ge=60, description="TTL applied to sandboxes that set no lifetime; unset means no default TTL."
     )
-    default_allow_dns: bool = Field(default=True, description="Whether sandboxes may resolve DNS unless they say otherwise.")
+    default_allow_dns: bool = Field(
+        default=True, description="Whether sandboxes may resolve DNS unless they say otherwise."
+    )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Port of Kopf's liveness endpoint /healthz.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")

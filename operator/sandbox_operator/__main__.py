@@ -1,0 +1,48 @@
+"""Run the operator: ``sandbox-operator`` or ``python -m sandbox_operator`` (configured by SANDBOX_OPERATOR_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import kopf
+from pydantic import ValidationError
+
+from sandbox_operator.settings import Settings
+
+
+def main() -> int:
+    """Validate the settings, configure logging and run Kopf until it is stopped."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            print(f"invalid setting SANDBOX_OPERATOR_{field.upper()}: {problem['msg']}", file=sys.stderr)
+        return 2
+    kopf.configure(
+        debug=settings.log_level == "DEBUG",
+        quiet=settings.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    # The API client logs whole response bodies at DEBUG: they can hold env values, so never let them through.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    from sandbox_operator import handlers  # noqa: F401  (registers the handlers)
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=settings.standalone,
+            priority=settings.priority,
+            peering_name=settings.peering_name,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            memo=kopf.Memo(settings=settings),
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

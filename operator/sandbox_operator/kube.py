@@ -1,0 +1,141 @@
+"""The only module that talks to the Kubernetes API server (besides Kopf's own watching).
+
+Every call is counted in ``sandbox_operator_api_requests_total``; "already exists" on create and
+"not found" on delete count as done, so every write is idempotent and safe to repeat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from sandbox_operator import constants as c
+from sandbox_operator import metrics
+
+# HTTP statuses worth retrying: conflicts, throttling, server trouble.
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP code (0 when the server was not reached)."""
+
+    def __init__(self, verb: str, resource: str, status: int, message: str) -> None:
+        super().__init__(f"{verb} {resource}: {status} {message}")
+        self.verb, self.resource, self.status, self.message = verb, resource, status, message
+
+    @property
+    def transient(self) -> bool:
+        """Whether a retry may succeed without any change to the spec."""
+        # A new namespace's default ServiceAccount appears a moment after the namespace.
+        missing_account = "error looking up service account" in self.message
+        return self.status == 0 or self.status in TRANSIENT_STATUSES or missing_account
+
+    @property
+    def quota_exceeded(self) -> bool:
+        """Whether ResourceQuota admission refused the request."""
+        return self.status == 403 and "exceeded quota" in self.message
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or b"{}").get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)
+
+
+# Where each kind lives in the REST API: (path prefix, plural).
+PATHS: dict[str, tuple[str, str]] = {
+    c.ChildKind.POD: ("/api/v1", "pods"),
+    c.ChildKind.SERVICE: ("/api/v1", "services"),
+    c.ChildKind.PVC: ("/api/v1", "persistentvolumeclaims"),
+    c.ChildKind.NETWORK_POLICY: ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    c.KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.PLURAL),
+}
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    prefix, plural = PATHS[kind]
+    return "/".join(part for part in (f"{prefix}/namespaces/{namespace}/{plural}", name, subresource) if part)
+
+
+class Kube:
+    """Async API access over one shared connection pool; bodies are plain dicts in and out."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """Load in-cluster credentials, else the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self.api.close()
+
+    async def _request(
+        self, verb: str, kind: str, method: str, path: str, body: Any = None, *,
+        content_type: str = "application/json", ok: frozenset[int] = frozenset(),
+    ) -> dict[str, Any] | None:
+        """Send one request, count it, and turn failures into KubeError (statuses in ``ok`` return None)."""
+        try:
+            result = await self.api.call_api(
+                path, method, body=body,
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                auth_settings=["BearerToken"], response_types_map={200: "object", 201: "object", 202: "object"},
+                _return_http_data_only=True, _request_timeout=30,
+            )
+        except ApiException as error:
+            metrics.API_REQUESTS.labels(verb, kind, str(error.status)).inc()
+            if error.status in ok:
+                return None
+            raise KubeError(verb, kind, int(error.status or 0), _message(error)) from None
+        except (OSError, TimeoutError) as error:  # connection refused/reset, DNS, TLS, timeouts
+            metrics.API_REQUESTS.labels(verb, kind, "0").inc()
+            raise KubeError(verb, kind, 0, str(error) or type(error).__name__) from None
+        metrics.API_REQUESTS.labels(verb, kind, "2xx").inc()
+        return result if isinstance(result, dict) else None
+
+    async def create(self, manifest: Mapping[str, Any]) -> None:
+        """Create a child; an object of that name already existing counts as done."""
+        kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]
+        await self._request("create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409}))
+
+    async def replace(self, manifest: Mapping[str, Any]) -> None:
+        """Bring a mutable child's spec, labels and annotations to the rendered manifest (merge patch)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        patch = {"metadata": {"labels": meta.get("labels"), "annotations": meta.get("annotations")},
+                 "spec": manifest["spec"]}
+        await self._request("patch", kind, "PATCH", _path(kind, meta["namespace"], meta["name"]), patch,
+                            content_type=MERGE_PATCH)
+
+    async def delete(self, kind: c.ChildKind, namespace: str, name: str) -> None:
+        """Delete a child; already gone counts as done."""
+        await self._request("delete", kind, "DELETE", _path(kind, namespace, name), ok=frozenset({404}))
+
+    async def delete_sandbox(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Sandbox with this uid (a newer one of the same name is left alone); children follow by GC."""
+        options = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        await self._request("delete", c.KIND, "DELETE", _path(c.KIND, namespace, name), options,
+                            ok=frozenset({404, 409}))
+
+    async def patch_status(
+        self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write the complete new status (a merge patch that also clears dropped keys); return the updated Sandbox."""
+        status: dict[str, Any] = {key: None for key in old if key not in new}
+        status.update(new)
+        return await self._request(
+            "patch", f"{c.KIND}/status", "PATCH", _path(c.KIND, namespace, name, "status"), {"status": status},
+            content_type=MERGE_PATCH, ok=frozenset({404}),
+        )
