@@ -628,6 +628,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             self._remove_all_containers()
         if "containerd" in by_name:
             by_name["containerd"].stop()
+        # Pods bound to a node object that no kubelet serves would hang; the pod GC removes them with it.
+        self._kubectl("delete", "node", NODE_NAME, "--ignore-not-found", "--wait=false", "--request-timeout=5s",
+                      check=False)
         self._unmount_all()
         _remove_iptables()
         _remove_ipsets()
