@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.handle import Cluster, connect
+from tests.operator_process import OperatorProcess, install_crds
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,20 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """The project's CRDs, installed once per session."""
+    install_crds(cluster)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One running operator for the session; tests that stop it must start it again."""
+    process = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -8,6 +8,7 @@ and remove the state directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,10 +96,8 @@ class ProcessRecord:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child (started by an earlier `up`)
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @dataclass
@@ -155,7 +154,8 @@ class ControlPlane:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         self.logs_dir.mkdir(exist_ok=True)
-        ports = {name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")}
+        components = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
+        ports = {name: _free_port() for name in components}
         state = ClusterState(
             state_dir=str(self.state_dir),
             apiserver_url=f"https://127.0.0.1:{ports['apiserver']}",
@@ -308,7 +308,8 @@ class ControlPlane:
             f"--authorization-kubeconfig={config}",
             "--bind-address=127.0.0.1",
             f"--secure-port={state.ports['controller-manager']}",
-            "--controllers=*",  # every default controller: garbagecollector, namespace, resourcequota, serviceaccount(-token), ...
+            # Every default controller: garbagecollector, namespace, resourcequota, serviceaccount(-token), ...
+            "--controllers=*",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
@@ -316,7 +317,8 @@ class ControlPlane:
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--leader-elect=false",
             "--concurrent-gc-syncs=5",
-            "--resource-quota-sync-period=10s",  # default 5m: a quota on a just-installed CRD would stay unknown that long
+            # Default 5m: a quota on a just-installed CRD's count/... would stay "unknown" that long.
+            "--resource-quota-sync-period=10s",
             "--v=1",
         ])
 

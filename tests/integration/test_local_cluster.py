@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.handle import Cluster
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -32,23 +32,14 @@ WIDGET_CRD = {
                 "properties": {"spec": {
                     "type": "object",
                     "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
-                    "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}],
+                    "x-kubernetes-validations": [
+                        {"rule": "self.min <= self.max", "message": "min must not exceed max"},
+                    ],
                 }},
             }},
         }],
     },
 }
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.3, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +59,9 @@ def widgets(cluster: Cluster) -> str:
 
 
 def widget(name: str, low: int, high: int) -> dict[str, object]:
-    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"min": low, "max": high}}
+    return {
+        "apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"min": low, "max": high},
+    }
 
 
 def test_crd_cel_rule_rejects_bad_object_with_its_message(api: client.ApiClient, namespace: str, widgets: str) -> None:
