@@ -32,7 +32,7 @@ from tests.cluster.binaries import CACHE_ROOT
 
 IMAGE_CACHE = CACHE_ROOT / "images"
 SOURCES = Path(__file__).resolve().parent / "images"
-FORMAT_VERSION = "1"  # bump to rebuild every cached archive after a change to the assembly below
+FORMAT_VERSION = "2"  # bump to rebuild every cached archive after a change to the assembly below
 
 BUSYBOX = "localhost/sandbox-busybox:1.0"
 PAUSE = "localhost/sandbox-pause:1.0"
@@ -41,6 +41,8 @@ PYTHON = "localhost/sandbox-python:3.11"
 BUSYBOX_BINARY = Path("/bin/busybox")
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
 NOBODY = 65534
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
@@ -55,7 +57,7 @@ class Layer:
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
-        self._tar = tarfile.open(fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self._names: set[str] = set()
 
     def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -134,17 +136,32 @@ def _pause_layer() -> bytes:
         return layer.tar_bytes()
 
 
+# Not needed to run python: packaging tools, and mime-support's pull of perl (an alternative of media-types).
+PACKAGES_LEFT_OUT = frozenset({"debconf", "dpkg", "perl-base", "perl", "tar", "install-info", "tzdata",
+                               "mime-support", "mailcap", "readline-common"})
+
+
 def _package_closure(packages: Iterable[str]) -> list[str]:
-    """Debian packages ``packages`` need at run time (Depends and Pre-Depends, recursively)."""
-    out = subprocess.run(
-        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-         "--no-breaks", "--no-replaces", "--no-enhances", *packages],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    names = {line.strip() for line in out.splitlines() if line and not line.startswith(" ") and "<" not in line}
-    # The image runs python only: no package manager, no shell configuration, no perl.
-    skip = ("debconf", "dpkg", "perl-base", "tar", "install-info", "media-types", "tzdata")
-    return sorted(n.split(":")[0] for n in names if n.split(":")[0] not in skip)
+    """Debian packages ``packages`` need at run time (Depends and Pre-Depends, first alternative, recursively)."""
+    seen: set[str] = set()
+    frontier = set(packages)
+    while frontier:
+        seen |= frontier
+        out = subprocess.run(
+            ["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+             "--no-replaces", "--no-enhances", *sorted(frontier)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        found, in_alternatives = set(), False
+        for line in out.splitlines():
+            kind, _, name = line.strip().partition(": ")
+            if kind.lstrip("|") not in ("Depends", "PreDepends"):
+                continue
+            if not in_alternatives and "<" not in name:
+                found.add(name.split(":")[0])
+            in_alternatives = kind.startswith("|")  # later alternatives of this dependency are skipped
+        frontier = found - seen - PACKAGES_LEFT_OUT
+    return sorted(seen)
 
 
 def _python_layer() -> bytes:
@@ -236,7 +253,7 @@ def oci_layout(spec: ImageSpec, layers: list[bytes]) -> dict[str, bytes]:
     layer_descriptors, diff_ids = [], []
     for layer in layers:
         digest, size = _blob(blobs, layer)
-        layer_descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size})
+        layer_descriptors.append({"mediaType": LAYER_MEDIA_TYPE, "digest": digest, "size": size})
         diff_ids.append(digest)  # uncompressed layers: the diff id is the blob digest
     config = {
         "architecture": "amd64",
@@ -257,7 +274,7 @@ def oci_layout(spec: ImageSpec, layers: list[bytes]) -> dict[str, bytes]:
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
         "layers": layer_descriptors,
     }
     manifest_digest, manifest_size = _blob(blobs, json.dumps(manifest, sort_keys=True).encode())
@@ -277,7 +294,10 @@ def oci_layout(spec: ImageSpec, layers: list[bytes]) -> dict[str, bytes]:
             }
         ],
     }
-    files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(), "index.json": json.dumps(index).encode()}
+    files = {
+        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+        "index.json": json.dumps(index).encode(),
+    }
     files.update({f"blobs/sha256/{digest.split(':')[1]}": data for digest, data in blobs.items()})
     return files
 
@@ -301,6 +321,10 @@ def build_image(spec: ImageSpec) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _log(f"building {spec.reference} -> {target}")
     _write_archive(oci_layout(spec, spec.layers()), target)
+    stem = target.name.rsplit("-", 1)[0]
+    for stale in target.parent.glob(f"{stem}-*.oci.tar"):  # older builds of the same reference
+        if stale != target:
+            stale.unlink()
     return target
 
 

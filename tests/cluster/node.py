@@ -64,10 +64,10 @@ CGROUP_LEAF = "sandbox-operator-node"
 RULE_COMMENT = "sandbox-operator real node"
 KUBE_ROUTER_PREFIXES = ("KUBE-", "kube-router", "inet6:KUBE-", "inet6:kube-router")  # its chains and ipsets
 
-# Debian packages the real node needs (``scripts/install-deps.sh`` / ``.ci/run`` install them).
-DEBIAN_PACKAGES = (
-    "containerd", "runc", "containernetworking-plugins", "busybox-static",
-    "iptables", "ipset", "conntrack", "iproute2", "util-linux", "gcc", "libc6-dev",
+PACKAGE_LIST = Path(__file__).resolve().parent / "node-packages.txt"
+# Debian packages the real node needs; ``tests/cluster/node-deps.sh`` installs them (CI, fresh machines).
+DEBIAN_PACKAGES = tuple(
+    line.strip() for line in PACKAGE_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")
 )
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 # Paths outside the state dir that containerd/kubelet create with no option to move them.
@@ -93,7 +93,7 @@ def pod_placement() -> dict[str, Any]:
 def missing_dependencies() -> list[str]:
     """Commands or plugins the real node needs that this machine lacks (empty when all are there)."""
     commands = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "iptables-save", "ipset",
-                "ip", "unshare", "mount", "gcc")
+                "ip", "unshare", "mount", "nft", "gcc")
     missing = [c for c in commands if shutil.which(c) is None]
     cni_dir = _cni_bin_dir()
     for plugin in ("bridge", "host-local", "loopback"):
@@ -241,7 +241,7 @@ def _ours(chain: str) -> bool:
 
 
 def _remove_iptables() -> None:
-    """Delete our confinement rules and every KUBE-* chain (kube-router's, kubelet's canaries) with the rules that jump to them."""
+    """Delete our confinement rules, and every KUBE-* chain (kube-router's, kubelet's canaries) with its jumps."""
     for iptables in ("iptables", "ip6tables"):
         for table, (chains, rules) in _iptables_state(iptables).items():
             doomed = {c for c in chains if _ours(c)}
@@ -331,7 +331,7 @@ class RealNode:
     def start(self, timeout: float = 180.0) -> NodeRecord:
         missing = missing_dependencies()
         if missing:
-            raise RuntimeError(f"the real node needs: {', '.join(missing)} (see tests.cluster.node.DEBIAN_PACKAGES)")
+            raise RuntimeError(f"the real node needs: {', '.join(missing)} (run tests/cluster/node-deps.sh)")
         started = time.monotonic()
         paths = binaries.ensure_binaries(("kubernetes", "kube-router"))
         timings = {"binaries": time.monotonic() - started}
@@ -351,7 +351,7 @@ class RealNode:
             self._write_cni_config()
             self._start_containerd(record)
             step = time.monotonic()
-            images.ensure_images(self.socket, (images.PAUSE, images.BUSYBOX))
+            images.ensure_images(self.socket, (images.PAUSE, images.BUSYBOX, images.PYTHON))
             timings["images"] = time.monotonic() - step
             step = time.monotonic()
             self._start_kubelet(record, paths["kubelet"])
@@ -370,7 +370,8 @@ class RealNode:
         timings["total"] = time.monotonic() - started
         record.timings = timings
         record.save()
-        _log(f"real node {NODE_NAME} ready in {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})")
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        _log(f"real node {NODE_NAME} ready in {timings['total']:.1f}s ({steps})")
         return record
 
     def _spawn(self, record: NodeRecord, name: str, argv: list[str], executable: Path,
@@ -388,7 +389,7 @@ class RealNode:
         self.state.save()
 
     def _share_state_dir(self, record: NodeRecord) -> None:
-        """Make the node dir a shared mount so kubelet's volume mounts (made in its own mount namespace) reach containerd."""
+        """Make the node dir a shared mount: kubelet's volume mounts, made in its own namespace, reach containerd."""
         _run("mount", "--bind", str(self.dir), str(self.dir))
         record.shared_mount = True
         record.save()
@@ -453,7 +454,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.socket.exists() and _run("ctr", "--address", str(self.socket), "version", check=False).returncode == 0:
+            answered = self.socket.exists() and _run("ctr", "--address", str(self.socket), "version", check=False)
+            if answered and answered.returncode == 0:
                 return
             if not record.processes[-1].alive():
                 raise RuntimeError("containerd exited during start-up")
@@ -568,7 +570,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             f" && mount --bind {shlex.quote(str(uid_map))} /proc/$$/uid_map && exec "
             + " ".join(shlex.quote(a) for a in argv)
         )
-        self._spawn(record, "kubelet", ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script], kubelet)
+        wrapper = ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script]
+        self._spawn(record, "kubelet", wrapper, kubelet)
 
     def _kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         kubectl = binaries.MODULES["kubernetes"].bin_dir() / "kubectl"
@@ -581,7 +584,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 break
             time.sleep(0.5)
         remaining = max(1, int(deadline - time.monotonic()))
-        result = self._kubectl("wait", "--for=condition=Ready", f"node/{NODE_NAME}", f"--timeout={remaining}s", check=False)
+        result = self._kubectl("wait", "--for=condition=Ready", f"node/{NODE_NAME}", f"--timeout={remaining}s",
+                               check=False)
         if result.returncode != 0:
             raise TimeoutError(f"node {NODE_NAME} not Ready: {result.stderr.strip()}")
 
