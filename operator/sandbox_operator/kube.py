@@ -56,6 +56,7 @@ PATHS: dict[str, tuple[str, str]] = {
     c.KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.PLURAL),
 }
 MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "sandbox-operator"
 
 
 def _path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
@@ -77,7 +78,9 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration))
+        api = client.ApiClient(configuration)
+        api.user_agent = FIELD_MANAGER  # the API server names our writes after it in managedFields
+        return cls(api)
 
     async def close(self) -> None:
         """Release the connection pool."""
