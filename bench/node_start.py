@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes import client, watch  # noqa: E402
+from kubernetes import client, watch
 
-from tests.cluster import images, node  # noqa: E402
-from tests.cluster.controlplane import ClusterState  # noqa: E402
-from tests.cluster.handle import connect  # noqa: E402
+from tests.cluster import images, node
+from tests.cluster.controlplane import ClusterState
+from tests.cluster.handle import connect
 
 
 def timed_start(state: ClusterState) -> float:
@@ -36,9 +36,6 @@ def timed_start(state: ClusterState) -> float:
 def timed_stop(state: ClusterState) -> float:
     started = time.monotonic()
     leftovers = node.stop_real_node(state)
-    state.node = "fake"
-    state.processes = [p for p in state.processes if p.alive()]
-    state.save()
     if leftovers:
         raise RuntimeError(f"teardown left {leftovers}")
     return time.monotonic() - started

@@ -207,8 +207,6 @@ def _mangle_rules() -> list[tuple[str, list[str]]]:
 
 
 def _setup_network() -> None:
-    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
-        raise RuntimeError(f"bridge {BRIDGE} already exists: another real node runs, or a teardown was interrupted")
     network = ipaddress.ip_network(POD_CIDR)
     for route in _run("ip", "-4", "route", "show").stdout.splitlines():
         dest = route.split()[0]
@@ -329,6 +327,16 @@ class RealNode:
     # -- start ----------------------------------------------------------------------
 
     def start(self, timeout: float = 180.0) -> NodeRecord:
+        """Start containerd, kubelet and kube-router; on failure undo everything and re-raise."""
+        existing = NodeRecord.load(self.dir)
+        if existing and existing.processes and all(p.alive() for p in existing.processes):
+            _log(f"real node already running in {self.dir}")
+            return existing
+        if existing or self.dir.exists():
+            _log("found a stale or half-running real node; stopping it first")
+            self.stop()
+        if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+            raise RuntimeError(f"bridge {BRIDGE} exists: another real node runs on this machine (one at a time)")
         missing = missing_dependencies()
         if missing:
             raise RuntimeError(f"the real node needs: {', '.join(missing)} (run tests/cluster/node-deps.sh)")
@@ -366,6 +374,7 @@ class RealNode:
             for process in record.processes:
                 tail = Path(process.log).read_text(errors="replace").splitlines()[-20:]
                 _log(f"--- last lines of {process.name} ---\n" + "\n".join(tail))
+            self.stop()
             raise
         timings["total"] = time.monotonic() - started
         record.timings = timings
@@ -622,6 +631,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Undo everything ``start`` did; return what could not be removed (empty when clean)."""
         record = NodeRecord.load(self.dir)
         if record is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
             return []
         by_name = {p.name: p for p in record.processes}
         if "kube-router" in by_name:
@@ -644,6 +654,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         for path in record.created_runtime_paths:
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        ours = {p.pid for p in record.processes}
+        self.state.processes = [p for p in self.state.processes if p.pid not in ours]
+        self.state.node = "fake"
+        if self.state.path.exists():
+            self.state.save()
         leftovers += leftover_resources()
         if leftovers:
             _log("left behind: " + "; ".join(leftovers))

@@ -54,9 +54,6 @@ def real_node(cluster: Cluster) -> Iterator[str]:
     finally:
         if started_here and not cluster.owned:
             leftovers = real_node_module.stop_real_node(state)
-            state.node = "fake"
-            state.processes = [p for p in state.processes if p.alive()]
-            state.save()
             assert not leftovers, f"teardown left {leftovers}"
 
 
