@@ -35,7 +35,7 @@ def main() -> int:
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=settings.standalone,
-            priority=settings.priority,
+            priority=settings.peering_priority,
             peering_name=settings.peering_name,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             memo=kopf.Memo(settings=settings),

@@ -323,7 +323,8 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     settings.peering.name = config.peering_name
-    settings.peering.priority = config.priority
+    settings.peering.priority = config.peering_priority
+    settings.peering.lifetime = config.peering_lifetime
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
     settings.peering.stealth = True

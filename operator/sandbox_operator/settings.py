@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from typing import Annotated, Literal
@@ -36,6 +37,14 @@ class Settings(BaseSettings):
     )
     priority: int = Field(default=0, description="Kopf peering priority; the highest live replica is the active one.")
     standalone: bool = Field(default=False, description="Skip peering (a single replica, e.g. in tests).")
+    peering_lifetime: int = Field(
+        default=60, ge=10, le=3600,
+        description="Seconds a replica's peering record stays valid without a keep-alive: after a crash, "
+        "the worst-case time until a standby takes over.",
+    )
+    pod_name: str = Field(
+        default="", description="This replica's pod name; when PRIORITY is unset, the priority is derived from it."
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -51,6 +60,14 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not valid namespace names: {', '.join(bad)}")
         return value
+
+    @property
+    def peering_priority(self) -> int:
+        """PRIORITY if set; else, in a pod, a number from its name, so replicas of one template differ."""
+        if "priority" in self.model_fields_set or not self.pod_name:
+            return self.priority
+        # Kopf pauses every replica that sees a peer of equal priority; 31 bits make a tie very unlikely.
+        return 1 + int.from_bytes(hashlib.sha256(self.pod_name.encode()).digest()[:4], "big") % (2**31 - 1)
 
     @property
     def log_level_number(self) -> int:

@@ -43,6 +43,17 @@ def _kubernetes_ldflags(gomod: Path) -> str:
     return " ".join(["-s", "-w", *flags])
 
 
+def _helm_ldflags(gomod: Path) -> str:
+    """Helm's own Makefile flags: its version, and the Kubernetes version it assumes (client-go's minor, 1.x)."""
+    version = _required_version(gomod, "helm.sh/helm/v3")
+    minor = _required_version(gomod, "k8s.io/client-go").lstrip("v").split(".")[1]
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}",
+             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(["-s", "-w", *flags])
+
+
 @dataclass(frozen=True)
 class BuildModule:
     """One pinned Go build module and the commands it produces."""
@@ -101,6 +112,12 @@ def _modules() -> list[BuildModule]:
             name="kwok",
             packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
             version_module="sigs.k8s.io/kwok",
+        ),
+        BuildModule(
+            name="helm",
+            packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+            ldflags=_helm_ldflags(BUILD_ROOT / "helm" / "go.mod"),
+            version_module="helm.sh/helm/v3",
         ),
     ]
 
