@@ -53,7 +53,7 @@ cluster-status: venv ## show what the local cluster runs
 	$(PY) -m tests.cluster status
 
 demo: deps ## bring up the local cluster, run the operator, create a Sandbox and watch it expire
-	$(PY) -m demo
+	$(PY) scripts/demo.py
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +64,9 @@ class SandboxState:
     failures: int = 0
     phase: str | None = None
     deleted: bool = False
+    # Children we created that the watch has not shown yet: without this, a reconcile in that window
+    # would create them again (a harmless but wasted 409).
+    expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
     indices: dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,13 +136,41 @@ def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
     return next(iter(store), None) if store is not None else None
 
 
+EXPECTATION_SECONDS = 30.0
+INDEX_OF_KIND = {
+    c.ChildKind.POD: "sandbox_pods",
+    c.ChildKind.NETWORK_POLICY: "sandbox_policies",
+    c.ChildKind.SERVICE: "sandbox_services",
+    c.ChildKind.PVC: "sandbox_pvcs",
+}
+
+
+def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
+    """The child as the index has it, else as we just created it (for a short while)."""
+    seen = _one(state.indices[INDEX_OF_KIND[kind]], key)
+    expected = state.expected.get(kind)
+    if seen is not None or expected is None or time.monotonic() - expected[1] > EXPECTATION_SECONDS:
+        state.expected.pop(kind, None)
+        return seen
+    return expected[0]
+
+
+def _expect(state: SandboxState, manifest: Mapping[str, Any]) -> None:
+    meta = manifest["metadata"]
+    digest = (meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH)
+    kind = c.ChildKind(manifest["kind"])
+    summary: PodSummary | ChildSummary = (
+        PodSummary(meta["name"], spec_hash=digest) if kind is c.ChildKind.POD else ChildSummary(meta["name"], digest)
+    )
+    state.expected[kind] = (summary, time.monotonic())
+
+
 def _observe(state: SandboxState, key: tuple[str, str]) -> Observed:
-    idx = state.indices
     return Observed(
-        pod=_one(idx["sandbox_pods"], key),
-        network_policy=_one(idx["sandbox_policies"], key),
-        service=_one(idx["sandbox_services"], key),
-        pvc=_one(idx["sandbox_pvcs"], key),
+        pod=_child(state, key, c.ChildKind.POD),
+        network_policy=_child(state, key, c.ChildKind.NETWORK_POLICY),
+        service=_child(state, key, c.ChildKind.SERVICE),
+        pvc=_child(state, key, c.ChildKind.PVC),
         quota_error=state.quota_error,
         create_error=state.create_error,
     )
@@ -147,7 +179,9 @@ def _observe(state: SandboxState, key: tuple[str, str]) -> Observed:
 # --- the reconciliation ---------------------------------------------------------------------------------
 
 
-async def _apply(runtime: Runtime, sandbox_key: tuple[str, str], uid: str, plan: Plan) -> KubeError | None:
+async def _apply(
+    runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], uid: str, plan: Plan
+) -> KubeError | None:
     """Carry out the plan's actions in order; return the error if the API server refused a create for good."""
     namespace, name = sandbox_key
     for action in plan.actions:
@@ -158,9 +192,11 @@ async def _apply(runtime: Runtime, sandbox_key: tuple[str, str], uid: str, plan:
                 if error.transient:
                     raise
                 return error
+            _expect(state, action.manifest)
         elif isinstance(action, UpdateChild):
             await runtime.kube.replace(action.manifest)
         elif isinstance(action, DeleteChild):
+            state.expected.pop(action.kind, None)
             await runtime.kube.delete(action.kind, namespace, action.name)
         elif isinstance(action, DeleteSandbox):
             await runtime.kube.delete_sandbox(namespace, name, uid)
@@ -220,7 +256,7 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
         retry: float | None = None
         try:
             plan = decide(sandbox, _observe(state, key), datetime.now(UTC))
-            refused = await _apply(runtime, key, body["metadata"]["uid"], plan)
+            refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan)
             if refused is not None:
                 # Report why, then retry later: quota frees up, and a refused spec may be fixed by a new generation.
                 state.failures += 1

@@ -349,6 +349,9 @@ class ControlPlane:
                 "--node-ip=127.0.0.1",
                 f"--node-port={port}",
                 f"--server-address=127.0.0.1:{port}",
+                # Heartbeat through Leases; without it kwok patches node status too rarely for the
+                # node lifecycle controller's 50s grace period, and nodes flap NotReady.
+                "--node-lease-duration-seconds=40",
             ],
             env={"HOME": str(self.state_dir)},  # kwok reads ~/.kwok; keep it inside the state dir
         )

@@ -1,0 +1,94 @@
+"""`make demo`: the local cluster, the CRDs, the operator, a Sandbox that becomes Ready and then expires.
+
+Set NODE=real to run the sandbox as a real container on a kubelet + containerd node (root needed),
+KEEP=1 to leave the cluster running afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.cluster.controlplane import ControlPlane  # noqa: E402
+from tests.cluster.handle import connect  # noqa: E402
+from tests.operator_process import OperatorProcess, install_crds  # noqa: E402
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def show(cluster_kubectl: list[str], *args: str) -> str:
+    result = subprocess.run([*cluster_kubectl, *args], capture_output=True, text=True, check=False)
+    print(result.stdout.rstrip() or result.stderr.rstrip(), flush=True)
+    return result.stdout
+
+
+def main() -> int:
+    node = os.environ.get("NODE", "fake")
+    plane = ControlPlane()
+    was_running = bool(plane.status().get("running"))
+    say(f"local cluster ({'already running' if was_running else 'starting'}; node={node})")
+    state = plane.start()
+    if node == "real":
+        from tests.cluster import node as real_node
+
+        real_node.start_real_node(state)
+    cluster = connect(start=False)
+    kubectl = [cluster.kubectl_path, f"--kubeconfig={cluster.kubeconfig}"]
+    show(kubectl, "get", "nodes")
+
+    say("installing the CRDs (kubectl apply --server-side -f crds/)")
+    install_crds(cluster)
+    show(kubectl, "get", "crds")
+
+    log = Path(tempfile.gettempdir()) / "sandbox-operator-demo.log"
+    say(f"starting the operator (python -m sandbox_operator; log: {log})")
+    operator = OperatorProcess(cluster, log)
+    operator.start()
+    try:
+        say("applying examples/sandbox.yaml (ttlSeconds: 60)")
+        show(kubectl, "apply", "-n", "default", "-f", str(ROOT / "examples" / "sandbox.yaml"))
+        say("kubectl wait --for=condition=Ready sandbox/hello")
+        show(kubectl, "wait", "-n", "default", "--for=condition=Ready", "sandbox/hello", "--timeout=120s")
+        show(kubectl, "get", "sbx", "-n", "default")
+        say("what the operator created: a locked-down pod and a default-deny NetworkPolicy, owned by the Sandbox")
+        show(kubectl, "get", "pod,networkpolicy", "-n", "default", "-l", "sandbox-operator.io/sandbox=hello")
+        show(kubectl, "get", "pod", "sbx-hello", "-n", "default", "-o",
+             "jsonpath={.spec.containers[0].securityContext}{'\\n'}")
+        say("waiting for the TTL to run out (the operator acts at the deadline) ...")
+        started = time.monotonic()
+        while time.monotonic() - started < 120:
+            result = subprocess.run([*kubectl, "get", "sbx", "hello", "-n", "default", "--no-headers"],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                break
+            print(f"  {result.stdout.strip()}", flush=True)
+            time.sleep(5)
+        show(kubectl, "get", "sbx,pod,networkpolicy", "-n", "default")
+        say("events of the sandbox's life")
+        show(kubectl, "get", "events", "-n", "default", "--field-selector", "involvedObject.kind=Sandbox",
+             "-o", "custom-columns=TIME:.firstTimestamp,REASON:.reason,MESSAGE:.message")
+        say("operator metrics (excerpt)")
+        for key, value in operator.metrics().items():
+            if key.startswith(("sandbox_operator_expirations_total", "sandbox_operator_ready_latency_seconds_count")):
+                print(f"  {key} {value}")
+    finally:
+        operator.stop()
+        if not was_running and os.environ.get("KEEP") != "1":
+            say("stopping the local cluster (KEEP=1 keeps it)")
+            plane.stop()
+        else:
+            print(f"\nthe cluster keeps running: export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
