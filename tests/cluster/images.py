@@ -171,7 +171,8 @@ def _python_layer() -> bytes:
         root.mkdir()
         packages = _package_closure(PYTHON_PACKAGES)
         _log(f"downloading {len(packages)} Debian packages for {PYTHON}")
-        subprocess.run(["apt-get", "download", "-q", *packages], cwd=debs, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *packages],
+                       cwd=debs, check=True, stdout=subprocess.DEVNULL)
         for deb in sorted(debs.glob("*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         for unneeded in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "usr/share/lintian"):

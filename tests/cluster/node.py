@@ -60,6 +60,7 @@ BRIDGE = "sbxnode0"
 BRIDGE_IP = "10.244.0.1"  # the node's InternalIP: kubelet serves here, pods see the host here
 HOST_PORTS_FOR_PODS = "18000:18099"  # host listeners (on BRIDGE_IP) that pods may open connections to
 KUBELET_PORT = 10250
+DEFAULT_IMAGES = (images.PAUSE, images.BUSYBOX)  # imported at start; others on demand (import_images)
 CGROUP_LEAF = "sandbox-operator-node"
 RULE_COMMENT = "sandbox-operator real node"
 KUBE_ROUTER_PREFIXES = ("KUBE-", "kube-router", "inet6:KUBE-", "inet6:kube-router")  # its chains and ipsets
@@ -359,7 +360,7 @@ class RealNode:
             self._write_cni_config()
             self._start_containerd(record)
             step = time.monotonic()
-            images.ensure_images(self.socket, (images.PAUSE, images.BUSYBOX, images.PYTHON))
+            images.ensure_images(self.socket, DEFAULT_IMAGES)
             timings["images"] = time.monotonic() - step
             step = time.monotonic()
             self._start_kubelet(record, paths["kubelet"])
@@ -715,6 +716,11 @@ def leftover_resources() -> list[str]:
 def start_real_node(state: ClusterState) -> NodeRecord:
     """Add the real node to the running control plane ``state`` (``up --node real``)."""
     return RealNode(state).start()
+
+
+def import_images(state: ClusterState, references: tuple[str, ...] = (images.PYTHON,)) -> list[str]:
+    """Build (cached) and import more images into the running real node, e.g. ``images.PYTHON`` for the demo."""
+    return images.ensure_images(RealNode(state).socket, references)
 
 
 def stop_real_node(state: ClusterState) -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster import node as real_node_module
+from tests.cluster.handle import Cluster
 
 from .conftest import LISTENER, SLEEPER, pod_manifest, run_pod, wait_for
 
@@ -178,3 +179,16 @@ def test_pods_have_no_route_off_the_node(core: client.CoreV1Api, node_namespace:
     routes = exec_in(node_namespace, "routes", "ip", "-4", "route", "show").stdout.strip().splitlines()
     assert routes, "the pod should have its on-link route"
     assert [r.split()[0] for r in routes] == [real_node_module.POD_CIDR], routes  # no default route, no other
+
+
+def test_forwarded_pod_traffic_is_dropped_before_any_other_rule(real_node: str, cluster: Cluster) -> None:
+    if cluster.external:
+        pytest.skip("inspects this machine's rules: only for the local cluster's real node")
+    # mangle FORWARD runs before filter FORWARD, where kube-router ACCEPTs policy-compliant traffic.
+    rules = real_node_module._run("iptables", "-t", "mangle", "-S", "FORWARD").stdout.splitlines()
+    appended = [r for r in rules if r.startswith("-A FORWARD")]
+    bridge = real_node_module.BRIDGE
+    assert appended[0].startswith(f"-A FORWARD -i {bridge} ! -o {bridge}") and appended[0].endswith("-j DROP")
+    assert appended[1].startswith(f"-A FORWARD ! -i {bridge} -o {bridge}") and appended[1].endswith("-j DROP")
+    nat = real_node_module._run("iptables-save", "-t", "nat").stdout
+    assert "MASQUERADE" not in nat and "SNAT" not in nat
