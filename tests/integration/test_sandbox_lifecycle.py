@@ -109,6 +109,9 @@ class Sandboxes:
 
 @pytest.fixture
 def sandboxes(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> Sandboxes:
+    """Sandboxes in a namespace where the API server enforces Pod Security `restricted` on every pod."""
+    client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
     return Sandboxes(api, namespace)
 
 
