@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.cluster import images
 from tests.cluster import node as real_node_module
+from tests.cluster.controlplane import ClusterState
 from tests.cluster.handle import Cluster
 
 from .conftest import LISTENER, SLEEPER, pod_manifest, run_pod, wait_for
@@ -192,3 +194,25 @@ def test_forwarded_pod_traffic_is_dropped_before_any_other_rule(real_node: str, 
     assert appended[1].startswith(f"-A FORWARD ! -i {bridge} -o {bridge}") and appended[1].endswith("-j DROP")
     nat = real_node_module._run("iptables-save", "-t", "nat").stdout
     assert "MASQUERADE" not in nat and "SNAT" not in nat
+
+
+def test_python_image_runs_code_as_non_root(
+    real_node: str, cluster: Cluster, core: client.CoreV1Api, node_namespace: str
+) -> None:
+    if cluster.external:
+        pytest.skip("imports a locally built image into the local real node")
+    assert cluster.control_plane is not None
+    state = ClusterState.load(cluster.control_plane.state_dir)
+    assert state is not None
+    real_node_module.import_images(state, (images.PYTHON,))
+    manifest = pod_manifest("python", ["python3", "-c", "import os, json, sqlite3; print(json.dumps(os.getuid()))"])
+    manifest["spec"]["containers"][0]["image"] = images.PYTHON
+    core.create_namespaced_pod(node_namespace, manifest)
+
+    def finished() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod("python", node_namespace)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = wait_for(finished, timeout=90, what="the python pod to finish")
+    assert pod.status.phase == "Succeeded", pod.status
+    assert core.read_namespaced_pod_log("python", node_namespace).strip() == "65534"
