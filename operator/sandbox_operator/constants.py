@@ -212,3 +212,85 @@ class ChildKind(StrEnum):
     SERVICE = "Service"
     NETWORK_POLICY = "NetworkPolicy"
     PVC = "PersistentVolumeClaim"
+
+
+# --- Tenants ----------------------------------------------------------------------------------------------------------
+
+TENANT_KIND: Final = "Tenant"
+TENANT_LIST_KIND: Final = "TenantList"
+TENANT_PLURAL: Final = "tenants"
+TENANT_SINGULAR: Final = "tenant"
+TENANT_SHORT_NAMES: Final = ("tnt",)
+TENANT_CRD_NAME: Final = f"{TENANT_PLURAL}.{GROUP}"
+
+# On every object rendered for a tenant: which Tenant it belongs to (child events find their Tenant by it).
+LABEL_TENANT: Final = f"{GROUP}/tenant"
+TENANT_NAME: Final = "tenant"
+
+# Names of the objects rendered into a tenant's namespace (one of each per namespace).
+TENANT_QUOTA_NAME: Final = "sandbox-tenant"
+TENANT_LIMIT_RANGE_NAME: Final = "sandbox-tenant"
+TENANT_NETWORK_POLICY_NAME: Final = "sandbox-tenant-default-deny"
+TENANT_ROLE_BINDING_NAME: Final = "sandbox-tenant"
+
+# Shipped in deploy/: the role the tenant's subjects are bound to, and the admission policy checking their Sandboxes.
+TENANT_CLUSTER_ROLE: Final = "sandbox-operator-tenant"
+TENANT_POLICY_NAME: Final = f"tenant-policy.{GROUP}"
+TENANT_POLICY_BINDING_PREFIX: Final = "tenant-policy-"
+
+# Pod Security Standards labels on a tenant namespace: enforce, audit and warn all at `restricted`.
+POD_SECURITY_LEVEL: Final = "restricted"
+POD_SECURITY_MODES: Final = ("enforce", "audit", "warn")
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+
+# ResourceQuota resource names; one constant each so render, status and tests agree.
+QUOTA_SANDBOXES: Final = f"count/{PLURAL}.{GROUP}"
+QUOTA_PODS: Final = "pods"
+QUOTA_SERVICES: Final = "services"
+QUOTA_LOAD_BALANCERS: Final = "services.loadbalancers"
+QUOTA_NODE_PORTS: Final = "services.nodeports"
+QUOTA_PVCS: Final = "persistentvolumeclaims"
+QUOTA_STORAGE: Final = "requests.storage"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+MAX_TENANT_SUBJECTS: Final = 32
+MAX_IMAGE_PATTERNS: Final = 64
+MAX_IMAGE_PATTERN_LENGTH: Final = 256
+MAX_TENANT_CIDRS: Final = 32
+
+
+class TenantConditionType(StrEnum):
+    """Condition types in a Tenant's `status.conditions`."""
+
+    READY = "Ready"
+
+
+class TenantReason(StrEnum):
+    """Stable CamelCase reasons of a Tenant's Ready condition."""
+
+    PROVISIONED = "Provisioned"
+    PROVISIONING = "Provisioning"
+    WAITING_FOR_QUOTA = "WaitingForQuota"
+    NAMESPACE_CONFLICT = "NamespaceConflict"
+    NAMESPACE_TERMINATING = "NamespaceTerminating"
+    INVALID_SPEC = "InvalidSpec"
+    APPLY_FAILED = "ApplyFailed"
+
+
+class TenantChildKind(StrEnum):
+    """Kinds of the objects the operator renders for a Tenant."""
+
+    NAMESPACE = "Namespace"
+    RESOURCE_QUOTA = "ResourceQuota"
+    LIMIT_RANGE = "LimitRange"
+    NETWORK_POLICY = "NetworkPolicy"
+    ROLE_BINDING = "RoleBinding"
+    POLICY_BINDING = "ValidatingAdmissionPolicyBinding"
+
+
+class SubjectKind(StrEnum):
+    """Kinds of RBAC subjects a Tenant may grant access to."""
+
+    USER = "User"
+    GROUP = "Group"
+    SERVICE_ACCOUNT = "ServiceAccount"

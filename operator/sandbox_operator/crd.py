@@ -1,6 +1,8 @@
-"""The Sandbox CustomResourceDefinition, generated from the pydantic models so the two can never drift.
+"""The Sandbox and Tenant CustomResourceDefinitions, generated from the pydantic models so the two can never drift.
 
-Regenerate the committed file with `python -m sandbox_operator.crd > crds/sandbox-operator.io_sandboxes.yaml`.
+Regenerate the committed files with `python -m sandbox_operator.crd > crds/sandbox-operator.io_sandboxes.yaml` and
+`python -m sandbox_operator.crd --tenant > crds/sandbox-operator.io_tenants.yaml` (or write every generated manifest
+at once with `python -m sandbox_operator.manifests`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from sandbox_operator import constants as c
 from sandbox_operator.models import DNS_LABEL_PATTERN, SandboxSpec, SandboxStatus
+from sandbox_operator.tenant_models import TenantSpec, TenantStatus
 
 HEADER = "# Generated from sandbox_operator.models by `python -m sandbox_operator.crd`; do not edit.\n"
+TENANT_HEADER = (
+    "# Generated from sandbox_operator.tenant_models by `python -m sandbox_operator.crd --tenant`; do not edit.\n"
+)
 
 # Keywords a structural schema may carry and that this generator knows how to pass on; anything else pydantic emits
 # (exclusiveMinimum as a number, const, oneOf, ...) fails loudly instead of producing a CRD the API server refuses.
@@ -114,7 +121,7 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
     return {key: node[key] for key in sorted(node, key=_KEY_ORDER.index)}
 
 
-def model_schema(model: type[SandboxSpec] | type[SandboxStatus], path: str) -> dict[str, Any]:
+def model_schema(model: type[BaseModel], path: str) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a model: refs inlined, optional fields plain, every bound checked."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
@@ -211,5 +218,89 @@ def sandbox_crd_yaml() -> str:
     return HEADER + yaml.safe_dump(sandbox_crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
+def _name_rule() -> dict[str, str]:
+    return {
+        # The name becomes part of other objects' names and label values, so it must be a short DNS label.
+        "rule": f"size(self.metadata.name) <= {c.MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+        "message": "metadata.name must be a DNS label (lowercase letters, digits, '-') of at most 63 chars",
+    }
+
+
+def tenant_schema() -> dict[str, Any]:
+    """The `openAPIV3Schema` of the Tenant resource."""
+    return {
+        "type": "object",
+        "description": (
+            "A Tenant is a namespace the operator creates and owns, with a ResourceQuota (including a count of "
+            "Sandboxes), a LimitRange, a default-deny NetworkPolicy, an admission policy checking every Sandbox "
+            "against the tenant's limits, and a RoleBinding letting its subjects manage Sandboxes and nothing else."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": f"API version of this object: {c.API_VERSION}."},
+            "kind": {"type": "string", "description": f"Kind of this object: {c.TENANT_KIND}."},
+            "metadata": {"type": "object"},
+            "spec": model_schema(TenantSpec, "spec"),
+            "status": model_schema(TenantStatus, "status"),
+        },
+        "x-kubernetes-validations": [_name_rule()],
+    }
+
+
+def _tenant_ready_column(name: str, field_name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{c.TenantConditionType.READY}")].{field_name}',
+        "description": description,
+    }
+
+
+def tenant_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of `tenants.sandbox-operator.io` (cluster-scoped) as a plain dict."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": c.TENANT_CRD_NAME, "labels": {c.LABEL_NAME: c.MANAGED_BY}},
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": c.TENANT_KIND,
+                "listKind": c.TENANT_LIST_KIND,
+                "plural": c.TENANT_PLURAL,
+                "singular": c.TENANT_SINGULAR,
+                "shortNames": list(c.TENANT_SHORT_NAMES),
+                "categories": ["sandbox-operator"],
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": tenant_schema()},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Namespace", "type": "string", "jsonPath": ".spec.namespace",
+                         "description": "The tenant's namespace."},
+                        _tenant_ready_column("Ready", "status", "Whether the tenant is provisioned."),
+                        _tenant_ready_column("Reason", "reason", "Why the tenant is or is not ready."),
+                        {"name": "Sandboxes", "type": "string", "jsonPath": ".status.usage.sandboxes.used",
+                         "description": "Sandboxes in use."},
+                        {"name": "Max", "type": "integer", "jsonPath": ".spec.quota.maxSandboxes",
+                         "description": "Most Sandboxes at once."},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def tenant_crd_yaml() -> str:
+    """The Tenant CRD as the YAML committed under crds/."""
+    return TENANT_HEADER + yaml.safe_dump(tenant_crd(), sort_keys=False, width=120, allow_unicode=True)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(sandbox_crd_yaml())
+    sys.stdout.write(tenant_crd_yaml() if "--tenant" in sys.argv[1:] else sandbox_crd_yaml())

@@ -54,14 +54,31 @@ PATHS: dict[str, tuple[str, str]] = {
     c.ChildKind.PVC: ("/api/v1", "persistentvolumeclaims"),
     c.ChildKind.NETWORK_POLICY: ("/apis/networking.k8s.io/v1", "networkpolicies"),
     c.KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.PLURAL),
+    c.TENANT_KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.TENANT_PLURAL),
+    c.TenantChildKind.NAMESPACE: ("/api/v1", "namespaces"),
+    c.TenantChildKind.RESOURCE_QUOTA: ("/api/v1", "resourcequotas"),
+    c.TenantChildKind.LIMIT_RANGE: ("/api/v1", "limitranges"),
+    c.TenantChildKind.ROLE_BINDING: ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    c.TenantChildKind.POLICY_BINDING: ("/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings"),
 }
+# Kinds without a namespace: their paths have no /namespaces/<ns> part.
+CLUSTER_SCOPED = frozenset({c.TENANT_KIND, c.TenantChildKind.NAMESPACE, c.TenantChildKind.POLICY_BINDING})
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "sandbox-operator"
 
 
 def _path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
     prefix, plural = PATHS[kind]
     return "/".join(part for part in (f"{prefix}/namespaces/{namespace}/{plural}", name, subresource) if part)
+
+
+def _any_path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
+    """Path of a namespaced or a cluster-scoped object (``namespace`` is ignored for cluster-scoped kinds)."""
+    if kind not in CLUSTER_SCOPED:
+        return _path(kind, namespace or "", name, subresource)
+    prefix, plural = PATHS[kind]
+    return "/".join(part for part in (f"{prefix}/{plural}", name, subresource) if part)
 
 
 class Kube:
@@ -89,11 +106,12 @@ class Kube:
     async def _request(
         self, verb: str, kind: str, method: str, path: str, body: Any = None, *,
         content_type: str = "application/json", ok: frozenset[int] = frozenset(),
+        query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any] | None:
         """Send one request, count it, and turn failures into KubeError (statuses in ``ok`` return None)."""
         try:
             result = await self.api.call_api(
-                path, method, body=body,
+                path, method, body=body, query_params=query,
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 auth_settings=["BearerToken"], response_types_map={200: "object", 201: "object", 202: "object"},
                 _return_http_data_only=True, _request_timeout=30,
@@ -141,4 +159,35 @@ class Kube:
         return await self._request(
             "patch", f"{c.KIND}/status", "PATCH", _path(c.KIND, namespace, name, "status"), {"status": status},
             content_type=MERGE_PATCH, ok=frozenset({404}),
+        )
+
+    # --- Tenants: cluster-scoped objects too, written by server-side apply -------------------------------------------
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """Read one object; None when it does not exist."""
+        return await self._request("get", kind, "GET", _any_path(kind, namespace, name), ok=frozenset({404}))
+
+    async def create_object(self, manifest: Mapping[str, Any]) -> None:
+        """Create a namespaced or cluster-scoped object; one of that name already existing counts as done."""
+        kind, namespace = manifest["kind"], manifest["metadata"].get("namespace")
+        await self._request("create", kind, "POST", _any_path(kind, namespace), dict(manifest), ok=frozenset({409}))
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply (forced) as FIELD_MANAGER: creates the object or brings every field we own to the
+        manifest, removing fields we set before and no longer render."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        await self._request(
+            "apply", kind, "PATCH", _any_path(kind, meta.get("namespace"), meta["name"]), dict(manifest),
+            content_type=APPLY_PATCH, query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+
+    async def patch_tenant_status(
+        self, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write a Tenant's complete new status (a merge patch that also clears dropped keys)."""
+        status: dict[str, Any] = {key: None for key in old if key not in new}
+        status.update(new)
+        return await self._request(
+            "patch", f"{c.TENANT_KIND}/status", "PATCH", _any_path(c.TENANT_KIND, None, name, "status"),
+            {"status": status}, content_type=MERGE_PATCH, ok=frozenset({404}),
         )

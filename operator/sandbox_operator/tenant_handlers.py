@@ -1,0 +1,275 @@
+"""Kopf wiring for Tenants: observe the tenant's objects, call the pure ``tenant_reconcile.decide_tenant``, apply.
+
+Like the Sandbox side: event handlers only, no finalizers (deleting a Tenant never waits for the operator; owner
+references let the garbage collector delete its namespace and policy binding), per-Tenant state in Kopf's memo.
+Events of the objects rendered for a tenant (found by their tenant label) wake that Tenant, so a deleted RoleBinding
+is put back and a ResourceQuota's new usage reaches the Tenant's status. Nothing here takes part in admission: quota
+and policy are enforced by the API server, whether or not the operator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from sandbox_operator import constants as c
+from sandbox_operator import metrics
+from sandbox_operator.handlers import Runtime
+from sandbox_operator.kube import Kube, KubeError
+from sandbox_operator.models import OperatorDefaults
+from sandbox_operator.reconcile import ChildSummary
+from sandbox_operator.tenant_models import TenantObject, load_tenant, with_tenant_defaults
+from sandbox_operator.tenant_reconcile import (
+    ApplyObject,
+    NamespaceSummary,
+    QuotaSummary,
+    TenantObserved,
+    TenantPlan,
+    decide_tenant,
+    tenant_status_changed,
+)
+from sandbox_operator.tenant_render import policy_binding_name
+
+logger = logging.getLogger(__name__)
+
+TENANT_CHILD_LABELS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_TENANT: kopf.PRESENT}
+MAX_RETRY_DELAY = 300.0
+WARNING_REASONS = frozenset(
+    {c.TenantReason.NAMESPACE_CONFLICT, c.TenantReason.INVALID_SPEC, c.TenantReason.APPLY_FAILED}
+)
+
+
+@dataclass
+class TenantState:
+    """What one Tenant's reconciliations share; lives in the Tenant's Kopf memo and dies with it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    body: dict[str, Any] | None = None
+    wakeup: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+    dirty: bool = False
+    failures: int = 0
+    deleted: bool = False
+
+
+def _state(memo: Any) -> TenantState:
+    state = memo.get("tenant")
+    if state is None:
+        state = memo["tenant"] = TenantState()
+    return state  # type: ignore[no-any-return]
+
+
+@kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
+def tenant_states(name: str, memo: Any, **_: Any) -> dict[str, TenantState]:
+    """Each Tenant's shared state by name, so that events of its objects can wake it."""
+    return {name: _state(memo)}
+
+
+@kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
+def tenant_ttl_defaults(spec: kopf.Spec, **_: Any) -> dict[str, int | None]:
+    """Each tenant namespace's default TTL (None: the tenant sets none), for ``sandbox_defaults``."""
+    namespace, defaults = spec.get("namespace"), spec.get("defaults") or {}
+    return {str(namespace): defaults.get("ttlSeconds")} if namespace else {}
+
+
+def sandbox_defaults(index: kopf.Index[str, int | None], namespace: str, base: OperatorDefaults) -> OperatorDefaults:
+    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's default TTL if it sets one.
+
+    The Sandbox handlers pass this ``tenant_ttl_defaults`` index (Kopf hands every handler each index by name).
+    """
+    store = index.get(namespace)
+    ttl = next(iter(store), None) if store is not None else None
+    return with_tenant_defaults(base, ttl)
+
+
+# --- observe, decide, act -----------------------------------------------------------------------------------------
+
+
+async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
+    """Read the tenant's objects; those inside the namespace only when it exists."""
+    name = tenant.spec.namespace
+    namespace = await kube.get(c.TenantChildKind.NAMESPACE, None, name)
+    binding = await kube.get(c.TenantChildKind.POLICY_BINDING, None, policy_binding_name(tenant))
+    if namespace is None:
+        return TenantObserved(policy_binding=ChildSummary.from_body(binding) if binding else None)
+    quota, limit_range, policy, role_binding = await asyncio.gather(
+        kube.get(c.TenantChildKind.RESOURCE_QUOTA, name, c.TENANT_QUOTA_NAME),
+        kube.get(c.TenantChildKind.LIMIT_RANGE, name, c.TENANT_LIMIT_RANGE_NAME),
+        kube.get(c.TenantChildKind.NETWORK_POLICY, name, c.TENANT_NETWORK_POLICY_NAME),
+        kube.get(c.TenantChildKind.ROLE_BINDING, name, c.TENANT_ROLE_BINDING_NAME),
+    )
+    return TenantObserved(
+        namespace=NamespaceSummary.from_body(namespace),
+        quota=QuotaSummary.from_body(quota) if quota else None,
+        limit_range=ChildSummary.from_body(limit_range) if limit_range else None,
+        network_policy=ChildSummary.from_body(policy) if policy else None,
+        policy_binding=ChildSummary.from_body(binding) if binding else None,
+        role_binding=ChildSummary.from_body(role_binding) if role_binding else None,
+    )
+
+
+async def _apply(kube: Kube, plan: TenantPlan) -> KubeError | None:
+    """Carry out the plan in order; return the error if the API server refused a write for good."""
+    for action in plan.actions:
+        try:
+            if isinstance(action, ApplyObject):
+                await kube.apply(action.manifest)
+            else:
+                await kube.create_object(action.manifest)
+        except KubeError as error:
+            if error.transient:
+                raise
+            return error
+    return None
+
+
+def _post_event(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """One Event per change of the Ready condition's reason."""
+    def reason(status: Mapping[str, Any]) -> str | None:
+        return next((cond.get("reason") for cond in status.get("conditions") or []), None)
+
+    new_reason = reason(new)
+    if new_reason is None or new_reason == reason(old):
+        return
+    kind = c.EventType.WARNING if new_reason in WARNING_REASONS else c.EventType.NORMAL
+    message = next((cond.get("message", "") for cond in new.get("conditions") or []), "")
+    kopf.event(body, type=kind.value, reason=new_reason, message=message)  # type: ignore[arg-type]
+
+
+def _schedule(state: TenantState, runtime: Runtime, delay: float | None) -> None:
+    """Look at this Tenant again after ``delay`` seconds (None: only on the next event)."""
+    if state.wakeup is not None:
+        state.wakeup.cancel()
+        state.wakeup = None
+    if state.deleted or delay is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        state.task = loop.create_task(reconcile_tenant(state, runtime, trigger="tenant-timer"))
+
+    state.wakeup = loop.call_later(delay, fire)
+
+
+async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) -> None:
+    body = state.body
+    if body is None:
+        return
+    metrics.RECONCILES.labels(trigger).inc()
+    tenant = load_tenant(body)
+    name = body["metadata"]["name"]
+    retry: float | None = None
+    try:
+        observed = await _observe(runtime.kube, tenant) if isinstance(tenant, TenantObject) else TenantObserved()
+        plan = decide_tenant(tenant, observed, datetime.now(UTC))
+        refused = await _apply(runtime.kube, plan)
+        if refused is not None:
+            metrics.RECONCILE_ERRORS.labels("rejected").inc()
+            state.failures += 1
+            error = f"{refused.verb} {refused.resource}: {refused.status} {refused.message}"
+            plan = decide_tenant(tenant, TenantObserved(apply_error=error), datetime.now(UTC))
+            plan = TenantPlan(plan.actions, plan.status, min(MAX_RETRY_DELAY, 2.0**state.failures))
+        else:
+            state.failures = 0
+        old_status = body.get("status") or {}
+        if tenant_status_changed(old_status, plan.status):
+            updated = await runtime.kube.patch_tenant_status(name, old_status, plan.status)
+            _post_event(body, old_status, plan.status)
+            if updated is not None:
+                state.body = updated
+        retry = plan.retry_after
+    except KubeError as error:
+        metrics.RECONCILE_ERRORS.labels("temporary" if error.transient else "rejected").inc()
+        state.failures += 1
+        retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
+        logger.warning("tenant %s: %s; retrying in %.0fs", name, error, retry)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels("unexpected").inc()
+        state.failures += 1
+        retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
+        logger.exception("tenant %s: reconcile failed; retrying in %.0fs", name, retry)
+    _schedule(state, runtime, retry)
+
+
+async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -> None:
+    """Decide and act for one Tenant. Triggers arriving while a pass runs are folded into one more pass, so a burst
+    of quota updates (fifty sandboxes created at once) costs a few passes, not fifty."""
+    state.dirty = True
+    if state.lock.locked():
+        return
+    async with state.lock:
+        while state.dirty and not state.deleted:
+            state.dirty = False
+            await _reconcile_once(state, runtime, trigger)
+
+
+def _resource_version(body: Mapping[str, Any] | None) -> int:
+    try:
+        return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.TENANT_PLURAL)
+async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Any change to a Tenant: reconcile it. On deletion only stop: the garbage collector removes its objects."""
+    state = _state(memo)
+    if event["type"] == "DELETED":
+        state.deleted = True
+        if state.wakeup is not None:
+            state.wakeup.cancel()
+        return
+    if state.body is None or _resource_version(body) >= _resource_version(state.body):
+        state.body = {key: body[key] for key in body}
+    await reconcile_tenant(state, memo["runtime"], trigger="tenant")
+
+
+async def _child_changed(labels: Mapping[str, str], memo: Any, indices: Mapping[str, Any], trigger: str) -> None:
+    store = indices["tenant_states"].get(labels[c.LABEL_TENANT])
+    state = next(iter(store), None) if store is not None else None
+    if state is not None:
+        await reconcile_tenant(state, memo["runtime"], trigger=trigger)
+
+
+@kopf.on.event("namespaces", labels=TENANT_CHILD_LABELS)
+async def tenant_namespace_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant namespace changed or is going away: reconcile its Tenant."""
+    await _child_changed(labels, memo, kwargs, "tenant-namespace")
+
+
+@kopf.on.event("resourcequotas", labels=TENANT_CHILD_LABELS)
+async def tenant_quota_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant ResourceQuota changed (usually its usage): refresh the Tenant's status, grant access once computed."""
+    await _child_changed(labels, memo, kwargs, "tenant-quota")
+
+
+@kopf.on.event("limitranges", labels=TENANT_CHILD_LABELS)
+async def tenant_limit_range_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant LimitRange changed or vanished: put it back."""
+    await _child_changed(labels, memo, kwargs, "tenant-limitrange")
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=TENANT_CHILD_LABELS)
+async def tenant_policy_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant's default-deny NetworkPolicy changed or vanished: put it back."""
+    await _child_changed(labels, memo, kwargs, "tenant-networkpolicy")
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=TENANT_CHILD_LABELS)
+async def tenant_role_binding_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant RoleBinding changed or vanished: put it back."""
+    await _child_changed(labels, memo, kwargs, "tenant-rolebinding")
+
+
+@kopf.on.event(
+    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", labels=TENANT_CHILD_LABELS
+)
+async def tenant_policy_binding_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A tenant's admission policy binding changed or vanished: put it back."""
+    await _child_changed(labels, memo, kwargs, "tenant-policybinding")

@@ -1,0 +1,264 @@
+"""The pure decision for a Tenant: (Tenant, observed objects, now) -> actions, new status, when to look again.
+
+Rules, in order:
+- A body that fails validation gets Ready=False/InvalidSpec naming the field; nothing is created or changed.
+- The namespace is created (never adopted): if it exists without this Tenant's owner reference, Ready=False
+  /NamespaceConflict and nothing is touched. A terminating namespace is waited for.
+- The ResourceQuota, LimitRange, default-deny NetworkPolicy and the admission policy binding are applied whenever
+  missing or rendered differently (a spec hash annotation tells).
+- The RoleBinding that lets the tenant's subjects in is created only once the policy binding exists and the
+  ResourceQuota's status shows every rendered limit and its usage: before the resourcequota controller has computed
+  a quota, admission does not enforce it, so granting access earlier could over-admit. Once granted, access stays
+  while later quota edits propagate (admission keeps enforcing the previous status meanwhile).
+- Status: Ready and usage against each limit, copied from the ResourceQuota's status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from sandbox_operator import constants as c
+from sandbox_operator import tenant_render as render
+from sandbox_operator.models import Condition, parse_quantity
+from sandbox_operator.reconcile import ChildSummary
+from sandbox_operator.tenant_models import InvalidTenant, TenantObject, TenantStatus
+
+# Status usage entries: (status field, ResourceQuota resource). Limits, not requests: a sandbox's requests never
+# exceed its limits, so the limits are what the quota runs out of first.
+USAGE_RESOURCES = (
+    ("sandboxes", c.QUOTA_SANDBOXES),
+    ("pods", c.QUOTA_PODS),
+    ("cpu", "limits.cpu"),
+    ("memory", "limits.memory"),
+    ("ephemeralStorage", "limits.ephemeral-storage"),
+    ("storage", c.QUOTA_STORAGE),
+    ("persistentVolumeClaims", c.QUOTA_PVCS),
+    ("gpus", f"requests.{c.GPU_RESOURCE}"),
+)
+WAIT_RETRY_SECONDS = 2.0
+CONFLICT_RETRY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class NamespaceSummary:
+    """The tenant's namespace as the API server has it."""
+
+    name: str
+    owner_uids: tuple[str, ...] = ()
+    terminating: bool = False
+    spec_hash: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NamespaceSummary:
+        """Summarise a Namespace body."""
+        meta = body.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name", "")),
+            owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
+            terminating=bool(meta.get("deletionTimestamp")) or (body.get("status") or {}).get("phase") == "Terminating",
+            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+        )
+
+
+@dataclass(frozen=True)
+class QuotaSummary:
+    """The tenant's ResourceQuota: the hash it was rendered from and what the resourcequota controller computed."""
+
+    spec_hash: str | None = None
+    status_hard: Mapping[str, str] | None = None
+    used: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> QuotaSummary:
+        """Summarise a ResourceQuota body."""
+        meta, status = body.get("metadata") or {}, body.get("status") or {}
+        return cls(
+            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+            status_hard={str(k): str(v) for k, v in (status.get("hard") or {}).items()},
+            used={str(k): str(v) for k, v in (status.get("used") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class TenantObserved:
+    """The tenant's objects as the API server has them (None: absent), and why the last write failed, if it did."""
+
+    namespace: NamespaceSummary | None = None
+    quota: QuotaSummary | None = None
+    limit_range: ChildSummary | None = None
+    network_policy: ChildSummary | None = None
+    policy_binding: ChildSummary | None = None
+    role_binding: ChildSummary | None = None
+    apply_error: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateObject:
+    """Create this object; one of that name existing already counts as done (the next pass looks at who owns it)."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApplyObject:
+    """Server-side apply this object: created if missing, brought to the manifest otherwise."""
+
+    manifest: dict[str, Any]
+
+
+TenantAction = CreateObject | ApplyObject
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    """What to do for a Tenant, the status to write, and when to look again (None: only on the next event)."""
+
+    actions: tuple[TenantAction, ...]
+    status: dict[str, Any]
+    retry_after: float | None = None
+
+
+def _hash(manifest: Mapping[str, Any]) -> str:
+    return str(manifest["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH])
+
+
+def _current(summary: ChildSummary | QuotaSummary | NamespaceSummary | None, manifest: Mapping[str, Any]) -> bool:
+    return summary is not None and summary.spec_hash == _hash(manifest)
+
+
+def quota_computed(hard: Mapping[str, str], quota: QuotaSummary | None) -> bool:
+    """Whether the resourcequota controller has computed this quota: its status holds every rendered limit, with the
+    same value, and the usage of each. Only then does admission enforce it."""
+    if quota is None or quota.status_hard is None or quota.used is None:
+        return False
+    for resource, value in hard.items():
+        status_value = quota.status_hard.get(resource)
+        if status_value is None or resource not in quota.used:
+            return False
+        if parse_quantity(status_value) != parse_quantity(value):
+            return False
+    return True
+
+
+def usage(quota: QuotaSummary | None) -> dict[str, dict[str, str]] | None:
+    """Use against each limit as the ResourceQuota's status reports it; None before the controller computed it."""
+    if quota is None or not quota.status_hard:
+        return None
+    used = quota.used or {}
+    return {
+        name: {"used": used.get(resource, "0"), "hard": quota.status_hard[resource]}
+        for name, resource in USAGE_RESOURCES
+        if resource in quota.status_hard
+    }
+
+
+def _condition(
+    previous: TenantStatus, ready: bool, reason: c.TenantReason, message: str, generation: int, now: datetime
+) -> Condition:
+    old = previous.condition(c.TenantConditionType.READY)
+    status = c.ConditionStatus.TRUE if ready else c.ConditionStatus.FALSE
+    unchanged = old is not None and old.status == status and old.reason == reason
+    return Condition(
+        type=c.TenantConditionType.READY.value,
+        status=status,
+        reason=reason.value,
+        message=message[: c.MAX_MESSAGE_LENGTH],
+        observed_generation=generation,
+        last_transition_time=old.last_transition_time if unchanged and old else now,
+    )
+
+
+def _status(
+    tenant: TenantObject | InvalidTenant,
+    ready: bool,
+    reason: c.TenantReason,
+    message: str,
+    now: datetime,
+    observed: TenantObserved | None = None,
+) -> dict[str, Any]:
+    status = TenantStatus.model_validate(
+        {
+            "conditions": [_condition(tenant.status, ready, reason, message, tenant.generation, now)],
+            "observedGeneration": tenant.generation,
+            "namespace": tenant.spec.namespace if isinstance(tenant, TenantObject) else tenant.status.namespace,
+            "usage": usage(observed.quota) if observed else None,
+        }
+    )
+    return status.to_dict()
+
+
+def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved, now: datetime) -> TenantPlan:
+    """The actions that bring the tenant's objects to its spec, and its new status."""
+    if isinstance(tenant, InvalidTenant):
+        return TenantPlan((), _status(tenant, False, c.TenantReason.INVALID_SPEC, tenant.error, now))
+    namespace = tenant.spec.namespace
+    found = observed.namespace
+    if found is not None and tenant.uid not in found.owner_uids:
+        message = (
+            f"namespace {namespace} already exists and does not belong to tenant {tenant.name}; "
+            "an existing namespace is never adopted"
+        )
+        status = _status(tenant, False, c.TenantReason.NAMESPACE_CONFLICT, message, now)
+        return TenantPlan((), status, CONFLICT_RETRY_SECONDS)
+    if found is not None and found.terminating:
+        message = f"namespace {namespace} is being deleted; it is created again once it is gone"
+        status = _status(tenant, False, c.TenantReason.NAMESPACE_TERMINATING, message, now, observed)
+        return TenantPlan((), status, WAIT_RETRY_SECONDS)
+    if observed.apply_error:
+        status = _status(tenant, False, c.TenantReason.APPLY_FAILED, observed.apply_error, now, observed)
+        return TenantPlan((), status)
+
+    ns_manifest = render.render_namespace(tenant)
+    actions: list[TenantAction] = []
+    if found is None:
+        actions.append(CreateObject(ns_manifest))
+    elif not _current(found, ns_manifest):
+        actions.append(ApplyObject(ns_manifest))
+    quota = render.render_resource_quota(tenant)
+    binding = render.render_policy_binding(tenant)
+    for manifest, summary in (
+        (quota, observed.quota),
+        (render.render_limit_range(tenant), observed.limit_range),
+        (render.render_default_deny(tenant), observed.network_policy),
+        (binding, observed.policy_binding),
+    ):
+        if not _current(summary, manifest):
+            actions.append(ApplyObject(manifest))
+
+    enforced = _current(observed.quota, quota) and quota_computed(quota["spec"]["hard"], observed.quota)
+    role_binding = render.render_role_binding(tenant)
+    if observed.role_binding is None:
+        if enforced and _current(observed.policy_binding, binding):
+            actions.append(ApplyObject(role_binding))
+    elif not _current(observed.role_binding, role_binding):
+        actions.append(ApplyObject(role_binding))
+
+    if observed.role_binding is not None and found is not None:
+        # Access is granted: changes being applied do not make the tenant unusable meanwhile.
+        message = f"namespace {namespace} is ready; its subjects may manage Sandboxes there"
+        if actions:
+            message += f"; applying changes to {', '.join(a.manifest['kind'] for a in actions)}"
+        status = _status(tenant, True, c.TenantReason.PROVISIONED, message, now, observed)
+        return TenantPlan(tuple(actions), status, WAIT_RETRY_SECONDS if actions else None)
+    if observed.role_binding is None and not enforced and found is not None:
+        message = (
+            f"waiting for the ResourceQuota {c.TENANT_QUOTA_NAME} in {namespace} to be computed before granting access"
+        )
+        reason = c.TenantReason.WAITING_FOR_QUOTA
+    else:
+        message, reason = f"provisioning namespace {namespace}", c.TenantReason.PROVISIONING
+    return TenantPlan(tuple(actions), _status(tenant, False, reason, message, now, observed), WAIT_RETRY_SECONDS)
+
+
+def tenant_status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether `new` differs from the stored status in anything the operator owns (so it must be written)."""
+    try:
+        normalized = TenantStatus.model_validate(old or {}).to_dict()
+    except ValidationError:
+        return True
+    return normalized != dict(new)
