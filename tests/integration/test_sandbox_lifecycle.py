@@ -283,3 +283,26 @@ def test_the_operator_never_writes_spec(sandboxes: Sandboxes) -> None:
     assert operator_entries, "the operator identifies itself as field manager sandbox-operator"
     for entry in operator_entries:
         assert entry.get("subresource") == "status", entry
+
+
+def test_an_oom_killed_pod_is_reported_and_not_recreated_in_a_loop(sandboxes: Sandboxes) -> None:
+    sandboxes.create(sandbox("hog"))
+    sandboxes.wait_condition("hog", "True", "PodReady")
+    pod = sandboxes.pod("hog")
+    assert pod is not None
+    now = rfc3339(dt.datetime.now(dt.UTC))
+    # On kwok nodes no kubelet runs, so the test plays the kubelet's part (tests/node does it for real).
+    sandboxes.core.patch_namespaced_pod_status("sbx-hog", sandboxes.namespace, {"status": {
+        "phase": "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        "containerStatuses": [{
+            "name": c.CONTAINER_NAME, "image": "busybox", "imageID": "", "ready": False, "restartCount": 0,
+            "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137, "startedAt": now, "finishedAt": now}},
+        }],
+    }})
+    failed = sandboxes.wait_condition("hog", "False", "OOMKilled")
+    assert "memory" in failed["message"].lower() or "oom" in failed["message"].lower()
+    assert sandboxes.status("hog")["phase"] == "Failed"
+    wait_for(lambda: "Failed" in sandboxes.events("hog"), what="a Warning event")
+    same = sandboxes.pod("hog")
+    assert same is not None and same.metadata.uid == pod.metadata.uid, "a failed pod is kept, not replaced"
