@@ -1,0 +1,137 @@
+"""The Tenant decision: create, keep current, grant access only once the quota is enforced, report usage."""
+
+from __future__ import annotations
+
+from sandbox_operator import constants as c
+from sandbox_operator.tenant_models import load_tenant
+from sandbox_operator.tenant_reconcile import (
+    ApplyObject,
+    CreateObject,
+    NamespaceSummary,
+    QuotaSummary,
+    TenantObserved,
+    TenantPlan,
+    decide_tenant,
+    tenant_status_changed,
+)
+from sandbox_operator.tenant_render import render_namespace, render_resource_quota
+
+from tests.unit.builders import CREATED
+from tests.unit.tenant_builders import computed_quota, provisioned, tenant, tenant_body
+
+
+def kinds(plan: TenantPlan) -> list[str]:
+    return [action.manifest["kind"] for action in plan.actions]
+
+
+def ready(plan: TenantPlan) -> tuple[str, str]:
+    [condition] = plan.status["conditions"]
+    return condition["status"], condition["reason"]
+
+
+def test_a_new_tenant_gets_everything_but_access_first() -> None:
+    plan = decide_tenant(tenant(), TenantObserved(), CREATED)
+    assert isinstance(plan.actions[0], CreateObject)
+    assert kinds(plan) == [
+        "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "ValidatingAdmissionPolicyBinding"
+    ]
+    assert ready(plan) == ("False", c.TenantReason.PROVISIONING)
+    assert plan.retry_after is not None
+
+
+def test_access_waits_for_the_quota_status() -> None:
+    t = tenant()
+    uncomputed = QuotaSummary.from_body(render_resource_quota(t))
+    plan = decide_tenant(t, provisioned(t, quota=uncomputed, role_binding=None), CREATED)
+    assert kinds(plan) == []
+    assert ready(plan) == ("False", c.TenantReason.WAITING_FOR_QUOTA)
+
+
+def test_access_waits_until_the_quota_controller_counted_sandboxes() -> None:
+    t = tenant()
+    quota = computed_quota(t)
+    partial = QuotaSummary(quota.spec_hash, quota.status_hard, {k: v for k, v in (quota.used or {}).items()
+                                                                 if k != c.QUOTA_SANDBOXES})
+    assert kinds(decide_tenant(t, provisioned(t, quota=partial, role_binding=None), CREATED)) == []
+
+
+def test_access_is_granted_once_the_quota_is_computed_and_the_policy_bound() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t, role_binding=None), CREATED)
+    assert kinds(plan) == ["RoleBinding"]
+    assert isinstance(plan.actions[0], ApplyObject)
+
+
+def test_access_is_not_granted_before_the_policy_binding_exists() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t, role_binding=None, policy_binding=None), CREATED)
+    assert kinds(plan) == ["ValidatingAdmissionPolicyBinding"]
+
+
+def test_a_provisioned_tenant_needs_nothing_and_reports_usage() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t, quota=computed_quota(t, {c.QUOTA_SANDBOXES: "3", "limits.cpu": "1500m"})),
+                         CREATED)
+    assert plan.actions == () and plan.retry_after is None
+    assert ready(plan) == ("True", c.TenantReason.PROVISIONED)
+    assert plan.status["usage"]["sandboxes"] == {"used": "3", "hard": "10"}
+    assert plan.status["usage"]["cpu"] == {"used": "1500m", "hard": "8"}
+    assert "gpus" not in plan.status["usage"]
+    assert plan.status["namespace"] == "team-a" and plan.status["observedGeneration"] == 2
+
+
+def test_a_quota_edit_is_applied_while_access_stays() -> None:
+    before, after = tenant(), tenant({"quota": {"maxSandboxes": 20}})
+    plan = decide_tenant(after, provisioned(before), CREATED)
+    [action] = plan.actions
+    assert action.manifest["spec"]["hard"][c.QUOTA_SANDBOXES] == "20"
+    assert ready(plan) == ("True", c.TenantReason.PROVISIONED)
+
+
+def test_a_deleted_role_binding_is_put_back() -> None:
+    t = tenant()
+    assert kinds(decide_tenant(t, provisioned(t, role_binding=None), CREATED)) == ["RoleBinding"]
+
+
+def test_a_subject_change_updates_the_role_binding() -> None:
+    before, after = tenant(), tenant({"subjects": [{"kind": "User", "name": "ann"}]})
+    plan = decide_tenant(after, provisioned(before, namespace=provisioned(after).namespace), CREATED)
+    assert kinds(plan) == ["RoleBinding"]
+
+
+def test_a_namespace_of_someone_else_is_never_adopted() -> None:
+    t = tenant()
+    foreign = NamespaceSummary(name="team-a", owner_uids=())
+    plan = decide_tenant(t, TenantObserved(namespace=foreign), CREATED)
+    assert plan.actions == ()
+    assert ready(plan) == ("False", c.TenantReason.NAMESPACE_CONFLICT)
+    assert "never adopted" in plan.status["conditions"][0]["message"]
+
+
+def test_a_terminating_namespace_is_waited_for() -> None:
+    t = tenant()
+    ns = NamespaceSummary.from_body({**render_namespace(t), "status": {"phase": "Terminating"}})
+    plan = decide_tenant(t, TenantObserved(namespace=ns), CREATED)
+    assert plan.actions == () and ready(plan) == ("False", c.TenantReason.NAMESPACE_TERMINATING)
+
+
+def test_an_invalid_tenant_is_reported_and_nothing_is_done() -> None:
+    loaded = load_tenant(tenant_body({"quota": {}}))
+    plan = decide_tenant(loaded, TenantObserved(), CREATED)
+    assert plan.actions == ()
+    assert ready(plan) == ("False", c.TenantReason.INVALID_SPEC)
+    assert "spec.quota.maxSandboxes" in plan.status["conditions"][0]["message"]
+
+
+def test_a_refused_write_is_reported() -> None:
+    plan = decide_tenant(tenant(), TenantObserved(apply_error="apply RoleBinding: 403 forbidden"), CREATED)
+    assert ready(plan) == ("False", c.TenantReason.APPLY_FAILED)
+
+
+def test_status_is_written_only_when_it_changed() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t), CREATED)
+    assert not tenant_status_changed(plan.status, plan.status)
+    later = decide_tenant(load_tenant(tenant_body(status=plan.status)), provisioned(t), CREATED.replace(hour=13))
+    assert later.status == plan.status  # the transition time is kept
+    assert tenant_status_changed({}, plan.status)

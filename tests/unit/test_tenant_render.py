@@ -1,0 +1,97 @@
+"""What the operator renders for a Tenant: a restricted, fenced namespace with quota, limits, policy and access."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+from sandbox_operator import constants as c
+from sandbox_operator.tenant_render import (
+    quota_hard,
+    render_default_deny,
+    render_limit_range,
+    render_namespace,
+    render_policy_binding,
+    render_resource_quota,
+    render_role_binding,
+    render_tenant_cluster_role,
+)
+
+from tests.unit.tenant_builders import UID, tenant
+
+
+def test_namespace_enforces_audits_and_warns_restricted_and_is_owned_by_the_tenant() -> None:
+    namespace = render_namespace(tenant())
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert labels[c.LABEL_TENANT] == "team-a"
+    [owner] = namespace["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Tenant", UID, True)
+
+
+def test_quota_counts_sandboxes_pods_and_shares_totals_between_requests_and_limits() -> None:
+    hard = quota_hard(tenant())
+    assert hard[c.QUOTA_SANDBOXES] == hard["pods"] == hard["services"] == "10"
+    assert hard["requests.cpu"] == hard["limits.cpu"] == "8"
+    assert hard["requests.memory"] == hard["limits.memory"] == "16Gi"
+    assert hard["requests.storage"] == "100Gi"
+    assert hard["persistentvolumeclaims"] == "5"
+    assert hard["services.loadbalancers"] == hard["services.nodeports"] == "0"
+    assert "requests.ephemeral-storage" not in hard  # unset totals are not limited
+
+
+def test_limit_range_has_maximums_and_defaults() -> None:
+    container, pvc = render_limit_range(tenant())["spec"]["limits"]
+    assert container["max"] == {"cpu": "2", "memory": "4Gi"}
+    assert container["default"] == container["defaultRequest"] == {"cpu": "500m", "memory": "512Mi"}
+    assert pvc == {"type": "PersistentVolumeClaim", "max": {"storage": "20Gi"}}
+
+
+def test_limit_range_without_limits_or_defaults_has_a_bare_container_item() -> None:
+    spec = render_limit_range(tenant({"limits": {}, "defaults": {}}))["spec"]
+    assert spec == {"limits": [{"type": "Container"}]}
+
+
+def test_default_deny_selects_every_pod_and_allows_nothing() -> None:
+    spec = render_default_deny(tenant())["spec"]
+    assert spec == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_role_binding_binds_the_subjects_to_the_sandbox_only_cluster_role() -> None:
+    binding = render_role_binding(tenant())
+    assert binding["roleRef"]["name"] == c.TENANT_CLUSTER_ROLE
+    assert binding["subjects"] == [
+        {"kind": "Group", "name": "team-a", "apiGroup": "rbac.authorization.k8s.io"},
+        {"kind": "ServiceAccount", "name": "ci", "namespace": "ci"},
+    ]
+
+
+def test_policy_binding_passes_this_tenant_to_the_policy_for_its_namespace_only() -> None:
+    spec = render_policy_binding(tenant())["spec"]
+    assert spec["policyName"] == c.TENANT_POLICY_NAME
+    assert spec["paramRef"] == {"name": "team-a", "parameterNotFoundAction": "Deny"}
+    assert spec["matchResources"]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
+    assert spec["validationActions"] == ["Deny"]
+
+
+def test_cluster_role_grants_sandboxes_and_nothing_else() -> None:
+    rules = render_tenant_cluster_role()["rules"]
+    assert {resource for rule in rules for resource in rule["resources"]} == {"sandboxes", "sandboxes/status"}
+    assert all(rule["apiGroups"] == [c.GROUP] for rule in rules)
+
+
+def test_a_changed_spec_changes_the_hash_of_what_it_affects_only() -> None:
+    before, after = tenant(), tenant({"quota": {"maxSandboxes": 11}})
+    hash_of = lambda m: m["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]  # noqa: E731
+    assert hash_of(render_resource_quota(before)) != hash_of(render_resource_quota(after))
+    assert hash_of(render_limit_range(before)) == hash_of(render_limit_range(after))
+
+
+@pytest.mark.parametrize(
+    "render",
+    [render_namespace, render_resource_quota, render_limit_range, render_default_deny, render_role_binding,
+     render_policy_binding],
+)
+def test_rendered_objects_are_valid_kubernetes(render: object) -> None:
+    manifest = render(tenant())  # type: ignore[operator]
+    kubernetes_validate.validate(manifest, "1.34", strict=True)
