@@ -1,7 +1,14 @@
 """A real node for the local cluster: kubelet + containerd + runc + CNI bridge + kube-router's firewall.
 
-``start_real_node(state)`` adds the node ``real-node`` to a running control plane
-(``python -m tests.cluster up --node real``); ``stop_real_node(state)`` undoes all of it.
+``start_real_node(state)`` adds the node ``real-node`` to a running control plane;
+``stop_real_node(state)`` undoes all of it. From the shell::
+
+    bash tests/cluster/node-deps.sh          # once per machine: the Debian packages (node-packages.txt)
+    make cluster-up NODE=real                # = python -m tests.cluster up --node real
+    make node-test                           # pytest -m node (starts the node itself if none runs)
+    make cluster-down                        # stops everything by recorded PID, removes every trace
+
+Needs root. One real node per machine (the bridge and kubelet port are machine-wide).
 
 What it sets up, and why:
 
