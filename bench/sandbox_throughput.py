@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kubernetes import client, watch  # noqa: E402
-from sandbox_operator import constants as c  # noqa: E402
 
+from sandbox_operator import constants as c  # noqa: E402
 from tests.cluster.handle import Cluster, connect  # noqa: E402
 from tests.operator_process import OperatorProcess, install_crds  # noqa: E402
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from sandbox_operator import constants as c
 
+from sandbox_operator import constants as c
 from tests.cluster.handle import Cluster
 from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for

@@ -16,7 +16,6 @@ from sandbox_operator.tenant_render import (
     render_resource_quota,
     render_role_binding,
 )
-
 from tests.unit.builders import CREATED
 
 UID = "7e7e7e7e-0000-4000-8000-000000000001"

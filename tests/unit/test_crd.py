@@ -11,9 +11,9 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from pydantic import BaseModel, ConfigDict
+
 from sandbox_operator import crd
 from sandbox_operator.models import SandboxSpec
-
 from tests.unit import strategies
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "sandbox-operator.io_sandboxes.yaml"

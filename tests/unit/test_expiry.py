@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sandbox_operator import constants as c
 from sandbox_operator.expiry import expiry_deadline, last_activity
-
 from tests.unit.builders import at, sandbox
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from hypothesis import given
+
 from sandbox_operator.models import (
     InvalidSandbox,
     InvalidSandboxError,
@@ -15,7 +16,6 @@ from sandbox_operator.models import (
     load_sandbox,
     parse_quantity,
 )
-
 from tests.unit import strategies
 from tests.unit.builders import body
 

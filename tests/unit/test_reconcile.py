@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
+
 from sandbox_operator import constants as c
 from sandbox_operator.models import SandboxObject, load_sandbox
 from sandbox_operator.reconcile import (
@@ -20,7 +21,6 @@ from sandbox_operator.reconcile import (
     status_changed,
 )
 from sandbox_operator.render import manifest_hash, render_pod
-
 from tests.unit import strategies
 from tests.unit.builders import at, body, children, running_pod, sandbox, with_status
 

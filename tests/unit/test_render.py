@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from sandbox_operator import constants as c
 from sandbox_operator.models import SandboxObject
 from sandbox_operator.render import (
@@ -18,7 +19,6 @@ from sandbox_operator.render import (
     render_pvc,
     render_service,
 )
-
 from tests.unit import strategies
 from tests.unit.builders import body, sandbox
 from tests.unit.pss import restricted_violations

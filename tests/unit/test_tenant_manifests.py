@@ -7,6 +7,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
 from sandbox_operator import crd, manifests
 from sandbox_operator.admission import render_admission_policy
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sandbox_operator.models import OperatorDefaults
 from sandbox_operator.tenant_models import (
     InvalidTenant,
@@ -14,7 +15,6 @@ from sandbox_operator.tenant_models import (
     load_tenant,
     with_tenant_defaults,
 )
-
 from tests.unit.tenant_builders import tenant_body
 
 

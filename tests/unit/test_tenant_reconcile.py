@@ -15,7 +15,6 @@ from sandbox_operator.tenant_reconcile import (
     tenant_status_changed,
 )
 from sandbox_operator.tenant_render import render_namespace, render_resource_quota
-
 from tests.unit.builders import CREATED
 from tests.unit.tenant_builders import computed_quota, provisioned, tenant, tenant_body
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
+
 from sandbox_operator import constants as c
 from sandbox_operator.tenant_render import (
     quota_hard,
@@ -15,7 +16,6 @@ from sandbox_operator.tenant_render import (
     render_role_binding,
     render_tenant_cluster_role,
 )
-
 from tests.unit.tenant_builders import UID, tenant
 
 
