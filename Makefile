@@ -21,11 +21,13 @@ venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
 deps: venv ## install everything the tests need (Debian packages, Python packages)
 	bash scripts/install-deps.sh
+	bash tests/cluster/node-deps.sh
 
-test: deps ## the full suite: lint, types, unit tests, then the local-cluster tests
+test: deps ## the full suite: lint, types, unit tests, local-cluster tests, real-node tests
 	$(MAKE) lint
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "node" $(PYTEST_ARGS)
 
 unit: venv ## the fast unit tests only (no cluster)
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)

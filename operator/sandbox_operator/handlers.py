@@ -351,7 +351,12 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: Settings = memo["settings"]
     memo["runtime"] = Runtime(
         kube=await Kube.connect(),
-        defaults=OperatorDefaults(allow_dns=config.default_allow_dns, ttl_seconds=config.default_ttl_seconds),
+        defaults=OperatorDefaults(
+            allow_dns=config.default_allow_dns,
+            ttl_seconds=config.default_ttl_seconds,
+            node_selector=config.pod_node_selector,
+            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in config.pod_tolerations),
+        ),
     )
     metrics.serve(config.metrics_port)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition

@@ -605,6 +605,9 @@ class OperatorDefaults:
 
     allow_dns: bool = True
     ttl_seconds: int | None = None
+    # Where sandbox pods run (e.g. a tainted node pool for untrusted code); set by the platform, not by users.
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
 
 
 def apply_operator_defaults(spec: SandboxSpec, defaults: OperatorDefaults) -> SandboxSpec:
@@ -661,11 +664,13 @@ class SandboxObject:
     annotations: Mapping[str, str] = field(default_factory=dict)
     deletion_timestamp: datetime | None = None
     status: SandboxStatus = field(default_factory=SandboxStatus)
+    defaults: OperatorDefaults = field(default_factory=lambda: OperatorDefaults())
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], defaults: OperatorDefaults | None = None) -> SandboxObject:
         """Validate a Sandbox body and fill in operator defaults; raise InvalidSandboxError naming the wrong fields."""
         meta = body.get("metadata") or {}
+        defaults = defaults or OperatorDefaults()
         name = str(meta.get("name", ""))
         if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
             raise InvalidSandboxError("metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars")
@@ -679,11 +684,12 @@ class SandboxObject:
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation") or 0),
             creation_timestamp=_optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
-            spec=apply_operator_defaults(spec, defaults or OperatorDefaults()),
+            spec=apply_operator_defaults(spec, defaults),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             deletion_timestamp=_optional_time(meta.get("deletionTimestamp")),
             status=_read_status(body),
+            defaults=defaults,
         )
 
     @property

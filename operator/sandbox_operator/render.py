@@ -182,6 +182,10 @@ def render_pod(sandbox: SandboxObject) -> dict[str, Any]:
     }
     if sandbox.spec.runtime_class_name:
         spec["runtimeClassName"] = sandbox.spec.runtime_class_name
+    if sandbox.defaults.node_selector:
+        spec["nodeSelector"] = dict(sandbox.defaults.node_selector)
+    if sandbox.defaults.tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in sandbox.defaults.tolerations]
     return _finish({"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(sandbox, pod_name(sandbox)), "spec": spec})
 
 

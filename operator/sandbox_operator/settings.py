@@ -7,10 +7,22 @@ import logging
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Toleration(BaseModel):
+    """A pod toleration, as in the Pod API."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
 
 
 class Settings(BaseSettings):
@@ -27,6 +39,14 @@ class Settings(BaseSettings):
     )
     default_allow_dns: bool = Field(
         default=True, description="Whether sandboxes may resolve DNS unless they say otherwise."
+    )
+    pod_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object: the nodeSelector of every sandbox pod, e.g. {"pool": "sandboxes"}.',
+    )
+    pod_tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="JSON list: tolerations of every sandbox pod (for a tainted node pool).",
     )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Port of Kopf's liveness endpoint /healthz.")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from sandbox_operator import constants as c
-from sandbox_operator.models import SandboxObject
+from sandbox_operator.models import OperatorDefaults, SandboxObject
 from sandbox_operator.render import (
     child_name,
     ip_block,
@@ -231,3 +231,13 @@ def test_pss_checker_flags_a_root_privileged_pod() -> None:
     sc = container(pod)["securityContext"]
     sc.update(privileged=True, allowPrivilegeEscalation=True, runAsNonRoot=False, capabilities={"add": ["SYS_ADMIN"]})
     assert len(restricted_violations(pod)) >= 6
+
+
+def test_platform_placement_puts_pods_on_the_sandbox_node_pool_and_stays_restricted() -> None:
+    toleration = {"key": "pool", "operator": "Equal", "value": "sandboxes", "effect": "NoSchedule"}
+    defaults = OperatorDefaults(node_selector={"pool": "sandboxes"}, tolerations=(toleration,))
+    pod = render_pod(SandboxObject.from_body(body({"image": "busybox"}), defaults))
+    assert pod["spec"]["nodeSelector"] == {"pool": "sandboxes"}
+    assert pod["spec"]["tolerations"] == [toleration]
+    assert restricted_violations(pod) == []
+    assert "nodeSelector" not in render_pod(sandbox({"image": "busybox"}))["spec"]
