@@ -7,6 +7,7 @@ Every call is counted in ``sandbox_operator_api_requests_total``; "already exist
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,9 +41,19 @@ class KubeError(Exception):
         return self.status == 403 and "exceeded quota" in self.message
 
 
+# Validation errors quote the offending value (`env[0].value: Invalid value: "..."`); a value can be
+# something a user should not have put in plain text, so the quote never reaches status, Events or logs.
+QUOTED_VALUE = re.compile(r'(Invalid value|Unsupported value|Duplicate value|Not found): ("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def redact(message: str) -> str:
+    """The API server's message with quoted input values replaced by a placeholder."""
+    return QUOTED_VALUE.sub(r"\1: (value redacted)", message)
+
+
 def _message(error: ApiException) -> str:
     try:
-        return str(json.loads(error.body or b"{}").get("message", error.reason))
+        return redact(str(json.loads(error.body or b"{}").get("message", error.reason)))
     except (TypeError, ValueError):
         return str(error.reason)
 
