@@ -9,6 +9,9 @@ Everything the policy checks is a comparison CEL can express: quantities (`quant
 times (`timestamp()` + `duration()`) and image globs, which become anchored regexes: a pattern may hold only
 `[a-zA-Z0-9._/:@*-]` (the Tenant schema says so), so escaping `.` and turning `*` into `.*` is the whole translation.
 
+The first rule refuses the operator's admission probe (see constants.LABEL_ADMISSION_PROBE): the operator grants a
+tenant's subjects access only once this refusal shows the binding is loaded.
+
 Only metadata changes (the activity annotation, labels) skip the policy: a Sandbox accepted under looser limits may
 still be touched after the tenant's limits were tightened, but not changed.
 """
@@ -50,6 +53,11 @@ def validations() -> list[dict[str, str]]:
     lifetime, longest = "object.spec.lifetime", f"{_LIMITS}.maxLifetimeSeconds"
     egress = "object.spec.network.egress"
     return [
+        {
+            "expression": f"!has(object.metadata.labels) || !('{c.LABEL_ADMISSION_PROBE}' in object.metadata.labels)",
+            "messageExpression": f"'{c.ADMISSION_PROBE_MESSAGE}' + {_TENANT}",
+            "reason": "Invalid",
+        },
         {
             "expression": (
                 "params.spec.allowedImages.exists(p, "

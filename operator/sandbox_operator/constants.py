@@ -237,6 +237,11 @@ TENANT_ROLE_BINDING_NAME: Final = "sandbox-tenant"
 TENANT_CLUSTER_ROLE: Final = "sandbox-operator-tenant"
 TENANT_POLICY_NAME: Final = f"tenant-policy.{GROUP}"
 TENANT_POLICY_BINDING_PREFIX: Final = "tenant-policy-"
+# A Sandbox carrying this label is always refused by the tenant policy. Before granting access the operator dry-runs
+# one in the tenant's namespace: the refusal proves the API server has loaded the binding and the Tenant (it does so
+# asynchronously, up to a second or so after they are written).
+LABEL_ADMISSION_PROBE: Final = f"{GROUP}/admission-probe"
+ADMISSION_PROBE_MESSAGE: Final = "admission probe refused: the tenant policy is in effect"
 
 # Pod Security Standards labels on a tenant namespace: enforce, audit and warn all at `restricted`.
 POD_SECURITY_LEVEL: Final = "restricted"
@@ -271,6 +276,7 @@ class TenantReason(StrEnum):
     PROVISIONED = "Provisioned"
     PROVISIONING = "Provisioning"
     WAITING_FOR_QUOTA = "WaitingForQuota"
+    WAITING_FOR_POLICY = "WaitingForPolicy"
     NAMESPACE_CONFLICT = "NamespaceConflict"
     NAMESPACE_TERMINATING = "NamespaceTerminating"
     INVALID_SPEC = "InvalidSpec"

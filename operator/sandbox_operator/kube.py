@@ -202,3 +202,15 @@ class Kube:
             "patch", f"{c.TENANT_KIND}/status", "PATCH", _any_path(c.TENANT_KIND, None, name, "status"),
             {"status": status}, content_type=MERGE_PATCH, ok=frozenset({404}),
         )
+
+    async def dry_run_create(self, manifest: Mapping[str, Any]) -> KubeError | None:
+        """Create with dryRun=All (nothing is stored); return the API server's refusal, or None if it would accept."""
+        kind, namespace = manifest["kind"], manifest["metadata"].get("namespace")
+        try:
+            await self._request("dry-run", kind, "POST", _any_path(kind, namespace), dict(manifest),
+                                query=[("dryRun", "All")])
+        except KubeError as error:
+            if error.transient:
+                raise
+            return error
+        return None

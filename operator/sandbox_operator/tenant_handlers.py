@@ -34,7 +34,7 @@ from sandbox_operator.tenant_reconcile import (
     decide_tenant,
     tenant_status_changed,
 )
-from sandbox_operator.tenant_render import policy_binding_name
+from sandbox_operator.tenant_render import policy_binding_name, render_admission_probe
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,12 @@ async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
         kube.get(c.TenantChildKind.NETWORK_POLICY, name, c.TENANT_NETWORK_POLICY_NAME),
         kube.get(c.TenantChildKind.ROLE_BINDING, name, c.TENANT_ROLE_BINDING_NAME),
     )
+    enforced = False
+    if role_binding is None and binding is not None:
+        refusal = await kube.dry_run_create(render_admission_probe(tenant))
+        enforced = refusal is not None and c.ADMISSION_PROBE_MESSAGE in refusal.message
     return TenantObserved(
+        policy_enforced=enforced,
         namespace=NamespaceSummary.from_body(namespace),
         quota=QuotaSummary.from_body(quota) if quota else None,
         limit_range=ChildSummary.from_body(limit_range) if limit_range else None,

@@ -6,7 +6,8 @@ Rules, in order:
   /NamespaceConflict and nothing is touched. A terminating namespace is waited for.
 - The ResourceQuota, LimitRange, default-deny NetworkPolicy and the admission policy binding are applied whenever
   missing or rendered differently (a spec hash annotation tells).
-- The RoleBinding that lets the tenant's subjects in is created only once the policy binding exists and the
+- The RoleBinding that lets the tenant's subjects in is created only once the admission policy is in effect in the
+  namespace (the API server refused the operator's dry-run probe: it loads bindings asynchronously) and the
   ResourceQuota's status shows every rendered limit and its usage: before the resourcequota controller has computed
   a quota, admission does not enforce it, so granting access earlier could over-admit. Once granted, access stays
   while later quota edits propagate (admission keeps enforcing the previous status meanwhile).
@@ -94,6 +95,7 @@ class TenantObserved:
     network_policy: ChildSummary | None = None
     policy_binding: ChildSummary | None = None
     role_binding: ChildSummary | None = None
+    policy_enforced: bool = False
     apply_error: str | None = None
 
 
@@ -233,7 +235,7 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
     enforced = _current(observed.quota, quota) and quota_computed(quota["spec"]["hard"], observed.quota)
     role_binding = render.render_role_binding(tenant)
     if observed.role_binding is None:
-        if enforced and _current(observed.policy_binding, binding):
+        if enforced and _current(observed.policy_binding, binding) and observed.policy_enforced:
             actions.append(ApplyObject(role_binding))
     elif not _current(observed.role_binding, role_binding):
         actions.append(ApplyObject(role_binding))
@@ -250,6 +252,9 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
             f"waiting for the ResourceQuota {c.TENANT_QUOTA_NAME} in {namespace} to be computed before granting access"
         )
         reason = c.TenantReason.WAITING_FOR_QUOTA
+    elif observed.role_binding is None and not observed.policy_enforced and found is not None:
+        message = f"waiting for the API server to enforce the admission policy in {namespace} before granting access"
+        reason = c.TenantReason.WAITING_FOR_POLICY
     else:
         message, reason = f"provisioning namespace {namespace}", c.TenantReason.PROVISIONING
     return TenantPlan(tuple(actions), _status(tenant, False, reason, message, now, observed), WAIT_RETRY_SECONDS)

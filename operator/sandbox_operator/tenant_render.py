@@ -203,3 +203,18 @@ def render_tenant_cluster_role() -> dict[str, Any]:
             {"apiGroups": [c.GROUP], "resources": [f"{c.PLURAL}/status"], "verbs": ["get"]},
         ],
     }
+
+
+def render_admission_probe(tenant: TenantObject) -> dict[str, Any]:
+    """The Sandbox the operator dry-runs in the tenant's namespace: the tenant policy refuses it by its label, which
+    proves the policy is in effect there. Never stored (dryRun=All)."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {
+            "name": "admission-probe",
+            "namespace": tenant.spec.namespace,
+            "labels": {c.LABEL_ADMISSION_PROBE: "true", c.LABEL_MANAGED_BY: c.MANAGED_BY},
+        },
+        "spec": {"image": "admission-probe"},
+    }

@@ -71,6 +71,7 @@ def provisioned(t: TenantObject, **overrides: Any) -> TenantObserved:
         "network_policy": _child(render_default_deny(t)),
         "policy_binding": _child(render_policy_binding(t)),
         "role_binding": _child(render_role_binding(t)),
+        "policy_enforced": True,
     }
     observed.update(overrides)
     return TenantObserved(**observed)

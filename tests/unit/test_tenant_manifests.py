@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sandbox_operator import constants as c
 from sandbox_operator import crd, manifests
 from sandbox_operator.admission import render_admission_policy
 
@@ -40,7 +41,9 @@ def test_tenant_namespace_is_immutable_in_the_schema() -> None:
 
 
 def test_every_policy_rule_names_a_spec_field_in_its_message() -> None:
-    for validation in render_admission_policy()["spec"]["validations"]:
+    probe, *rules = render_admission_policy()["spec"]["validations"]
+    assert c.LABEL_ADMISSION_PROBE in probe["expression"]
+    for validation in rules:
         assert "'spec." in validation["messageExpression"]
         assert validation["reason"] == "Invalid"
 

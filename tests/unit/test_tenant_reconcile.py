@@ -67,6 +67,14 @@ def test_access_is_not_granted_before_the_policy_binding_exists() -> None:
     assert kinds(plan) == ["ValidatingAdmissionPolicyBinding"]
 
 
+def test_access_waits_until_the_api_server_enforces_the_policy() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t, role_binding=None, policy_enforced=False), CREATED)
+    assert kinds(plan) == []
+    assert ready(plan) == ("False", c.TenantReason.WAITING_FOR_POLICY)
+    assert plan.retry_after is not None
+
+
 def test_a_provisioned_tenant_needs_nothing_and_reports_usage() -> None:
     t = tenant()
     plan = decide_tenant(t, provisioned(t, quota=computed_quota(t, {c.QUOTA_SANDBOXES: "3", "limits.cpu": "1500m"})),

@@ -1,0 +1,350 @@
+"""Tenants on a real API server: quota and policy enforced at admission, access only to Sandboxes, clean deletion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sandbox_operator import constants as c
+from tests.cluster.handle import Cluster
+from tests.integration.tenant_helpers import (
+    TenantHandle,
+    api_error,
+    install_tenant_policy,
+    sandbox_body,
+    tenant,
+)
+from tests.operator_process import OperatorProcess
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tenant_policy(cluster: Cluster, crds: None) -> None:
+    """The ClusterRole and admission policy from deploy/, installed once."""
+    install_tenant_policy(cluster)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gone(read: Any) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        return error.status == 404
+    return False
+
+
+def test_tenant_gets_a_restricted_fenced_namespace_with_quota_limits_policy_and_access(
+    api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    subjects = [{"kind": "Group", "name": "team-x"}]
+    with tenant(api, subjects=subjects, limits={"cpu": "1"}, defaults={"cpu": "250m"}) as t:
+        core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+        labels = core.read_namespace(t.namespace).metadata.labels
+        assert {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "audit", "warn")} == {
+            "restricted"}
+        hard = t.quota().spec.hard
+        assert hard[c.QUOTA_SANDBOXES] == hard["pods"] == "5"
+        assert hard["limits.cpu"] == hard["requests.cpu"] == "4"
+        limit_range = core.read_namespaced_limit_range(c.TENANT_LIMIT_RANGE_NAME, t.namespace)
+        assert limit_range.spec.limits[0].max["cpu"] == "1"
+        assert limit_range.spec.limits[0].default["cpu"] == "250m"
+        deny = client.NetworkingV1Api(api).read_namespaced_network_policy(c.TENANT_NETWORK_POLICY_NAME, t.namespace)
+        assert deny.spec.pod_selector.match_labels is None and deny.spec.ingress is None and deny.spec.egress is None
+        binding = rbac.read_namespaced_role_binding(c.TENANT_ROLE_BINDING_NAME, t.namespace)
+        assert binding.role_ref.name == c.TENANT_CLUSTER_ROLE
+        assert [(s.kind, s.name) for s in binding.subjects] == [("Group", "team-x")]
+        policy_binding = client.AdmissionregistrationV1Api(api).read_validating_admission_policy_binding(
+            f"{c.TENANT_POLICY_BINDING_PREFIX}{t.name}")
+        assert policy_binding.spec.param_ref.name == t.name
+        assert t.status()["usage"]["sandboxes"] == {"used": "0", "hard": "5"}
+
+
+def test_fifty_concurrent_creators_get_exactly_max_sandboxes_with_two_operators(
+    api: client.ApiClient, cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    second = OperatorProcess(cluster, tmp_path / "second-operator.log")
+    second.start()
+    try:
+        quota = {"maxSandboxes": 10, "cpu": "10", "memory": "10Gi", "ephemeralStorage": "10Gi"}
+        with tenant(api, quota=quota) as t:
+            creators = 50
+            clients = [cluster.api_client() for _ in range(creators)]
+            start = threading.Barrier(creators)
+            outcomes: list[int | str] = [0] * creators
+
+            def create(index: int) -> None:
+                custom = client.CustomObjectsApi(clients[index])
+                start.wait()
+                try:
+                    custom.create_namespaced_custom_object(
+                        c.GROUP, c.VERSION, t.namespace, c.PLURAL, sandbox_body(f"racer-{index:02d}"))
+                    outcomes[index] = 201
+                except ApiException as error:
+                    outcomes[index] = error.status if "exceeded quota" in (error.body or "") else str(error.body)
+
+            threads = [threading.Thread(target=create, args=(i,)) for i in range(creators)]
+            began = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            elapsed = time.monotonic() - began
+            print(f"50 concurrent creates against maxSandboxes 10 answered in {elapsed:.2f}s")
+
+            assert outcomes.count(201) == 10
+            assert outcomes.count(403) == 40, [o for o in outcomes if o not in (201, 403)]
+            assert len(t.sandbox_names()) == 10
+            for name in t.sandbox_names():
+                t.wait_sandbox(name, "True", timeout=90)
+            pods = client.CoreV1Api(api).list_namespaced_pod(t.namespace).items
+            assert len(pods) == 10  # two operators, still one pod per sandbox
+            wait_for(lambda: t.status()["usage"]["sandboxes"] == {"used": "10", "hard": "10"},
+                     what="the tenant's usage to show 10 of 10")
+    finally:
+        second.stop()
+
+
+# (field named in the refusal, a violating spec, the boundary spec that is accepted)
+POLICY_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("spec.image", {"image": "busybox:latest"}, {"image": "docker.io/library/python:3.12-slim"}),
+    ("spec.resources.cpu", {"resources": {"cpu": "1001m", "memory": "64Mi"}},
+     {"resources": {"cpu": "1", "memory": "64Mi"}}),
+    ("spec.resources.memory", {"resources": {"cpu": "100m", "memory": "1025Mi"}},
+     {"resources": {"cpu": "100m", "memory": "1Gi"}}),
+    ("spec.resources.ephemeralStorage", {"resources": {"cpu": "100m", "memory": "64Mi", "ephemeralStorage": "3Gi"}},
+     {"resources": {"cpu": "100m", "memory": "64Mi", "ephemeralStorage": "2Gi"}}),
+    ("spec.workspace.size", {"workspace": {"size": "2049Mi"}}, {"workspace": {"size": "2Gi"}}),
+    ("spec.lifetime.ttlSeconds", {"lifetime": {"ttlSeconds": 3601}}, {"lifetime": {"ttlSeconds": 3600}}),
+    ("spec.lifetime.expiresAt", {"lifetime": {"expiresAt": "+3700s"}}, {"lifetime": {"expiresAt": "+3500s"}}),
+    ("spec.lifetime", {"lifetime": {"idleTimeoutSeconds": 60}},
+     {"lifetime": {"idleTimeoutSeconds": 60, "ttlSeconds": 3600}}),
+    ("spec.network.egress.mode", {"network": {"egress": {"mode": "Internet"}}}, {"network": {"egress": {}}}),
+    ("spec.network.ports", {"network": {"ports": [{"name": "http", "port": 8080}]}}, {"network": {"ports": []}}),
+    ("spec.network.egress.allow",
+     {"network": {"egress": {"mode": "AllowList", "allow": [{"cidr": "203.0.112.0/23"}]}}},
+     {"network": {"egress": {"mode": "AllowList", "allow": [{"cidr": "203.0.113.0/24"}]}}}),
+    ("spec.runtimeClassName", {"runtimeClassName": "runc"}, {"runtimeClassName": "gvisor"}),
+]
+
+
+def _with_times(spec: dict[str, Any]) -> dict[str, Any]:
+    """Turn "+Ns" expiry times into absolute ones, counted from now."""
+    lifetime = spec.get("lifetime") or {}
+    if str(lifetime.get("expiresAt", "")).startswith("+"):
+        seconds = int(lifetime["expiresAt"][1:-1])
+        moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        spec = {**spec, "lifetime": {"expiresAt": rfc3339(moment)}}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def strict_tenant(cluster: Cluster, operator: OperatorProcess, tenant_policy: None) -> Any:
+    """A tenant with every policy rule switched on."""
+    limits = {"cpu": "1", "memory": "1Gi", "ephemeralStorage": "2Gi", "workspaceSize": "2Gi",
+              "maxLifetimeSeconds": 3600}
+    network = {"allowedEgressCIDRs": ["203.0.113.0/24"]}
+    with tenant(cluster.api_client(), limits=limits, network=network, runtimeClassName="gvisor",
+                allowedImages=["busybox:1.*", "docker.io/library/python:*"]) as t:
+        yield t
+
+
+@pytest.mark.parametrize(("field", "violating", "boundary"), POLICY_CASES, ids=[case[0] for case in POLICY_CASES])
+def test_policy_refuses_a_violating_sandbox_naming_the_field_and_accepts_the_boundary(
+    strict_tenant: TenantHandle, field: str, violating: dict[str, Any], boundary: dict[str, Any]
+) -> None:
+    base = {"image": "busybox:1.36", "runtimeClassName": "gvisor"}
+    refused = api_error(lambda: strict_tenant.create_sandbox(
+        sandbox_body("violating", **{**base, **_with_times(violating)}), dry_run=True))
+    assert refused.status == 422
+    assert f"denied request: {field}" in refused.body, refused.body
+    assert f"(tenant {strict_tenant.name})" in refused.body
+    strict_tenant.create_sandbox(sandbox_body("boundary", **{**base, **_with_times(boundary)}), dry_run=True)
+
+
+def test_a_tightened_limit_does_not_block_metadata_updates_of_existing_sandboxes(
+    strict_tenant: TenantHandle, operator: OperatorProcess
+) -> None:
+    body = sandbox_body("before-tightening", image="busybox:1.36", runtimeClassName="gvisor",
+                        resources={"cpu": "1", "memory": "64Mi"})
+    strict_tenant.create_sandbox(body)
+    try:
+        strict_tenant.patch({"limits": {"cpu": "500m"}})
+        custom = strict_tenant.custom
+        spec_change = {"spec": {"args": ["changed"]}}
+        # The admission plugin sees the edited Tenant a moment after the write.
+        refused = wait_for(lambda: api_error(lambda: custom.patch_namespaced_custom_object(
+            c.GROUP, c.VERSION, strict_tenant.namespace, c.PLURAL, "before-tightening", spec_change)),
+            timeout=10, what="the spec change to be refused")
+        assert "spec.resources.cpu 1 exceeds limits.cpu 500m" in refused.body
+        touch = {"metadata": {"annotations": {c.ANNOTATION_LAST_ACTIVITY: rfc3339(dt.datetime.now(dt.UTC))}}}
+        custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, strict_tenant.namespace, c.PLURAL,
+                                              "before-tightening", touch)
+    finally:
+        strict_tenant.patch({"limits": {"cpu": "1"}})
+        strict_tenant.delete_sandbox("before-tightening")
+
+
+def test_quota_edits_propagate_to_admission_and_status(api: client.ApiClient, operator: OperatorProcess) -> None:
+    with tenant(api, quota={"maxSandboxes": 1}) as t:
+        t.create_sandbox(sandbox_body("first"))
+        refused = api_error(lambda: t.create_sandbox(sandbox_body("second")))
+        assert refused.status == 403 and "exceeded quota" in refused.body
+        assert f"limited: {c.QUOTA_SANDBOXES}=1" in refused.body
+
+        t.patch({"quota": {"maxSandboxes": 2, "cpu": "3"}})
+        wait_for(lambda: (t.quota().status.hard or {}).get(c.QUOTA_SANDBOXES) == "2", what="the quota's new limit")
+        wait_for(lambda: t.status()["usage"]["sandboxes"] == {"used": "1", "hard": "2"}, what="status to follow")
+        assert t.quota().spec.hard["limits.cpu"] == "3"
+        t.create_sandbox(sandbox_body("second"))
+
+        t.patch({"quota": {"maxSandboxes": 2, "cpu": None}})  # an unset total is no longer limited
+        wait_for(lambda: "limits.cpu" not in t.quota().spec.hard, what="the cpu limit to be removed")
+
+
+def test_status_usage_matches_the_resource_quota(api: client.ApiClient, operator: OperatorProcess) -> None:
+    with tenant(api) as t:
+        for index in range(3):
+            t.create_sandbox(sandbox_body(f"user-{index}", resources={"cpu": "250m", "memory": "64Mi"}))
+        for index in range(3):
+            t.wait_sandbox(f"user-{index}", "True")
+
+        def matches() -> dict[str, Any] | None:
+            quota, usage = t.quota().status, t.status().get("usage") or {}
+            expected = {
+                "sandboxes": c.QUOTA_SANDBOXES, "pods": "pods", "cpu": "limits.cpu", "memory": "limits.memory",
+                "ephemeralStorage": "limits.ephemeral-storage",
+            }
+            for name, resource in expected.items():
+                if usage.get(name) != {"used": quota.used[resource], "hard": quota.hard[resource]}:
+                    return None
+            return usage
+
+        usage = wait_for(matches, what="status usage to equal the ResourceQuota's")
+        assert usage["sandboxes"]["used"] == usage["pods"]["used"] == "3"
+        assert usage["cpu"]["used"] == "750m"
+        assert usage["memory"]["used"] == "192Mi"
+
+
+def test_quota_exceeded_sandbox_starts_after_another_is_deleted(
+    api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    with tenant(api, quota={"maxSandboxes": 5, "cpu": "1", "memory": "1Gi"}) as t:
+        t.create_sandbox(sandbox_body("holder", resources={"cpu": "1", "memory": "64Mi"}))
+        t.wait_sandbox("holder", "True")
+        t.create_sandbox(sandbox_body("waiter", resources={"cpu": "1", "memory": "64Mi"}))
+        blocked = t.wait_sandbox("waiter", "False", reason=c.Reason.QUOTA_EXCEEDED)
+        assert "exceeded quota" in blocked["message"]
+        assert "limits.cpu=1" in blocked["message"] and "used: limits.cpu=1" in blocked["message"]
+
+        t.delete_sandbox("holder")
+        began = time.monotonic()
+        t.wait_sandbox("waiter", "True", timeout=90)
+        print(f"blocked sandbox Ready {time.monotonic() - began:.1f}s after the holder's deletion")
+
+
+def test_tenant_subject_manages_sandboxes_in_its_namespace_and_nothing_else(
+    api: client.ApiClient, cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    with tenant(api, subjects=[{"kind": "Group", "name": "team-ours"}]) as ours, \
+            tenant(api, subjects=[{"kind": "Group", "name": "team-theirs"}]) as theirs:
+        kubeconfig = cluster.user_kubeconfig(tmp_path / "alice.kubeconfig", "alice", ("team-ours",))
+        as_alice = cluster.api_client(kubeconfig)
+        custom, core = client.CustomObjectsApi(as_alice), client.CoreV1Api(as_alice)
+
+        custom.create_namespaced_custom_object(c.GROUP, c.VERSION, ours.namespace, c.PLURAL, sandbox_body("mine"))
+        assert custom.get_namespaced_custom_object(c.GROUP, c.VERSION, ours.namespace, c.PLURAL, "mine")
+        listed = custom.list_namespaced_custom_object(c.GROUP, c.VERSION, ours.namespace, c.PLURAL)["items"]
+        assert [item["metadata"]["name"] for item in listed] == ["mine"]
+        custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, ours.namespace, c.PLURAL, "mine",
+                                              {"spec": {"suspended": True}})
+        custom.delete_namespaced_custom_object(c.GROUP, c.VERSION, ours.namespace, c.PLURAL, "mine")
+
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "direct"},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+        assert api_error(lambda: core.create_namespaced_pod(ours.namespace, pod)).status == 403
+        assert api_error(lambda: core.list_namespaced_secret(ours.namespace)).status == 403
+        assert api_error(lambda: core.read_namespaced_secret("anything", ours.namespace)).status == 403
+        assert api_error(lambda: custom.create_namespaced_custom_object(
+            c.GROUP, c.VERSION, theirs.namespace, c.PLURAL, sandbox_body("intruder"))).status == 403
+        assert api_error(lambda: custom.list_namespaced_custom_object(
+            c.GROUP, c.VERSION, theirs.namespace, c.PLURAL)).status == 403
+        assert api_error(lambda: custom.patch_cluster_custom_object(
+            c.GROUP, c.VERSION, c.TENANT_PLURAL, ours.name, {"spec": {"quota": {"maxSandboxes": 99}}})).status == 403
+
+
+def test_policy_and_quota_hold_while_the_operator_is_down(api: client.ApiClient, operator: OperatorProcess) -> None:
+    with tenant(api, quota={"maxSandboxes": 1}, limits={"cpu": "1"}) as t:
+        operator.stop()
+        try:
+            refused = api_error(lambda: t.create_sandbox(sandbox_body("big", resources={"cpu": "2"})))
+            assert refused.status == 422 and "spec.resources.cpu 2 exceeds limits.cpu 1" in refused.body
+            t.create_sandbox(sandbox_body("only"))
+            assert api_error(lambda: t.create_sandbox(sandbox_body("extra"))).status == 403
+        finally:
+            operator.start()
+        t.wait_sandbox("only", "True")
+
+
+def test_deleting_a_tenant_deletes_its_namespace_sandboxes_and_volumes(
+    api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    core = client.CoreV1Api(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    with tenant(api, quota={"maxSandboxes": 5, "cpu": "4", "memory": "4Gi", "storage": "5Gi",
+                            "persistentVolumeClaims": 2}) as t:
+        t.create_sandbox(sandbox_body("keeper", workspace={"persistent": True, "size": "1Gi"}))
+        t.create_sandbox(sandbox_body("runner"))
+        t.wait_sandbox("runner", "True")
+        wait_for(lambda: core.list_namespaced_persistent_volume_claim(t.namespace).items, what="the workspace PVC")
+        t.delete()
+        wait_for(lambda: gone(lambda: core.read_namespace(t.namespace)), timeout=180,
+                 what="the namespace and everything in it to be deleted")
+        assert gone(lambda: admission.read_validating_admission_policy_binding(
+            f"{c.TENANT_POLICY_BINDING_PREFIX}{t.name}"))
+
+
+def test_an_existing_namespace_is_never_adopted(
+    api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    custom = client.CustomObjectsApi(api)
+    body = {"apiVersion": c.API_VERSION, "kind": c.TENANT_KIND, "metadata": {"name": f"adopter-{namespace}"},
+            "spec": {"namespace": namespace, "quota": {"maxSandboxes": 1}, "allowedImages": ["*"]}}
+    custom.create_cluster_custom_object(c.GROUP, c.VERSION, c.TENANT_PLURAL, body)
+    handle = TenantHandle(api, body["metadata"]["name"], namespace)
+    try:
+        def conflict() -> dict[str, Any] | None:
+            conditions = handle.status().get("conditions") or []
+            return next((x for x in conditions if x["reason"] == c.TenantReason.NAMESPACE_CONFLICT), None)
+
+        assert "never adopted" in wait_for(conflict, what="NamespaceConflict")["message"]
+        assert not client.CoreV1Api(api).read_namespace(namespace).metadata.owner_references
+        assert client.CoreV1Api(api).list_namespaced_resource_quota(namespace).items == []
+    finally:
+        handle.delete()
+
+
+@pytest.mark.xfail(strict=True, reason="handlers.py must load Sandboxes with tenant_handlers.sandbox_defaults()")
+def test_tenant_default_ttl_applies_to_a_sandbox_without_lifetime(
+    api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    with tenant(api, limits={"maxLifetimeSeconds": 3600}, defaults={"ttlSeconds": 600}) as t:
+        created = t.create_sandbox(sandbox_body("defaulted", lifetime={}))
+        created_at = dt.datetime.fromisoformat(created["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+
+        def expires() -> str | None:
+            return ((t.get_sandbox("defaulted") or {}).get("status") or {}).get("expiresAt")
+
+        expires_at = wait_for(expires, timeout=20, what="status.expiresAt")
+        assert dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - created_at == dt.timedelta(seconds=600)
