@@ -348,3 +348,21 @@ def test_tenant_default_ttl_applies_to_a_sandbox_without_lifetime(
 
         expires_at = wait_for(expires, timeout=20, what="status.expiresAt")
         assert dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - created_at == dt.timedelta(seconds=600)
+
+
+def test_the_example_tenant_and_its_sandboxes_are_accepted(
+    api: client.ApiClient, cluster: Cluster, operator: OperatorProcess
+) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    tenant_file = examples / "tenant.yaml"
+    cluster.kubectl("apply", "-f", str(tenant_file))
+    handle = TenantHandle(api, "team-a", "team-a")
+    try:
+        wait_for(handle.ready, timeout=150, what="the example tenant Ready")
+        applied = cluster.kubectl("apply", "--dry-run=server", "-f", str(examples / "tenant-sandboxes.yaml"))
+        assert "scratch" in applied.stdout and "notebook" in applied.stdout
+        oversized = (examples / "tenant-sandboxes.yaml").read_text().replace('cpu: "2" ', 'cpu: "3" ')
+        too_big = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=oversized, check=False)
+        assert too_big.returncode != 0 and "spec.resources.cpu 3 exceeds limits.cpu 2" in too_big.stderr
+    finally:
+        cluster.kubectl("delete", "--wait=false", "-f", str(tenant_file))

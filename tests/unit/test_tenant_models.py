@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sandbox_operator.models import OperatorDefaults
 from sandbox_operator.tenant_models import (
@@ -90,3 +92,12 @@ def test_tenant_default_ttl_replaces_the_operator_default_only_when_set() -> Non
     base = OperatorDefaults(allow_dns=False, ttl_seconds=600)
     assert with_tenant_defaults(base, None) is base
     assert with_tenant_defaults(base, 3600) == OperatorDefaults(allow_dns=False, ttl_seconds=3600)
+
+
+def test_the_example_tenant_is_valid_and_allows_its_example_images() -> None:
+    examples = Path(__file__).parents[2] / "examples"
+    loaded = load_tenant(yaml.safe_load((examples / "tenant.yaml").read_text()))
+    assert isinstance(loaded, TenantObject), loaded
+    for sandbox in yaml.safe_load_all((examples / "tenant-sandboxes.yaml").read_text()):
+        assert sandbox["metadata"]["namespace"] == loaded.spec.namespace
+        assert image_allowed(sandbox["spec"]["image"], loaded.spec.allowed_images)
