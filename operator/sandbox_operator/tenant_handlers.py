@@ -22,9 +22,8 @@ from sandbox_operator import constants as c
 from sandbox_operator import metrics
 from sandbox_operator.handlers import Runtime
 from sandbox_operator.kube import Kube, KubeError
-from sandbox_operator.models import OperatorDefaults
 from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import TenantObject, load_tenant, with_tenant_defaults
+from sandbox_operator.tenant_models import TenantObject, load_tenant
 from sandbox_operator.tenant_reconcile import (
     ApplyObject,
     NamespaceSummary,
@@ -73,19 +72,9 @@ def tenant_states(name: str, memo: Any, **_: Any) -> dict[str, TenantState]:
 
 @kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
 def tenant_ttl_defaults(spec: kopf.Spec, **_: Any) -> dict[str, int | None]:
-    """Each tenant namespace's default TTL (None: the tenant sets none), for ``sandbox_defaults``."""
+    """Each tenant namespace's default TTL (None: the tenant sets none), for ``tenant_models.sandbox_defaults``."""
     namespace, defaults = spec.get("namespace"), spec.get("defaults") or {}
     return {str(namespace): defaults.get("ttlSeconds")} if namespace else {}
-
-
-def sandbox_defaults(index: kopf.Index[str, int | None], namespace: str, base: OperatorDefaults) -> OperatorDefaults:
-    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's default TTL if it sets one.
-
-    The Sandbox handlers pass this ``tenant_ttl_defaults`` index (Kopf hands every handler each index by name).
-    """
-    store = index.get(namespace)
-    ttl = next(iter(store), None) if store is not None else None
-    return with_tenant_defaults(base, ttl)
 
 
 # --- observe, decide, act -----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
@@ -381,3 +381,14 @@ def load_tenant(body: Mapping[str, Any]) -> TenantObject | InvalidTenant:
 def with_tenant_defaults(base: OperatorDefaults, ttl_seconds: int | None) -> OperatorDefaults:
     """The operator's defaults for a Sandbox in a tenant namespace: the tenant's default TTL, if set, wins."""
     return base if ttl_seconds is None else replace(base, ttl_seconds=ttl_seconds)
+
+
+def sandbox_defaults(
+    ttl_by_namespace: Mapping[str, Iterable[int | None]], namespace: str, base: OperatorDefaults
+) -> OperatorDefaults:
+    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's default TTL if it sets one.
+
+    ``ttl_by_namespace`` is Kopf's ``tenant_ttl_defaults`` index (tenant_handlers), which Kopf hands every handler.
+    """
+    store = ttl_by_namespace.get(namespace)
+    return with_tenant_defaults(base, next(iter(store), None) if store is not None else None)

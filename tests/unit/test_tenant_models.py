@@ -15,6 +15,7 @@ from sandbox_operator.tenant_models import (
     glob_to_regex,
     image_allowed,
     load_tenant,
+    sandbox_defaults,
     with_tenant_defaults,
 )
 from tests.unit.tenant_builders import tenant_body
@@ -101,3 +102,11 @@ def test_the_example_tenant_is_valid_and_allows_its_example_images() -> None:
     for sandbox in yaml.safe_load_all((examples / "tenant-sandboxes.yaml").read_text()):
         assert sandbox["metadata"]["namespace"] == loaded.spec.namespace
         assert image_allowed(sandbox["spec"]["image"], loaded.spec.allowed_images)
+
+
+def test_a_sandbox_gets_the_default_ttl_of_the_tenant_owning_its_namespace() -> None:
+    base = OperatorDefaults(ttl_seconds=None)
+    index = {"team-a": [600], "team-b": [None]}
+    assert sandbox_defaults(index, "team-a", base).ttl_seconds == 600
+    assert sandbox_defaults(index, "team-b", base) is base
+    assert sandbox_defaults(index, "elsewhere", base) is base
