@@ -49,7 +49,9 @@ def test_tenant_gets_a_restricted_fenced_namespace_with_quota_limits_policy_and_
     api: client.ApiClient, operator: OperatorProcess
 ) -> None:
     subjects = [{"kind": "Group", "name": "team-x"}]
+    began = time.monotonic()
     with tenant(api, subjects=subjects, limits={"cpu": "1"}, defaults={"cpu": "250m"}) as t:
+        print(f"tenant Ready {time.monotonic() - began:.1f}s after its creation")
         core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
         labels = core.read_namespace(t.namespace).metadata.labels
         assert {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "audit", "warn")} == {
