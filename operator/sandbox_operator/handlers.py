@@ -34,6 +34,7 @@ from sandbox_operator.reconcile import (
     status_changed,
 )
 from sandbox_operator.settings import Settings
+from sandbox_operator.tenant_models import sandbox_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +253,8 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
         if body is None or not state.indices or state.deleted:
             return
         metrics.RECONCILES.labels(trigger).inc()
-        sandbox = load_sandbox(body, runtime.defaults)
+        defaults = sandbox_defaults(state.indices["tenant_ttl_defaults"], key[0], runtime.defaults)
+        sandbox = load_sandbox(body, defaults)
         retry: float | None = None
         try:
             plan = decide(sandbox, _observe(state, key), datetime.now(UTC))
@@ -305,7 +307,7 @@ async def sandbox_changed(
             metrics.SANDBOXES.labels(namespace, state.phase).dec()
             state.phase = None
         return
-    state.indices = {k: kwargs[k] for k in ("sandbox_pods", "sandbox_policies", "sandbox_services", "sandbox_pvcs")}
+    state.indices = {k: kwargs[k] for k in (*INDEX_OF_KIND.values(), "tenant_ttl_defaults")}
     _remember(state, body)
     await reconcile_sandbox(state, memo["runtime"], (namespace, name), trigger="sandbox")
 

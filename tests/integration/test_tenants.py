@@ -337,7 +337,6 @@ def test_an_existing_namespace_is_never_adopted(
         handle.delete()
 
 
-@pytest.mark.xfail(strict=True, reason="handlers.py must load Sandboxes with tenant_models.sandbox_defaults")
 def test_tenant_default_ttl_applies_to_a_sandbox_without_lifetime(
     api: client.ApiClient, operator: OperatorProcess
 ) -> None:
