@@ -1,4 +1,4 @@
-"""`make demo`: the local cluster, the CRDs, the operator, a Sandbox that becomes Ready and then expires.
+"""`make demo`: the local cluster, the CRDs, the operator, a Sandbox that becomes Ready and then expires, a Tenant.
 
 Set NODE=real to run the sandbox as a real container on a kubelet + containerd node (root needed),
 KEEP=1 to leave the cluster running afterwards.
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.cluster.controlplane import ControlPlane  # noqa: E402
-from tests.cluster.handle import connect  # noqa: E402
+from tests.cluster.handle import Cluster, connect  # noqa: E402
 from tests.operator_process import OperatorProcess, install_crds  # noqa: E402
 
 
@@ -25,10 +25,50 @@ def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def show(cluster_kubectl: list[str], *args: str) -> str:
-    result = subprocess.run([*cluster_kubectl, *args], capture_output=True, text=True, check=False)
+def show(cluster_kubectl: list[str], *args: str, input: str | None = None) -> str:
+    result = subprocess.run([*cluster_kubectl, *args], capture_output=True, text=True, check=False, input=input)
     print(result.stdout.rstrip() or result.stderr.rstrip(), flush=True)
     return result.stdout
+
+
+def tenant_demo(cluster: Cluster, kubectl: list[str]) -> None:
+    """A Tenant: its namespace, quota and policy, used by a member of its group through plain kubectl."""
+    say("tenants: kubectl apply -f deploy/ (tenant ClusterRole + ValidatingAdmissionPolicy) and examples/tenant.yaml")
+    show(kubectl, "apply", "--server-side", "-f", str(ROOT / "deploy"))
+    show(kubectl, "apply", "-f", str(ROOT / "examples" / "tenant.yaml"))
+    show(kubectl, "wait", "--for=condition=Ready", "tenant/team-a", "--timeout=120s")
+    show(kubectl, "get", "tenant", "team-a")
+    show(kubectl, "get", "resourcequota,limitrange,networkpolicy,rolebinding", "-n", "team-a")
+
+    member = cluster.user_kubeconfig(Path(tempfile.gettempdir()) / "demo-alice.kubeconfig", "alice", ("team-a",))
+    as_alice = [cluster.kubectl_path, f"--kubeconfig={member}", "-n", "team-a"]
+    say("alice (group team-a) creates a sandbox within the tenant's limits")
+    show(as_alice, "apply", "-f", "-", input=SCRATCH)
+    show(as_alice, "wait", "--for=condition=Ready", "sandbox/scratch", "--timeout=60s")
+    show(as_alice, "get", "sbx")
+    say("... and is refused by the API server when she asks for more than the tenant allows")
+    show(as_alice, "apply", "-f", "-", input=SCRATCH.replace("name: scratch", "name: greedy")
+         .replace("cpu: 250m", 'cpu: "3"').replace("localhost/sandbox-busybox:1.0", "evil.example/miner:latest"))
+    say("... and cannot create pods or read secrets directly")
+    show(as_alice, "auth", "can-i", "create", "pods")
+    show(as_alice, "auth", "can-i", "get", "secrets")
+    show(kubectl, "get", "tenant", "team-a")
+    say("deleting the tenant deletes its namespace and every sandbox in it")
+    show(kubectl, "delete", "tenant", "team-a", "--wait=false")
+
+
+SCRATCH = """\
+apiVersion: sandbox-operator.io/v1alpha1
+kind: Sandbox
+metadata:
+  name: scratch
+spec:
+  image: localhost/sandbox-busybox:1.0
+  command: ["sleep", "3600"]
+  resources:
+    cpu: 250m
+    memory: 128Mi
+"""
 
 
 def main() -> int:
@@ -76,6 +116,7 @@ def main() -> int:
         say("events of the sandbox's life")
         show(kubectl, "get", "events", "-n", "default", "--field-selector", "involvedObject.kind=Sandbox",
              "-o", "custom-columns=TIME:.firstTimestamp,REASON:.reason,MESSAGE:.message")
+        tenant_demo(cluster, kubectl)
         say("operator metrics (excerpt)")
         for key, value in operator.metrics().items():
             if key.startswith(("sandbox_operator_expirations_total", "sandbox_operator_ready_latency_seconds_count")):
