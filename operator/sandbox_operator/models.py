@@ -641,7 +641,8 @@ def _read_status(body: Mapping[str, Any]) -> SandboxStatus:
         return SandboxStatus()
 
 
-def _optional_time(text: Any) -> datetime | None:
+def optional_time(text: Any) -> datetime | None:
+    """Parse an RFC 3339 time; None for anything that is not one."""
     if not isinstance(text, str):
         return None
     try:
@@ -683,11 +684,11 @@ class SandboxObject:
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation") or 0),
-            creation_timestamp=_optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
+            creation_timestamp=optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
             spec=apply_operator_defaults(spec, defaults),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            deletion_timestamp=_optional_time(meta.get("deletionTimestamp")),
+            deletion_timestamp=optional_time(meta.get("deletionTimestamp")),
             status=_read_status(body),
             defaults=defaults,
         )
@@ -695,7 +696,7 @@ class SandboxObject:
     @property
     def last_activity_annotation(self) -> datetime | None:
         """The client-reported activity time; a malformed annotation is ignored."""
-        return _optional_time(self.annotations.get(c.ANNOTATION_LAST_ACTIVITY))
+        return optional_time(self.annotations.get(c.ANNOTATION_LAST_ACTIVITY))
 
 
 @dataclass(frozen=True)

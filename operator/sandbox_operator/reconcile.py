@@ -29,7 +29,7 @@ from sandbox_operator.models import (
     InvalidSandbox,
     SandboxObject,
     SandboxStatus,
-    parse_time,
+    optional_time,
 )
 
 # Kubelet and API messages are shortened before they reach status and events.
@@ -38,15 +38,6 @@ MAX_DETAIL_LENGTH = 512
 
 def _shorten(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -85,8 +76,8 @@ class PodSummary:
             phase=str(status.get("phase") or "Pending"),
             ready=(conditions.get("Ready") or {}).get("status") == "True",
             pod_ip=status.get("podIP") or None,
-            started_at=_time(started),
-            deletion_timestamp=_time(meta.get("deletionTimestamp")),
+            started_at=optional_time(started),
+            deletion_timestamp=optional_time(meta.get("deletionTimestamp")),
             spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
             reason=status.get("reason"),
             message=status.get("message"),

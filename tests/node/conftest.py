@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -13,20 +12,9 @@ from kubernetes import client
 from tests.cluster import node as real_node_module
 from tests.cluster.controlplane import ClusterState
 from tests.cluster.handle import Cluster
+from tests.waiting import wait_for
 
 BUSYBOX = "localhost/sandbox-busybox:1.0"
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.3, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="session")
