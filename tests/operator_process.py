@@ -31,9 +31,10 @@ def install_crds(cluster: Cluster) -> None:
 class OperatorProcess:
     """One operator process; ``start``/``stop`` can be called repeatedly (e.g. to test a restart)."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, **settings: str) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, kubeconfig: Path | None = None, **settings: str) -> None:
         self.cluster = cluster
         self.log_path = log_path
+        self.kubeconfig = kubeconfig or cluster.kubeconfig  # e.g. a user bound to exactly the chart's ClusterRole
         self.metrics_port = _free_port()
         self.health_port = _free_port()
         self.settings = {"STANDALONE": "true", **settings}
@@ -43,7 +44,7 @@ class OperatorProcess:
         """Start the operator and wait until its liveness endpoint answers."""
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KUBECONFIG": str(self.kubeconfig),
             "SANDBOX_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "SANDBOX_OPERATOR_HEALTH_PORT": str(self.health_port),
             **{f"SANDBOX_OPERATOR_{key}": value for key, value in self.settings.items()},

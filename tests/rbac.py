@@ -6,7 +6,8 @@ Three sources, each read from what the operator actually runs:
   against a recording API client, with each kind its call sites pass (a constant, or the members of the
   ``kind`` parameter's enum); a call passing a manifest built elsewhere counts for every kind in
   ``kube.PATHS`` (an over-approximation: the source does not say which kinds reach it). Each recorded
-  request becomes (apiGroup, resource[/subresource], verb); writing RoleBindings adds ``bind`` on ClusterRoles.
+  request becomes (apiGroup, resource[/subresource], verb); writing RoleBindings adds ``bind`` on ClusterRoles,
+  writing admission policy bindings adds ``get`` on the policies' paramKind (the API server checks both).
 - Kopf's registry after importing every operator module: every resource of an index, event, change or
   daemon handler is listed and watched (change handlers and daemons also patch it, for Kopf's own state).
 - Kopf itself: Events (create), CRD observation (list, watch), and peering (list, watch, patch) on
@@ -173,7 +174,29 @@ def kube_permissions() -> set[Permission]:
     if any(p[:2] == ("rbac.authorization.k8s.io", "rolebindings") and p[2] in ("create", "patch") for p in needed):
         # Writing a RoleBinding needs `bind` on the role it grants (or every permission in it): escalation check.
         needed.add(("rbac.authorization.k8s.io", "clusterroles", "bind"))
+    if any(p[:2] == ("admissionregistration.k8s.io", "validatingadmissionpolicybindings")
+           and p[2] in ("create", "patch") for p in needed):
+        # A binding's paramRef is checked like a grant: its writer must be able to `get` the policy's paramKind.
+        needed |= {(group, plural, "get") for group, plural in _policy_param_resources()}
     return needed
+
+
+def _policy_param_resources() -> set[tuple[str, str]]:
+    """(apiGroup, plural) of the paramKind of every ValidatingAdmissionPolicy shipped in deploy/."""
+    kinds = {}
+    for crd_file in (ROOT / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(crd_file.read_text()):
+            if crd and crd.get("kind") == "CustomResourceDefinition":
+                kinds[(crd["spec"]["group"], crd["spec"]["names"]["kind"])] = crd["spec"]["names"]["plural"]
+    found = set()
+    for manifest in (ROOT / "deploy").glob("*.yaml"):
+        for obj in yaml.safe_load_all(manifest.read_text()):
+            param = (obj or {}).get("spec", {}).get("paramKind") if (obj or {}).get("kind") == (
+                "ValidatingAdmissionPolicy") else None
+            if param:
+                group = param["apiVersion"].rpartition("/")[0]
+                found.add((group, kinds[(group, param["kind"])]))
+    return found
 
 
 def kopf_handler_permissions() -> set[Permission]:

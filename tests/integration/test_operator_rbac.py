@@ -1,0 +1,82 @@
+"""The operator works with exactly the chart's ClusterRole: no request refused, Sandboxes and Tenants Ready."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.chart.helm import find, template
+from tests.cluster.handle import Cluster
+from tests.integration.operators import (
+    cluster_peering,
+    create_sandbox,
+    exclusive,
+    forbidden_lines,
+    wait_ready,
+)
+from tests.integration.tenant_helpers import READY_TIMEOUT, install_tenant_policy, tenant
+from tests.operator_process import OperatorProcess
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+__all__ = ["exclusive"]  # a fixture, used by name
+
+
+@pytest.fixture
+def chart_role_user(cluster: Cluster, api: client.ApiClient, tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig for a fresh user bound to a copy of the chart's ClusterRole, and to nothing else."""
+    name = f"test-operator-{uuid.uuid4().hex[:8]}"
+    role = find(template(), "ClusterRole", "sbx-sandbox-operator")
+    role["metadata"] = {"name": name}
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}],
+    })
+    try:
+        yield cluster.user_kubeconfig(tmp_path / "operator.kubeconfig", name)
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        rbac.delete_cluster_role(name)
+
+
+def test_operator_with_only_the_chart_cluster_role_makes_sandboxes_and_tenants_ready(
+    cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, chart_role_user: Path,
+    exclusive: None, tmp_path: Path,
+) -> None:
+    user = client.AuthorizationV1Api(cluster.api_client(chart_role_user))
+    review = user.create_self_subject_access_review({"spec": {"resourceAttributes": {
+        "verb": "get", "resource": "secrets", "namespace": namespace}}})
+    assert review.status.allowed is False, "the test user must hold the chart's role only"
+    install_tenant_policy(cluster)
+    with cluster_peering(api) as peering:
+        process = OperatorProcess(cluster, tmp_path / "operator.log", kubeconfig=chart_role_user,
+                                  STANDALONE="false", PEERING_NAME=peering, PRIORITY="10")
+        process.start()
+        try:
+            create_sandbox(api, namespace, "least-privilege")
+            wait_ready(api, namespace, ["least-privilege"])
+            # namespace, quota, limits, policy binding, RoleBinding (needs bind), the dry-run admission probe
+            with tenant(api, wait=False) as made:
+                try:
+                    wait_for(made.ready, timeout=READY_TIMEOUT, what="tenant Ready")
+                except pytest.fail.Exception:
+                    pytest.fail(f"tenant not Ready: {made.status().get('conditions')}")
+            assert forbidden_lines(process) == []
+            # This process, with only the chart's role, sent authorised writes. Another operator may share the
+            # cluster and win the race (409): authorisation comes before that check, so any answer but 403 counts.
+            samples = process.metrics()
+            for verb, resource in (("create", "Pod"), ("patch", "Sandbox/status")):
+                answered = {re.search(r'code="([^"]*)"', k).group(1): v for k, v in samples.items()  # type: ignore[union-attr]
+                            if k.startswith("sandbox_operator_api_requests_total{")
+                            and f'verb="{verb}"' in k and f'resource="{resource}"' in k}
+                assert sum(v for code, v in answered.items() if code != "403") >= 1, (verb, resource, answered)
+        finally:
+            process.stop()

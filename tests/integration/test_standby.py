@@ -1,0 +1,93 @@
+"""Two replicas with Kopf peering: one works, the other stands by and takes over when the first is killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.handle import Cluster
+from tests.integration.operators import (
+    cluster_peering,
+    create_sandbox,
+    event_reasons,
+    exclusive,
+    peers,
+    reconciles,
+    wait_ready,
+)
+from tests.operator_process import OperatorProcess
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+__all__ = ["exclusive"]  # a fixture, used by name
+LIFETIME = 10  # SANDBOX_OPERATOR_PEERING_LIFETIME: the bound on the takeover time after a crash
+
+
+def test_standby_takes_over_after_the_active_replica_is_killed_and_nothing_is_handled_twice(
+    cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
+) -> None:
+    with cluster_peering(api) as peering:
+        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
+        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
+        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
+        active.start()
+        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
+        standby.start()
+        try:
+            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
+            before = [f"before-{i}" for i in range(3)]
+            for name in before:
+                create_sandbox(api, namespace, name)
+            wait_ready(api, namespace, before)
+            assert reconciles(active) > 0
+            assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
+
+            active.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            after = [f"after-{i}" for i in range(3)]
+            for name in after:
+                create_sandbox(api, namespace, name)
+            wait_for(lambda: reconciles(standby) > 0, timeout=LIFETIME + 30, interval=0.1,
+                     what="the standby to take over")
+            takeover = time.monotonic() - killed
+            wait_ready(api, namespace, after, timeout=LIFETIME + 60)
+            ready_after = time.monotonic() - killed
+            print(f"\ntakeover after SIGKILL: {takeover:.1f}s (peering lifetime {LIFETIME}s); "
+                  f"sandboxes created after the kill Ready {ready_after:.1f}s after it")
+            assert takeover <= LIFETIME + 15
+
+            # Taking over re-reads every Sandbox: the ones already Ready get no second transition.
+            time.sleep(2)
+            for name in before + after:
+                assert event_reasons(api, namespace, name).count("Ready") == 1, name
+        finally:
+            active.stop(signal.SIGKILL)
+            standby.stop()
+
+
+def test_a_clean_shutdown_hands_over_at_once(
+    cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
+) -> None:
+    with cluster_peering(api) as peering:
+        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": "60"}
+        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
+        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
+        active.start()
+        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
+        standby.start()
+        try:
+            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
+            active.stop(signal.SIGTERM)  # a rollout or a drain: Kopf withdraws from the peering on its way out
+            stopped = time.monotonic()
+            create_sandbox(api, namespace, "handed-over")
+            wait_ready(api, namespace, ["handed-over"], timeout=60)
+            handover = time.monotonic() - stopped
+            print(f"\nhandover after SIGTERM: Ready {handover:.1f}s after the active replica stopped (lifetime 60s)")
+            assert reconciles(standby) > 0
+            assert handover < 30, "a clean shutdown must not wait for the peering lifetime"
+        finally:
+            standby.stop()
