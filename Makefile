@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 NODE ?= fake
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps test unit lint cluster-test node-test demo cluster-up cluster-down cluster-status cluster-build crds clean
+.PHONY: help venv deps test unit lint cluster-test node-test demo cluster-up cluster-down cluster-status cluster-build \
+	manifests image image-import image-lock chart-sync helm clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -56,6 +57,25 @@ cluster-status: venv ## show what the local cluster runs
 
 demo: deps ## bring up the local cluster, run the operator, create a Sandbox and watch it expire
 	$(PY) scripts/demo.py
+
+manifests: venv ## regenerate crds/ and deploy/ from the models, then the chart's copies
+	$(PY) -m sandbox_operator.manifests
+	$(PY) -m tests.chart_files
+
+image: venv ## build the operator image offline as an OCI archive in ~/.cache/sandbox-operator/images (with Docker: docker build .)
+	$(PY) -m tests.cluster.operator_image build
+
+image-import: venv ## import the operator image into the local cluster's real node (make cluster-up NODE=real first)
+	$(PY) -m tests.cluster.operator_image import
+
+image-lock: venv ## regenerate image/requirements.txt after changing pyproject's dependencies
+	$(PY) -m tests.cluster.operator_image lock
+
+chart-sync: venv ## copy crds/ and deploy/ into charts/sandbox-operator
+	$(PY) -m tests.chart_files
+
+helm: venv ## build helm from its pinned Go module and print its path
+	@$(PY) -c "from tests.chart.helm import helm_binary; print(helm_binary())"
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,9 +5,10 @@ Three sources, each read from what the operator actually runs:
 - ``sandbox_operator.kube.Kube``: each method the operator's modules call (found in their source) is called
   against a recording API client, with each kind its call sites pass (a constant, or the members of the
   ``kind`` parameter's enum); a call passing a manifest built elsewhere counts for every kind in
-  ``kube.PATHS`` (an over-approximation: the source does not say which kinds reach it). Each recorded
-  request becomes (apiGroup, resource[/subresource], verb); writing RoleBindings adds ``bind`` on ClusterRoles,
-  writing admission policy bindings adds ``get`` on the policies' paramKind (the API server checks both).
+  ``kube.PATHS`` the method does not refuse (a method that only writes one kind raises ValueError for
+  others). Each recorded request becomes (apiGroup, resource[/subresource], verb); writing RoleBindings
+  adds ``bind`` on ClusterRoles, writing admission policy bindings adds ``get`` on the policies' paramKind
+  (the API server checks both).
 - Kopf's registry after importing every operator module: every resource of an index, event, change or
   daemon handler is listed and watched (change handlers and daemons also patch it, for Kopf's own state).
 - Kopf itself: Events (create), CRD observation (list, watch), and peering (list, watch, patch) on
@@ -161,7 +162,10 @@ def kube_permissions() -> set[Permission]:
         method = getattr(kube.Kube, name)
         for kind in sorted(kube.PATHS if kinds is None else kinds or [next(iter(kube.PATHS))]):
             recorder = RecordingApi()
-            asyncio.run(method(kube.Kube(recorder), **_arguments(method, kind, kube)))
+            try:
+                asyncio.run(method(kube.Kube(recorder), **_arguments(method, kind, kube)))
+            except ValueError:
+                continue  # the method refuses a manifest of this kind: it can never write it
             for http_method, path in recorder.calls:
                 group, resource, named = resource_of_path(path)
                 if http_method == "GET":

@@ -188,14 +188,14 @@ async def _apply(
     for action in plan.actions:
         if isinstance(action, CreateChild):
             try:
-                await runtime.kube.create(action.manifest)
+                await runtime.kube.create(c.ChildKind(action.manifest["kind"]), action.manifest)
             except KubeError as error:
                 if error.transient:
                     raise
                 return error
             _expect(state, action.manifest)
         elif isinstance(action, UpdateChild):
-            await runtime.kube.replace(action.manifest)
+            await runtime.kube.replace(c.ChildKind(action.manifest["kind"]), action.manifest)
         elif isinstance(action, DeleteChild):
             state.expected.pop(action.kind, None)
             await runtime.kube.delete(action.kind, namespace, action.name)

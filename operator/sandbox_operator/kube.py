@@ -79,6 +79,11 @@ APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "sandbox-operator"
 
 
+def _check_kind(kind: str, manifest: Mapping[str, Any]) -> None:
+    if manifest.get("kind") != kind:
+        raise ValueError(f"a {manifest.get('kind')} manifest passed as {kind}")
+
+
 def _path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
     prefix, plural = PATHS[kind]
     return "/".join(part for part in (f"{prefix}/namespaces/{namespace}/{plural}", name, subresource) if part)
@@ -138,14 +143,19 @@ class Kube:
         metrics.API_REQUESTS.labels(verb, kind, "2xx").inc()
         return result if isinstance(result, dict) else None
 
-    async def create(self, manifest: Mapping[str, Any]) -> None:
-        """Create a child; an object of that name already existing counts as done."""
-        kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]
+    # Methods that take a rendered manifest also take its kind, typed: it bounds what they can write, and
+    # tests/rbac.py derives the operator's RBAC from those types.
+
+    async def create(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> None:
+        """Create a Sandbox's child; an object of that name already existing counts as done."""
+        _check_kind(kind, manifest)
+        namespace = manifest["metadata"]["namespace"]
         await self._request("create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409}))
 
-    async def replace(self, manifest: Mapping[str, Any]) -> None:
+    async def replace(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> None:
         """Bring a mutable child's spec, labels and annotations to the rendered manifest (merge patch)."""
-        kind, meta = manifest["kind"], manifest["metadata"]
+        _check_kind(kind, manifest)
+        meta = manifest["metadata"]
         patch = {"metadata": {"labels": meta.get("labels"), "annotations": meta.get("annotations")},
                  "spec": manifest["spec"]}
         await self._request("patch", kind, "PATCH", _path(kind, meta["namespace"], meta["name"]), patch,
@@ -178,15 +188,17 @@ class Kube:
         """Read one object; None when it does not exist."""
         return await self._request("get", kind, "GET", _any_path(kind, namespace, name), ok=frozenset({404}))
 
-    async def create_object(self, manifest: Mapping[str, Any]) -> None:
-        """Create a namespaced or cluster-scoped object; one of that name already existing counts as done."""
-        kind, namespace = manifest["kind"], manifest["metadata"].get("namespace")
+    async def create_object(self, kind: c.TenantChildKind, manifest: Mapping[str, Any]) -> None:
+        """Create a Tenant's child (namespaced or cluster-scoped); one of that name already existing counts as done."""
+        _check_kind(kind, manifest)
+        namespace = manifest["metadata"].get("namespace")
         await self._request("create", kind, "POST", _any_path(kind, namespace), dict(manifest), ok=frozenset({409}))
 
-    async def apply(self, manifest: Mapping[str, Any]) -> None:
-        """Server-side apply (forced) as FIELD_MANAGER: creates the object or brings every field we own to the
-        manifest, removing fields we set before and no longer render."""
-        kind, meta = manifest["kind"], manifest["metadata"]
+    async def apply(self, kind: c.TenantChildKind, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply (forced) as FIELD_MANAGER: creates a Tenant's child or brings every field we own to
+        the manifest, removing fields we set before and no longer render."""
+        _check_kind(kind, manifest)
+        meta = manifest["metadata"]
         await self._request(
             "apply", kind, "PATCH", _any_path(kind, meta.get("namespace"), meta["name"]), dict(manifest),
             content_type=APPLY_PATCH, query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
@@ -203,12 +215,13 @@ class Kube:
             {"status": status}, content_type=MERGE_PATCH, ok=frozenset({404}),
         )
 
-    async def dry_run_create(self, manifest: Mapping[str, Any]) -> KubeError | None:
-        """Create with dryRun=All (nothing is stored); return the API server's refusal, or None if it would accept."""
-        kind, namespace = manifest["kind"], manifest["metadata"].get("namespace")
+    async def dry_run_sandbox(self, manifest: Mapping[str, Any]) -> KubeError | None:
+        """Create a Sandbox with dryRun=All (nothing is stored); return the API server's refusal, or None if it
+        would accept it. Only ever a Sandbox: it probes whether admission policy is in force."""
+        _check_kind(c.KIND, manifest)
         try:
-            await self._request("dry-run", kind, "POST", _any_path(kind, namespace), dict(manifest),
-                                query=[("dryRun", "All")])
+            await self._request("dry-run", c.KIND, "POST", _any_path(c.KIND, manifest["metadata"]["namespace"]),
+                                dict(manifest), query=[("dryRun", "All")])
         except KubeError as error:
             if error.transient:
                 raise

@@ -95,7 +95,7 @@ async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
     )
     enforced = False
     if role_binding is None and binding is not None:
-        refusal = await kube.dry_run_create(render_admission_probe(tenant))
+        refusal = await kube.dry_run_sandbox(render_admission_probe(tenant))
         enforced = refusal is not None and c.ADMISSION_PROBE_MESSAGE in refusal.message
     return TenantObserved(
         policy_enforced=enforced,
@@ -113,9 +113,9 @@ async def _apply(kube: Kube, plan: TenantPlan) -> KubeError | None:
     for action in plan.actions:
         try:
             if isinstance(action, ApplyObject):
-                await kube.apply(action.manifest)
+                await kube.apply(c.TenantChildKind(action.manifest["kind"]), action.manifest)
             else:
-                await kube.create_object(action.manifest)
+                await kube.create_object(c.TenantChildKind(action.manifest["kind"]), action.manifest)
         except KubeError as error:
             if error.transient:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -37,6 +38,17 @@ def test_every_other_rule_applies_to_all_names() -> None:
 
 
 def test_a_new_kind_the_operator_writes_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    class ChildKindWithSecrets(StrEnum):
+        POD = "Pod"
+        SECRET = "Secret"
+
+    original = kube.Kube.create
+
+    async def create(self: kube.Kube, kind: Any, manifest: Any) -> None:
+        await original(self, kind, manifest)
+
+    create.__annotations__["kind"] = ChildKindWithSecrets  # as if ChildKind grew a member
+    monkeypatch.setattr(kube.Kube, "create", create)
     monkeypatch.setitem(kube.PATHS, "Secret", ("/api/v1", "secrets"))
     needed = rbac.required_permissions()
     assert ("", "secrets", "create") in needed  # Kube.create may now be asked to write Secrets
