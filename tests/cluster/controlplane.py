@@ -231,12 +231,14 @@ class ControlPlane:
         state.save()
 
     def _write_pki_and_kubeconfigs(self, state: ClusterState) -> None:
+        from .node import BRIDGE_IP  # pods on the real node reach the API server there (node.py's forwarder)
+
         ca = CertificateAuthority(self.pki_dir)
         ca.issue(
             "apiserver",
             "kube-apiserver",
             server_names=(
-                "127.0.0.1", "localhost", SERVICE_IP, "kubernetes", "kubernetes.default",
+                "127.0.0.1", "localhost", SERVICE_IP, BRIDGE_IP, "kubernetes", "kubernetes.default",
                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
             ),
             client=False,

@@ -19,7 +19,10 @@ What it sets up, and why:
   ``filter`` rule kube-router writes) drop every forwarded packet entering or leaving the bridge
   that is not bridge-to-bridge, and drop new connections from pods to the host except to
   ``HOST_PORTS_FOR_PODS``. So a pod packet can only reach another local pod, or a host listener
-  a test opened on purpose. There is no kube-proxy: tests connect to pod IPs directly.
+  a test opened on purpose. There is no kube-proxy: tests connect to pod IPs directly, and pods that talk to
+  the API server (the operator installed by Helm) use ``apiserver_env()``: a TCP forwarder (``forwarder.py``,
+  a recorded child process) listens on ``BRIDGE_IP:APISERVER_PORT_FOR_PODS`` and relays to the API server's
+  loopback port; its serving certificate names ``BRIDGE_IP``.
 - **NetworkPolicy.** kube-router v2 (built from its Go module) with only its firewall
   (``--run-firewall --run-router=false --run-service-proxy=false``): iptables + ipset, which this
   kernel has (it lacks the NFQUEUE support nftables-queue based enforcers need).
@@ -66,6 +69,10 @@ POD_CIDR = "10.244.0.0/24"
 BRIDGE = "sbxnode0"
 BRIDGE_IP = "10.244.0.1"  # the node's InternalIP: kubelet serves here, pods see the host here
 HOST_PORTS_FOR_PODS = "18000:18099"  # host listeners (on BRIDGE_IP) that pods may open connections to
+# Pods reach the API server at BRIDGE_IP:APISERVER_PORT_FOR_PODS (a forwarder to its 127.0.0.1 port; no kube-proxy):
+# in-cluster clients take it from KUBERNETES_SERVICE_HOST/_PORT (see ``apiserver_env()``).
+APISERVER_PORT_FOR_PODS = 18043
+FORWARDER = Path(__file__).resolve().parent / "forwarder.py"
 KUBELET_PORT = 10250
 DEFAULT_IMAGES = (images.PAUSE, images.BUSYBOX)  # imported at start; others on demand (import_images)
 CGROUP_LEAF = "sandbox-operator-node"
@@ -96,6 +103,12 @@ def pod_placement() -> dict[str, Any]:
         "nodeSelector": {NODE_LABEL[0]: NODE_LABEL[1]},
         "tolerations": [{**NODE_TAINT, "operator": "Equal"}],
     }
+
+
+def apiserver_env() -> list[dict[str, str]]:
+    """Container env entries that point in-cluster clients (client-go, kubernetes_asyncio, Kopf) at the forwarder."""
+    return [{"name": "KUBERNETES_SERVICE_HOST", "value": BRIDGE_IP},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": str(APISERVER_PORT_FOR_PODS)}]
 
 
 def missing_dependencies() -> list[str]:
@@ -366,6 +379,7 @@ class RealNode:
             self._share_state_dir(record)
             self._write_cni_config()
             self._start_containerd(record)
+            self._start_forwarder(record)
             step = time.monotonic()
             images.ensure_images(self.socket, DEFAULT_IMAGES)
             timings["images"] = time.monotonic() - step
@@ -404,6 +418,22 @@ class RealNode:
         record.save()
         self.state.processes.append(entry)
         self.state.save()
+
+    def _start_forwarder(self, record: NodeRecord) -> None:
+        """Relay BRIDGE_IP:APISERVER_PORT_FOR_PODS to the API server (which listens on 127.0.0.1 only)."""
+        python = Path(sys.executable)
+        self._spawn(record, "apiserver-forwarder", [
+            str(python), str(FORWARDER), f"{BRIDGE_IP}:{APISERVER_PORT_FOR_PODS}",
+            f"127.0.0.1:{self.state.ports['apiserver']}",
+        ], python)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if _listening(BRIDGE_IP, APISERVER_PORT_FOR_PODS):
+                return
+            if not record.processes[-1].alive():
+                raise RuntimeError("the API server forwarder exited during start-up")
+            time.sleep(0.1)
+        raise TimeoutError(f"the API server forwarder did not listen on {BRIDGE_IP}:{APISERVER_PORT_FOR_PODS}")
 
     def _share_state_dir(self, record: NodeRecord) -> None:
         """Make the node dir a shared mount: kubelet's volume mounts, made in its own namespace, reach containerd."""
@@ -642,6 +672,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             shutil.rmtree(self.dir, ignore_errors=True)
             return []
         by_name = {p.name: p for p in record.processes}
+        if "apiserver-forwarder" in by_name:
+            by_name["apiserver-forwarder"].stop()
         if "kube-router" in by_name:
             by_name["kube-router"].stop()
         if "kubelet" in by_name:
@@ -701,11 +733,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     _run("umount", "--lazy", target, check=False)
 
 
+def _listening(host: str, port: int | None = None) -> bool:
+    """Whether a TCP socket listens on ``host`` (IPv4, and ``port`` if given), from /proc/net/tcp."""
+    wanted = ipaddress.ip_address(host).packed[::-1].hex().upper()  # the kernel prints the address little-endian
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and address == wanted and (port is None or int(hex_port, 16) == port):
+            return True
+    return False
+
+
 def leftover_resources() -> list[str]:
     """Anything of a real node that is still on the machine: bridge, rules, ipsets, mounts (empty when clean)."""
     found = []
     if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         found.append(f"bridge {BRIDGE}")
+    if _listening(BRIDGE_IP):
+        found.append(f"a TCP listener on {BRIDGE_IP} (the API server forwarder?)")
     links = _run("ip", "-o", "link", "show", "type", "veth").stdout.strip()
     if links:
         found.append(f"veth links: {links}")
