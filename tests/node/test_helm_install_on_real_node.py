@@ -243,8 +243,9 @@ def test_helm_install_runs_the_operator_image_on_the_real_node_and_uninstall_lea
         uninstalled = helm("uninstall", release, "--namespace", release_ns, "--wait", "--timeout", "120s",
                            kubeconfig=cluster.kubeconfig, check=False)
     assert uninstalled.returncode == 0, uninstalled.stderr
+    print(f"helm uninstall --wait {time.monotonic() - started:.1f}s")
     _assert_only_crds_left(cluster, api, release, (release_ns, work_ns), fullname, socket)
-    print(f"helm uninstall and cleanup {time.monotonic() - started:.1f}s")
+    print(f"everything but the CRDs gone {time.monotonic() - started:.1f}s after the uninstall began")
 
 
 def _assert_only_crds_left(cluster: Cluster, api: client.ApiClient, release: str, namespaces: tuple[str, ...],
@@ -252,8 +253,10 @@ def _assert_only_crds_left(cluster: Cluster, api: client.ApiClient, release: str
     selector = f"app.kubernetes.io/instance={release}"
     core = client.CoreV1Api(api)
     # helm uninstall --wait returns once the Deployment is gone; its pods end through the garbage collector.
+    started = time.monotonic()
     wait_for(lambda: not _operator_pods(core, namespaces[0], release), timeout=60,
              what="the operator's pods to be gone")
+    print(f"operator pods gone {time.monotonic() - started:.1f}s after helm uninstall returned")
     for namespace in namespaces:
         leftovers = cluster.kubectl(
             "get", "all,serviceaccounts,networkpolicies,poddisruptionbudgets,configmaps,secrets,roles,rolebindings,"
