@@ -358,6 +358,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             ttl_seconds=config.default_ttl_seconds,
             node_selector=config.pod_node_selector,
             tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in config.pod_tolerations),
+            forbidden_egress=tuple(config.forbidden_egress_cidrs),
         ),
     )
     metrics.serve(config.metrics_port)

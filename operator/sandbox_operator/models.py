@@ -608,6 +608,8 @@ class OperatorDefaults:
     # Where sandbox pods run (e.g. a tainted node pool for untrusted code); set by the platform, not by users.
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
+    # CIDRs no sandbox may reach whatever its egress says (e.g. the API server's endpoints), like link-local.
+    forbidden_egress: tuple[str, ...] = ()
 
 
 def apply_operator_defaults(spec: SandboxSpec, defaults: OperatorDefaults) -> SandboxSpec:

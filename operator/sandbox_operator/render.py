@@ -213,8 +213,13 @@ def ip_block(network: IPNetwork, forbidden: Iterable[IPNetwork]) -> dict[str, An
 _ALWAYS_FORBIDDEN = _networks((c.LINK_LOCAL_V4, c.LINK_LOCAL_V6, c.AWS_METADATA_V6))
 
 
-def _allow_rule(rule: EgressRule) -> dict[str, Any] | None:
-    peer = ip_block(ipaddress.ip_network(rule.cidr), _ALWAYS_FORBIDDEN)
+def _forbidden(sandbox: SandboxObject) -> list[IPNetwork]:
+    """Link-local and metadata ranges, plus what the platform forbids (e.g. the API server's addresses)."""
+    return [*_ALWAYS_FORBIDDEN, *_networks(sandbox.defaults.forbidden_egress)]
+
+
+def _allow_rule(rule: EgressRule, forbidden: list[IPNetwork]) -> dict[str, Any] | None:
+    peer = ip_block(ipaddress.ip_network(rule.cidr), forbidden)
     if peer is None:
         # Validation refuses such entries; skipping here keeps the policy safe even if it were bypassed.
         return None
@@ -224,10 +229,10 @@ def _allow_rule(rule: EgressRule) -> dict[str, Any] | None:
     return egress
 
 
-def _internet_rule() -> dict[str, Any]:
+def _internet_rule(forbidden: list[IPNetwork]) -> dict[str, Any]:
     peers = [
-        ip_block(ipaddress.ip_network("0.0.0.0/0"), _networks(c.NON_PUBLIC_V4)),
-        ip_block(ipaddress.ip_network("::/0"), _networks((*c.NON_PUBLIC_V6, c.AWS_METADATA_V6))),
+        ip_block(ipaddress.ip_network("0.0.0.0/0"), [*_networks(c.NON_PUBLIC_V4), *forbidden]),
+        ip_block(ipaddress.ip_network("::/0"), [*_networks((*c.NON_PUBLIC_V6, c.AWS_METADATA_V6)), *forbidden]),
     ]
     return {"to": [peer for peer in peers if peer is not None]}
 
@@ -248,10 +253,11 @@ def egress_rules(sandbox: SandboxObject) -> list[dict[str, Any]]:
     """Egress rules of the sandbox's NetworkPolicy; an empty list denies all egress."""
     network = sandbox.spec.network
     rules = [_dns_rule()] if network.allow_dns else []
+    forbidden = _forbidden(sandbox)
     if network.egress.mode is c.EgressMode.INTERNET:
-        rules.append(_internet_rule())
+        rules.append(_internet_rule(forbidden))
     elif network.egress.mode is c.EgressMode.ALLOW_LIST:
-        rules.extend(rule for rule in map(_allow_rule, network.egress.allow) if rule is not None)
+        rules.extend(rule for rule in (_allow_rule(r, forbidden) for r in network.egress.allow) if rule is not None)
     return rules
 
 

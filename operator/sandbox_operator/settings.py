@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 from typing import Annotated, Literal
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="JSON list: tolerations of every sandbox pod (for a tainted node pool).",
     )
+    forbidden_egress_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs no sandbox may reach, whatever its egress allows (e.g. the API server).",
+    )
     metrics_port: int = Field(default=8080, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Port of Kopf's liveness endpoint /healthz.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
@@ -66,7 +71,7 @@ class Settings(BaseSettings):
         default="", description="This replica's pod name; when PRIORITY is unset, the priority is derived from it."
     )
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "forbidden_egress_cidrs", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -88,6 +93,19 @@ class Settings(BaseSettings):
             return self.priority
         # Kopf pauses every replica that sees a peer of equal priority; 31 bits make a tie very unlikely.
         return 1 + int.from_bytes(hashlib.sha256(self.pod_name.encode()).digest()[:4], "big") % (2**31 - 1)
+
+    @field_validator("forbidden_egress_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        bad = []
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                bad.append(cidr)
+        if bad:
+            raise ValueError(f"not valid CIDRs (host bits must be zero): {', '.join(bad)}")
+        return value
 
     @property
     def log_level_number(self) -> int:

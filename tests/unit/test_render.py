@@ -241,3 +241,19 @@ def test_platform_placement_puts_pods_on_the_sandbox_node_pool_and_stays_restric
     assert pod["spec"]["tolerations"] == [toleration]
     assert restricted_violations(pod) == []
     assert "nodeSelector" not in render_pod(sandbox({"image": "busybox"}))["spec"]
+
+
+def test_platform_forbidden_egress_is_carved_out_of_allow_lists_and_internet() -> None:
+    api_server = "10.96.0.1/32"
+    defaults = OperatorDefaults(forbidden_egress=(api_server, "203.0.113.0/24"))
+    spec = {"image": "busybox", "network": {"egress": {"mode": "AllowList", "allow": [
+        {"cidr": "10.96.0.0/16"}, {"cidr": "10.96.0.1/32"}, {"cidr": "192.0.2.0/24"}]}}}
+    policy = render_network_policy(SandboxObject.from_body(body(spec), defaults))
+    blocks = [peer["ipBlock"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert {"cidr": "10.96.0.0/16", "except": [api_server]} in blocks
+    assert all(block["cidr"] != api_server for block in blocks), "an entry inside a forbidden range is dropped"
+    internet = render_network_policy(SandboxObject.from_body(
+        body({"image": "busybox", "network": {"egress": {"mode": "Internet"}}}), defaults))
+    v4 = next(p["ipBlock"] for r in internet["spec"]["egress"] for p in r["to"]
+              if p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0")
+    assert "203.0.113.0/24" in v4["except"]
