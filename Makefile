@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
-deps: venv ## install everything the tests need (Debian packages, Python packages)
-	bash scripts/install-deps.sh
+deps: venv ## install everything the tests need (Debian packages, Python packages; Go must be on PATH)
+	@command -v go >/dev/null || { echo "the Go toolchain is required to build the local cluster (go.dev/doc/install)" >&2; exit 1; }
 	bash tests/cluster/node-deps.sh
 
 test: deps ## the full suite: lint, types, unit tests, local-cluster tests, real-node tests
