@@ -161,11 +161,12 @@ def sandbox_schema() -> dict[str, Any]:
     }
 
 
-def _ready_column(name: str, field_name: str, description: str) -> dict[str, Any]:
+def _ready_column(name: str, field_name: str, description: str, condition: str) -> dict[str, Any]:
+    """A printer column reading one field of the `condition` condition (Ready and its reason)."""
     return {
         "name": name,
         "type": "string",
-        "jsonPath": f'.status.conditions[?(@.type=="{c.ConditionType.READY}")].{field_name}',
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].{field_name}',
         "description": description,
     }
 
@@ -195,8 +196,8 @@ def sandbox_crd() -> dict[str, Any]:
                     "schema": {"openAPIV3Schema": sandbox_schema()},
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        _ready_column("Ready", "status", "Whether the sandbox is ready."),
-                        _ready_column("Reason", "reason", "Why the sandbox is or is not ready."),
+                        _ready_column("Ready", "status", "Whether the sandbox is ready.", c.ConditionType.READY),
+                        _ready_column("Reason", "reason", "Why the sandbox is or is not ready.", c.ConditionType.READY),
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase."},
                         {
                             "name": "Expires",
@@ -247,13 +248,7 @@ def tenant_schema() -> dict[str, Any]:
     }
 
 
-def _tenant_ready_column(name: str, field_name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "string",
-        "jsonPath": f'.status.conditions[?(@.type=="{c.TenantConditionType.READY}")].{field_name}',
-        "description": description,
-    }
+TENANT_READY = c.TenantConditionType.READY
 
 
 def tenant_crd() -> dict[str, Any]:
@@ -283,8 +278,8 @@ def tenant_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Namespace", "type": "string", "jsonPath": ".spec.namespace",
                          "description": "The tenant's namespace."},
-                        _tenant_ready_column("Ready", "status", "Whether the tenant is provisioned."),
-                        _tenant_ready_column("Reason", "reason", "Why the tenant is or is not ready."),
+                        _ready_column("Ready", "status", "Whether the tenant is provisioned.", TENANT_READY),
+                        _ready_column("Reason", "reason", "Why the tenant is or is not ready.", TENANT_READY),
                         {"name": "Sandboxes", "type": "string", "jsonPath": ".status.usage.sandboxes.used",
                          "description": "Sandboxes in use."},
                         {"name": "Max", "type": "integer", "jsonPath": ".spec.quota.maxSandboxes",

@@ -84,17 +84,11 @@ def _check_kind(kind: str, manifest: Mapping[str, Any]) -> None:
         raise ValueError(f"a {manifest.get('kind')} manifest passed as {kind}")
 
 
-def _path(kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+def _path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
+    """REST path of an object or collection (``namespace`` is ignored for cluster-scoped kinds)."""
     prefix, plural = PATHS[kind]
-    return "/".join(part for part in (f"{prefix}/namespaces/{namespace}/{plural}", name, subresource) if part)
-
-
-def _any_path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
-    """Path of a namespaced or a cluster-scoped object (``namespace`` is ignored for cluster-scoped kinds)."""
-    if kind not in CLUSTER_SCOPED:
-        return _path(kind, namespace or "", name, subresource)
-    prefix, plural = PATHS[kind]
-    return "/".join(part for part in (f"{prefix}/{plural}", name, subresource) if part)
+    collection = f"{prefix}/{plural}" if kind in CLUSTER_SCOPED else f"{prefix}/namespaces/{namespace}/{plural}"
+    return "/".join(part for part in (collection, name, subresource) if part)
 
 
 class Kube:
@@ -171,28 +165,34 @@ class Kube:
         await self._request("delete", c.KIND, "DELETE", _path(c.KIND, namespace, name), options,
                             ok=frozenset({404, 409}))
 
-    async def patch_status(
-        self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
+    async def _write_status(
+        self, kind: str, namespace: str | None, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Write the complete new status (a merge patch that also clears dropped keys); return the updated Sandbox."""
+        """Write a complete new status: a merge patch that also clears the keys ``new`` no longer has."""
         status: dict[str, Any] = {key: None for key in old if key not in new}
         status.update(new)
         return await self._request(
-            "patch", f"{c.KIND}/status", "PATCH", _path(c.KIND, namespace, name, "status"), {"status": status},
+            "patch", f"{kind}/status", "PATCH", _path(kind, namespace, name, "status"), {"status": status},
             content_type=MERGE_PATCH, ok=frozenset({404}),
         )
+
+    async def patch_status(
+        self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write a Sandbox's complete new status; return the updated Sandbox."""
+        return await self._write_status(c.KIND, namespace, name, old, new)
 
     # --- Tenants: cluster-scoped objects too, written by server-side apply -------------------------------------------
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """Read one object; None when it does not exist."""
-        return await self._request("get", kind, "GET", _any_path(kind, namespace, name), ok=frozenset({404}))
+        return await self._request("get", kind, "GET", _path(kind, namespace, name), ok=frozenset({404}))
 
     async def create_object(self, kind: c.TenantChildKind, manifest: Mapping[str, Any]) -> None:
         """Create a Tenant's child (namespaced or cluster-scoped); one of that name already existing counts as done."""
         _check_kind(kind, manifest)
         namespace = manifest["metadata"].get("namespace")
-        await self._request("create", kind, "POST", _any_path(kind, namespace), dict(manifest), ok=frozenset({409}))
+        await self._request("create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409}))
 
     async def apply(self, kind: c.TenantChildKind, manifest: Mapping[str, Any]) -> None:
         """Server-side apply (forced) as FIELD_MANAGER: creates a Tenant's child or brings every field we own to
@@ -200,27 +200,22 @@ class Kube:
         _check_kind(kind, manifest)
         meta = manifest["metadata"]
         await self._request(
-            "apply", kind, "PATCH", _any_path(kind, meta.get("namespace"), meta["name"]), dict(manifest),
+            "apply", kind, "PATCH", _path(kind, meta.get("namespace"), meta["name"]), dict(manifest),
             content_type=APPLY_PATCH, query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
     async def patch_tenant_status(
         self, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Write a Tenant's complete new status (a merge patch that also clears dropped keys)."""
-        status: dict[str, Any] = {key: None for key in old if key not in new}
-        status.update(new)
-        return await self._request(
-            "patch", f"{c.TENANT_KIND}/status", "PATCH", _any_path(c.TENANT_KIND, None, name, "status"),
-            {"status": status}, content_type=MERGE_PATCH, ok=frozenset({404}),
-        )
+        """Write a Tenant's complete new status; return the updated Tenant."""
+        return await self._write_status(c.TENANT_KIND, None, name, old, new)
 
     async def dry_run_sandbox(self, manifest: Mapping[str, Any]) -> KubeError | None:
         """Create a Sandbox with dryRun=All (nothing is stored); return the API server's refusal, or None if it
         would accept it. Only ever a Sandbox: it probes whether admission policy is in force."""
         _check_kind(c.KIND, manifest)
         try:
-            await self._request("dry-run", c.KIND, "POST", _any_path(c.KIND, manifest["metadata"]["namespace"]),
+            await self._request("dry-run", c.KIND, "POST", _path(c.KIND, manifest["metadata"]["namespace"]),
                                 dict(manifest), query=[("dryRun", "All")])
         except KubeError as error:
             if error.transient:
