@@ -108,6 +108,12 @@ class Reason(StrEnum):
     CREATE_REJECTED = "CreateRejected"
     INVALID_SPEC = "InvalidSpec"
     DELETING = "Deleting"
+    # Someone else changed the pod's owned fields (image, labels, resources...): it is replaced.
+    POD_TAMPERED = "PodTampered"
+    # An object of the child's name exists and this Sandbox does not own it: it is never adopted or deleted.
+    NAME_CONFLICT = "NameConflict"
+    # The operator could not decide (a bug, or input it did not foresee); retried with backoff.
+    RECONCILE_ERROR = "ReconcileError"
     # Suspended (and Ready=False while suspended)
     SUSPENDED = "Suspended"
     USER_REQUESTED = "UserRequested"
@@ -116,6 +122,7 @@ class Reason(StrEnum):
     TTL_EXPIRED = "TTLExpired"
     DEADLINE_REACHED = "DeadlineReached"
     IDLE_TIMEOUT = "IdleTimeout"
+    LIFETIME_LIMIT_REACHED = "LifetimeLimitReached"
     NOT_EXPIRED = "NotExpired"
 
 
@@ -131,7 +138,9 @@ FAILURE_REASONS: Final = frozenset(
         Reason.CREATE_REJECTED,
     }
 )
-EXPIRY_REASONS: Final = frozenset({Reason.TTL_EXPIRED, Reason.DEADLINE_REACHED, Reason.IDLE_TIMEOUT})
+EXPIRY_REASONS: Final = frozenset(
+    {Reason.TTL_EXPIRED, Reason.DEADLINE_REACHED, Reason.IDLE_TIMEOUT, Reason.LIFETIME_LIMIT_REACHED}
+)
 
 # Container waiting reasons reported by the kubelet, and how they read in the Ready condition.
 IMAGE_WAITING_REASONS: Final = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
@@ -173,6 +182,8 @@ class EventReason(StrEnum):
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
     FAILED = "Failed"
+    TAMPERED = "Tampered"
+    RECONCILE_ERROR = "ReconcileError"
 
 
 class OnExpiry(StrEnum):

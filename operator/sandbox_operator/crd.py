@@ -150,14 +150,18 @@ def sandbox_schema() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [
-            {
-                # The name becomes a label value and part of child names, so it must be a short DNS label.
-                "rule": f"size(self.metadata.name) <= {c.MAX_NAME_LENGTH} && "
-                f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-                "message": "metadata.name must be a DNS label (lowercase letters, digits, '-') of at most 63 chars",
-            }
-        ],
+        "x-kubernetes-validations": [_name_rule()],
+    }
+
+
+def _name_rule() -> dict[str, str]:
+    """The rule on metadata.name shared by every kind, reported at that field (not at the object's root)."""
+    return {
+        # The name becomes part of other objects' names and label values, so it must be a short DNS label.
+        "rule": f"size(self.metadata.name) <= {c.MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+        "message": "metadata.name must be a DNS label (lowercase letters, digits, '-') of at most 63 chars",
+        "fieldPath": ".metadata.name",
+        "reason": "FieldValueInvalid",
     }
 
 
@@ -219,12 +223,6 @@ def sandbox_crd_yaml() -> str:
     return HEADER + yaml.safe_dump(sandbox_crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
-def _name_rule() -> dict[str, str]:
-    return {
-        # The name becomes part of other objects' names and label values, so it must be a short DNS label.
-        "rule": f"size(self.metadata.name) <= {c.MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-        "message": "metadata.name must be a DNS label (lowercase letters, digits, '-') of at most 63 chars",
-    }
 
 
 def tenant_schema() -> dict[str, Any]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -20,7 +21,7 @@ import kopf
 from sandbox_operator import constants as c
 from sandbox_operator import metrics
 from sandbox_operator.kube import Kube, KubeError
-from sandbox_operator.models import OperatorDefaults, load_sandbox, parse_time
+from sandbox_operator.models import InvalidSandbox, OperatorDefaults, SandboxObject, load_sandbox, optional_time
 from sandbox_operator.reconcile import (
     ChildSummary,
     CreateChild,
@@ -30,18 +31,23 @@ from sandbox_operator.reconcile import (
     Plan,
     PodSummary,
     UpdateChild,
-    decide,
+    decide_safely,
+    secret_values,
     status_changed,
 )
+from sandbox_operator.redaction import redact
+from sandbox_operator.render import owned_by, owning_sandbox
 from sandbox_operator.settings import Settings
 from sandbox_operator.tenant_models import sandbox_defaults
 
 logger = logging.getLogger(__name__)
 
-# Kopf selects the operator's children by label, so it never watches unrelated pods' events in full.
-CHILD_LABELS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_SANDBOX: kopf.PRESENT}
 MAX_RETRY_DELAY = 300.0
 QUOTA_RETRY_DELAY = 15.0
+# A repair needed again within this time of the last one continues a streak; the streak's n-th repair waits 2**n s.
+REPAIR_STREAK_WINDOW = timedelta(minutes=5)
+# A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
+MAX_WAKEUP_DELAY = 86400.0
 
 
 @dataclass
@@ -60,8 +66,6 @@ class SandboxState:
     body: dict[str, Any] | None = None
     wakeup: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
-    quota_error: str | None = None
-    create_error: str | None = None
     failures: int = 0
     phase: str | None = None
     deleted: bool = False
@@ -69,6 +73,10 @@ class SandboxState:
     # would create them again (a harmless but wasted 409).
     expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
     indices: dict[str, Any] = field(default_factory=dict)
+    # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
+    first_seen: dict[datetime, datetime] = field(default_factory=dict)
+    # Per child kind: repairs in the current streak and when the last one was made.
+    repairs: dict[c.ChildKind, tuple[int, datetime]] = field(default_factory=dict)
 
 
 def _resource_version(body: Mapping[str, Any] | None) -> int:
@@ -94,42 +102,44 @@ def _state(memo: Any) -> SandboxState:
 # --- indices: the children as the API server has them, keyed by (namespace, sandbox name) ---------------
 
 
+def is_sandbox_child(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter: the object is a Sandbox's child, found by its owner reference or, failing that, its labels (a
+    child whose labels were removed is still found, and put right)."""
+    return owning_sandbox(body) is not None
+
+
+def _child_key(namespace: str | None, body: Mapping[str, Any]) -> tuple[str, str]:
+    return (namespace or "", owning_sandbox(body) or "")
+
+
 @kopf.index("sandbox-operator.io", "v1alpha1", "sandboxes")
 def sandbox_states(namespace: str | None, name: str, memo: Any, **_: Any) -> dict[tuple[str, str], SandboxState]:
     """Each Sandbox's shared state, so that events of its children can wake it."""
     return {(namespace or "", name): _state(memo)}
 
 
-@kopf.index("pods", labels=CHILD_LABELS)
-def sandbox_pods(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, PodSummary]:
+@kopf.index("pods", when=is_sandbox_child)
+def sandbox_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, PodSummary]:
     """Sandbox pods, summarised."""
-    return {(namespace or "", labels[c.LABEL_SANDBOX]): PodSummary.from_body(body)}
+    return {_child_key(namespace, body): PodSummary.from_body(body)}
 
 
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=CHILD_LABELS)
-def sandbox_policies(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, ChildSummary]:
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", when=is_sandbox_child)
+def sandbox_policies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
     """Sandbox NetworkPolicies."""
-    return {(namespace or "", labels[c.LABEL_SANDBOX]): ChildSummary.from_body(body)}
+    return {_child_key(namespace, body): ChildSummary.from_body(body)}
 
 
-@kopf.index("services", labels=CHILD_LABELS)
-def sandbox_services(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, ChildSummary]:
+@kopf.index("services", when=is_sandbox_child)
+def sandbox_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
     """Sandbox Services."""
-    return {(namespace or "", labels[c.LABEL_SANDBOX]): ChildSummary.from_body(body)}
+    return {_child_key(namespace, body): ChildSummary.from_body(body)}
 
 
-@kopf.index("persistentvolumeclaims", labels=CHILD_LABELS)
-def sandbox_pvcs(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, ChildSummary]:
+@kopf.index("persistentvolumeclaims", when=is_sandbox_child)
+def sandbox_pvcs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
     """Sandbox workspace PVCs."""
-    return {(namespace or "", labels[c.LABEL_SANDBOX]): ChildSummary.from_body(body)}
+    return {_child_key(namespace, body): ChildSummary.from_body(body)}
 
 
 def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
@@ -147,7 +157,7 @@ INDEX_OF_KIND = {
 
 
 def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
-    """The child as the index has it, else as we just created it (for a short while)."""
+    """The child as the index has it, else as we just created (or found) it (for a short while)."""
     seen = _one(state.indices[INDEX_OF_KIND[kind]], key)
     expected = state.expected.get(kind)
     if seen is not None or expected is None or time.monotonic() - expected[1] > EXPECTATION_SECONDS:
@@ -156,49 +166,102 @@ def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
     return expected[0]
 
 
-def _expect(state: SandboxState, manifest: Mapping[str, Any]) -> None:
-    meta = manifest["metadata"]
-    digest = (meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH)
-    kind = c.ChildKind(manifest["kind"])
-    summary: PodSummary | ChildSummary = (
-        PodSummary(meta["name"], spec_hash=digest) if kind is c.ChildKind.POD else ChildSummary(meta["name"], digest)
-    )
-    state.expected[kind] = (summary, time.monotonic())
+def _summary(kind: c.ChildKind, body: Mapping[str, Any]) -> PodSummary | ChildSummary:
+    return PodSummary.from_body(body) if kind is c.ChildKind.POD else ChildSummary.from_body(body)
 
 
-def _observe(state: SandboxState, key: tuple[str, str]) -> Observed:
+def _expect(state: SandboxState, kind: c.ChildKind, body: Mapping[str, Any]) -> None:
+    state.expected[kind] = (_summary(kind, body), time.monotonic())
+
+
+def _held(state: SandboxState, now: datetime) -> dict[c.ChildKind, datetime]:
+    """Child kinds whose next repair must wait (a streak of repairs), and until when."""
+    held = {}
+    for kind, (streak, last) in list(state.repairs.items()):
+        if now - last > REPAIR_STREAK_WINDOW:
+            del state.repairs[kind]
+            continue
+        until = last + timedelta(seconds=min(MAX_RETRY_DELAY, 2.0**streak))
+        if until > now:
+            held[kind] = until
+    return held
+
+
+def _record_repair(state: SandboxState, kind: c.ChildKind, now: datetime) -> None:
+    streak, last = state.repairs.get(kind, (0, now))
+    streak = streak + 1 if now - last <= REPAIR_STREAK_WINDOW else 1
+    state.repairs[kind] = (streak, now)
+    metrics.REPAIRS.labels(kind.value).inc()
+    if streak > 1:
+        metrics.REPAIR_CONFLICTS.labels(kind.value).inc()
+
+
+def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observed:
     return Observed(
         pod=_child(state, key, c.ChildKind.POD),
         network_policy=_child(state, key, c.ChildKind.NETWORK_POLICY),
         service=_child(state, key, c.ChildKind.SERVICE),
         pvc=_child(state, key, c.ChildKind.PVC),
-        quota_error=state.quota_error,
-        create_error=state.create_error,
+        first_seen=dict(state.first_seen),
+        held=_held(state, now),
     )
 
 
 # --- the reconciliation ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why the plan stopped at a create, in the Observed fields the decision reads it from."""
+
+    quota_error: str | None = None
+    create_error: str | None = None
+    name_conflict: str | None = None
+
+
+async def _create(runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any]) -> Refusal | None:
+    """Create a child; if its name is taken, look: ours is observed as it is, another object's is a conflict."""
+    kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
+    try:
+        if await runtime.kube.create(kind, manifest):
+            _expect(state, kind, manifest)
+            return None
+    except KubeError as error:
+        if error.transient:
+            raise
+        return Refusal(quota_error=error.message) if error.quota_exceeded else Refusal(create_error=error.message)
+    live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"])
+    if live is None:
+        return None  # gone again meanwhile: the next pass creates it
+    if not owned_by(live, uid):
+        message = f"{kind} {meta['name']} already exists and this Sandbox does not own it; it is never adopted"
+        return Refusal(name_conflict=message)
+    _expect(state, kind, live)
+    return None
+
+
 async def _apply(
-    runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], uid: str, plan: Plan
-) -> KubeError | None:
-    """Carry out the plan's actions in order; return the error if the API server refused a create for good."""
+    runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], uid: str, plan: Plan, now: datetime
+) -> Refusal | None:
+    """Carry out the plan's actions in order; stop at a create the API server refused for good, or at a name taken
+    by an object the Sandbox does not own, and return why (as Observed fields)."""
     namespace, name = sandbox_key
     for action in plan.actions:
         if isinstance(action, CreateChild):
-            try:
-                await runtime.kube.create(c.ChildKind(action.manifest["kind"]), action.manifest)
-            except KubeError as error:
-                if error.transient:
-                    raise
-                return error
-            _expect(state, action.manifest)
+            refusal = await _create(runtime, state, uid, action.manifest)
+            if refusal is not None:
+                return refusal
         elif isinstance(action, UpdateChild):
-            await runtime.kube.replace(c.ChildKind(action.manifest["kind"]), action.manifest)
+            kind = c.ChildKind(action.manifest["kind"])
+            await runtime.kube.replace(kind, action.manifest)
+            _expect(state, kind, action.manifest)
+            if action.repair:
+                _record_repair(state, kind, now)
         elif isinstance(action, DeleteChild):
             state.expected.pop(action.kind, None)
             await runtime.kube.delete(action.kind, namespace, action.name)
+            if action.repair:
+                _record_repair(state, action.kind, now)
         elif isinstance(action, DeleteSandbox):
             await runtime.kube.delete_sandbox(namespace, name, uid)
     return None
@@ -218,8 +281,9 @@ def _record(state: SandboxState, body: Mapping[str, Any], plan: Plan) -> None:
     for event in plan.events:
         kopf.event(body, type=event.type.value, reason=event.reason.value, message=event.message)  # type: ignore[arg-type]
         if event.reason is c.EventReason.READY and not old_status.get("startedAt"):
-            created = parse_time(body["metadata"]["creationTimestamp"])
-            metrics.READY_LATENCY.observe((datetime.now(UTC) - created).total_seconds())
+            created = optional_time(body["metadata"].get("creationTimestamp"))
+            if created is not None:
+                metrics.READY_LATENCY.observe((datetime.now(UTC) - created).total_seconds())
         if event.reason is c.EventReason.EXPIRED and plan.expiry_reason is not None:
             action = "delete" if any(isinstance(a, DeleteSandbox) for a in plan.actions) else "suspend"
             metrics.EXPIRATIONS.labels(plan.expiry_reason.value, action).inc()
@@ -243,7 +307,12 @@ def _schedule(
         state.task = loop.create_task(reconcile_sandbox(state, runtime, key, trigger="timer"))
 
     # +50ms: wake just after the deadline, never a hair before it.
-    state.wakeup = loop.call_later(max(0.0, min(delays)) + 0.05, fire)
+    state.wakeup = loop.call_later(min(MAX_WAKEUP_DELAY, max(0.0, min(delays))) + 0.05, fire)
+
+
+def _backoff(state: SandboxState) -> float:
+    state.failures += 1
+    return min(MAX_RETRY_DELAY, 2.0**state.failures)
 
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
@@ -253,42 +322,65 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
         if body is None or not state.indices or state.deleted:
             return
         metrics.RECONCILES.labels(trigger).inc()
-        defaults = sandbox_defaults(state.indices["tenant_ttl_defaults"], key[0], runtime.defaults)
-        sandbox = load_sandbox(body, defaults)
         retry: float | None = None
+        plan: Plan | None = None
+        secrets: list[str] = []
+
+        def load() -> SandboxObject | InvalidSandbox:
+            nonlocal secrets
+            defaults = sandbox_defaults(state.indices["tenant_lifetimes"], key[0], runtime.defaults)
+            sandbox = load_sandbox(body, defaults)
+            secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
+            return sandbox
+
         try:
-            plan = decide(sandbox, _observe(state, key), datetime.now(UTC))
-            refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan)
+            now = datetime.now(UTC)
+            observed = _observe(state, key, now)
+            plan, error = decide_safely(load, body, observed, now)
+            if error is not None:
+                metrics.RECONCILE_ERRORS.labels("decide").inc()
+                retry = _backoff(state)
+                # The traceback, not the error's text: that may quote the spec.
+                logger.error(
+                    "sandbox %s/%s: could not decide (%s); retrying in %.0fs\n%s", key[0], key[1],
+                    type(error).__name__, retry, "".join(traceback.format_tb(error.__traceback__)),
+                )
+            refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan, now)
             if refused is not None:
-                # Report why, then retry later: quota frees up, and a refused spec may be fixed by a new generation.
-                state.failures += 1
-                if refused.quota_exceeded:
-                    state.quota_error, retry = refused.message, QUOTA_RETRY_DELAY
+                # Report why, then retry later: quota frees up, a refused spec may be fixed by a new generation.
+                if refused.quota_error:
+                    retry = QUOTA_RETRY_DELAY
                 else:
-                    state.create_error = refused.message
-                    retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
+                    retry = _backoff(state)
                     metrics.RECONCILE_ERRORS.labels("rejected").inc()
-                plan = decide(sandbox, _observe(state, key), datetime.now(UTC))
-            state.quota_error = state.create_error = None  # the next pass tries afresh
+                plan, _ = decide_safely(load, body, replace(
+                    observed,
+                    quota_error=refused.quota_error,
+                    create_error=refused.create_error,
+                    name_conflict=refused.name_conflict,
+                ), now)
+            state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
             if status_changed(body.get("status"), plan.status):
                 updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
                 if updated is not None:
                     _remember(state, updated)
             _record(state, body, plan)
-            if refused is None:
+            if refused is None and error is None:
                 state.failures = 0
-        except KubeError as error:
-            kind = "temporary" if error.transient else "rejected"
-            metrics.RECONCILE_ERRORS.labels(kind).inc()
-            state.failures += 1
-            retry = min(MAX_RETRY_DELAY, 2.0 ** state.failures)
-            logger.warning("sandbox %s/%s: %s; retrying in %.0fs", key[0], key[1], error, retry)
+        except KubeError as failure:
+            metrics.RECONCILE_ERRORS.labels("temporary" if failure.transient else "rejected").inc()
+            retry = _backoff(state)
+            logger.warning(
+                "sandbox %s/%s: %s; retrying in %.0fs", key[0], key[1], redact(str(failure), secrets), retry
+            )
             plan = None
-        except Exception:
+        except Exception as failure:
             metrics.RECONCILE_ERRORS.labels("unexpected").inc()
-            state.failures += 1
-            retry = min(MAX_RETRY_DELAY, 2.0 ** state.failures)
-            logger.exception("sandbox %s/%s: reconcile failed; retrying in %.0fs", key[0], key[1], retry)
+            retry = _backoff(state)
+            logger.error(
+                "sandbox %s/%s: reconcile failed (%s); retrying in %.0fs\n%s", key[0], key[1],
+                type(failure).__name__, retry, "".join(traceback.format_tb(failure.__traceback__)),
+            )
             plan = None
         _schedule(state, runtime, key, plan.requeue_at if plan else None, retry)
 
@@ -307,41 +399,42 @@ async def sandbox_changed(
             metrics.SANDBOXES.labels(namespace, state.phase).dec()
             state.phase = None
         return
-    state.indices = {k: kwargs[k] for k in (*INDEX_OF_KIND.values(), "tenant_ttl_defaults")}
+    state.indices = {k: kwargs[k] for k in (*INDEX_OF_KIND.values(), "tenant_lifetimes")}
     _remember(state, body)
     await reconcile_sandbox(state, memo["runtime"], (namespace, name), trigger="sandbox")
 
 
-async def _child_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, indices: Mapping[str, Any],
-                         trigger: str) -> None:
-    key = (namespace or "", labels[c.LABEL_SANDBOX])
+async def _child_changed(
+    namespace: str | None, body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str
+) -> None:
+    key = _child_key(namespace, body)
     state = _one(indices["sandbox_states"], key)
     if state is not None:
         await reconcile_sandbox(state, memo["runtime"], key, trigger=trigger)
 
 
-@kopf.on.event("pods", labels=CHILD_LABELS)
-async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
-    """A sandbox pod changed (scheduled, started, ready, failed, gone): reconcile its Sandbox."""
-    await _child_changed(namespace, labels, memo, kwargs, "pod")
+@kopf.on.event("pods", when=is_sandbox_child)
+async def pod_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A sandbox pod changed (scheduled, started, ready, failed, tampered with, gone): reconcile its Sandbox."""
+    await _child_changed(namespace, body, memo, kwargs, "pod")
 
 
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=CHILD_LABELS)
-async def policy_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_sandbox_child)
+async def policy_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A sandbox NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(namespace, labels, memo, kwargs, "networkpolicy")
+    await _child_changed(namespace, body, memo, kwargs, "networkpolicy")
 
 
-@kopf.on.event("services", labels=CHILD_LABELS)
-async def service_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("services", when=is_sandbox_child)
+async def service_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A sandbox Service changed or vanished: put it back."""
-    await _child_changed(namespace, labels, memo, kwargs, "service")
+    await _child_changed(namespace, body, memo, kwargs, "service")
 
 
-@kopf.on.event("persistentvolumeclaims", labels=CHILD_LABELS)
-async def pvc_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("persistentvolumeclaims", when=is_sandbox_child)
+async def pvc_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A sandbox workspace PVC changed or vanished."""
-    await _child_changed(namespace, labels, memo, kwargs, "pvc")
+    await _child_changed(namespace, body, memo, kwargs, "pvc")
 
 
 # --- start-up and shutdown ------------------------------------------------------------------------------

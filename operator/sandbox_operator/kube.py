@@ -7,7 +7,6 @@ Every call is counted in ``sandbox_operator_api_requests_total``; "already exist
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sandbox_operator import constants as c
 from sandbox_operator import metrics
+from sandbox_operator.redaction import redact
 
 # HTTP statuses worth retrying: conflicts, throttling, server trouble.
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -39,16 +39,6 @@ class KubeError(Exception):
     def quota_exceeded(self) -> bool:
         """Whether ResourceQuota admission refused the request."""
         return self.status == 403 and "exceeded quota" in self.message
-
-
-# Validation errors quote the offending value (`env[0].value: Invalid value: "..."`); a value can be
-# something a user should not have put in plain text, so the quote never reaches status, Events or logs.
-QUOTED_VALUE = re.compile(r'(Invalid value|Unsupported value|Duplicate value|Not found): ("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def redact(message: str) -> str:
-    """The API server's message with quoted input values replaced by a placeholder."""
-    return QUOTED_VALUE.sub(r"\1: (value redacted)", message)
 
 
 def _message(error: ApiException) -> str:
@@ -75,6 +65,8 @@ PATHS: dict[str, tuple[str, str]] = {
 # Kinds without a namespace: their paths have no /namespaces/<ns> part.
 CLUSTER_SCOPED = frozenset({c.TENANT_KIND, c.TenantChildKind.NAMESPACE, c.TenantChildKind.POLICY_BINDING})
 MERGE_PATCH = "application/merge-patch+json"
+# The children that are brought back to their rendering in place; a pod is immutable, a claim's size only grows.
+REPLACEABLE = frozenset({c.ChildKind.NETWORK_POLICY, c.ChildKind.SERVICE})
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "sandbox-operator"
 
@@ -140,20 +132,28 @@ class Kube:
     # Methods that take a rendered manifest also take its kind, typed: it bounds what they can write, and
     # tests/rbac.py derives the operator's RBAC from those types.
 
-    async def create(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> None:
-        """Create a Sandbox's child; an object of that name already existing counts as done."""
+    async def create(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> bool:
+        """Create a Sandbox's child; False when an object of that name already exists (whose it is, the caller
+        finds out)."""
         _check_kind(kind, manifest)
         namespace = manifest["metadata"]["namespace"]
-        await self._request("create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409}))
+        created = await self._request(
+            "create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409})
+        )
+        return created is not None
 
     async def replace(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> None:
-        """Bring a mutable child's spec, labels and annotations to the rendered manifest (merge patch)."""
+        """Replace a mutable child with the rendered manifest (PUT): whatever others added to its spec, labels or
+        annotations is gone; what the API server assigned (a Service's clusterIP) it keeps."""
         _check_kind(kind, manifest)
+        if kind not in REPLACEABLE:
+            raise ValueError(f"{kind} is never replaced: pods are recreated, claims kept")
         meta = manifest["metadata"]
-        patch = {"metadata": {"labels": meta.get("labels"), "annotations": meta.get("annotations")},
-                 "spec": manifest["spec"]}
-        await self._request("patch", kind, "PATCH", _path(kind, meta["namespace"], meta["name"]), patch,
-                            content_type=MERGE_PATCH)
+        await self._request("update", kind, "PUT", _path(kind, meta["namespace"], meta["name"]), dict(manifest))
+
+    async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
+        """Read a Sandbox's child (or whatever holds its name); None when there is none."""
+        return await self.get(kind, namespace, name)
 
     async def delete(self, kind: c.ChildKind, namespace: str, name: str) -> None:
         """Delete a child; already gone counts as done."""

@@ -20,13 +20,15 @@ READY_LATENCY = Histogram(
 )
 EXPIRATIONS = Counter(
     "sandbox_operator_expirations_total",
-    "Sandboxes that reached their deadline, by reason (TTLExpired, DeadlineReached, IdleTimeout) and action.",
+    "Sandboxes that reached their deadline, by reason (TTLExpired, DeadlineReached, LifetimeLimitReached, "
+    "IdleTimeout) and action.",
     ["reason", "action"],
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
     "sandbox_operator_reconcile_errors_total",
-    "Failed reconciliations by kind: temporary (retried), rejected (the API refused a request), unexpected (a bug).",
+    "Failed reconciliations by kind: temporary (retried), rejected (the API refused a request), decide (the "
+    "decision raised: reported as ReconcileError), unexpected (a bug elsewhere).",
     ["kind"],
     registry=REGISTRY,
 )
@@ -34,6 +36,19 @@ RECONCILES = Counter(
     "sandbox_operator_reconciles_total",
     "Reconciliations run, by trigger.",
     ["trigger"],
+    registry=REGISTRY,
+)
+REPAIRS = Counter(
+    "sandbox_operator_child_repairs_total",
+    "Children someone else changed that the operator put back (replaced, or a pod deleted and recreated), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+REPAIR_CONFLICTS = Counter(
+    "sandbox_operator_child_repair_conflicts_total",
+    "Repairs needed again soon after the last one (another writer fights the operator over a field), by kind; "
+    "such repairs are held back with exponential delay.",
+    ["kind"],
     registry=REGISTRY,
 )
 API_REQUESTS = Counter(

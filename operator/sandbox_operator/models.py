@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -75,15 +75,47 @@ def _check_quantity(value: int | str) -> int | str:
     return value
 
 
+# The times the operator computes with. Python's datetime ends at years 1 and 9999, so a time the API server accepts
+# (9999-12-31T23:30:00-01:00 is in year 10000 in UTC) could not even be converted to UTC: every time read is brought
+# into this range first, and expiresAt must lie in it (the CRD says so too).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+TIME_RANGE_TEXT = "between 1970-01-01T00:00:00Z and 9999-01-01T00:00:00Z"
+
+
+def to_utc(moment: datetime) -> datetime:
+    """The moment in UTC, brought into [EARLIEST_TIME, LATEST_TIME]; a time without a zone is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # beyond year 1 or 9999 once the offset is applied
+        return EARLIEST_TIME if moment.year < LATEST_TIME.year // 2 else LATEST_TIME
+    return min(max(utc, EARLIEST_TIME), LATEST_TIME)
+
+
+def seconds_after(moment: datetime, seconds: float) -> datetime:
+    """``moment`` plus ``seconds``, at most LATEST_TIME."""
+    try:
+        return min(to_utc(moment) + timedelta(seconds=seconds), LATEST_TIME)
+    except OverflowError:
+        return LATEST_TIME
+
+
 def format_time(moment: datetime) -> str:
     """Render a time the way Kubernetes does (RFC 3339, UTC, whole seconds), so equal times give equal bytes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time; a time without a zone is taken as UTC."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    """Parse an RFC 3339 time into UTC within [EARLIEST_TIME, LATEST_TIME]; a time without a zone is UTC."""
+    return to_utc(datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")))
+
+
+def _check_time_range(moment: datetime) -> datetime:
+    if to_utc(moment) != moment or not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError(f"must lie {TIME_RANGE_TEXT}")
+    return to_utc(moment)
 
 
 Quantity = Annotated[
@@ -99,6 +131,14 @@ Quantity = Annotated[
 ]
 Timestamp = Annotated[
     AwareDatetime,
+    AfterValidator(to_utc),
+    PlainSerializer(format_time, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 64}),
+]
+# A time a user writes: refused (not clamped) outside the range the operator computes with.
+BoundedTimestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(_check_time_range),
     PlainSerializer(format_time, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 64}),
 ]
@@ -268,8 +308,17 @@ class Lifetime(_Spec):
     ttl_seconds: int | None = Field(
         None, alias="ttlSeconds", description="Seconds after creation at which the sandbox expires.", ge=1, le=31536000
     )
-    expires_at: Timestamp | None = Field(
-        None, alias="expiresAt", description="Time (RFC 3339) at which the sandbox expires."
+    expires_at: BoundedTimestamp | None = Field(
+        None,
+        alias="expiresAt",
+        description=f"Time (RFC 3339) at which the sandbox expires, {TIME_RANGE_TEXT}.",
+        json_schema_extra=_cel(
+            (
+                f"timestamp(self) >= timestamp('{format_time(EARLIEST_TIME)}') && "
+                f"timestamp(self) < timestamp('{format_time(LATEST_TIME)}')",
+                f"must lie {TIME_RANGE_TEXT}",
+            )
+        ),
     )
     idle_timeout_seconds: int | None = Field(
         None,
@@ -610,6 +659,8 @@ class OperatorDefaults:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     # CIDRs no sandbox may reach whatever its egress says (e.g. the API server's endpoints), like link-local.
     forbidden_egress: tuple[str, ...] = ()
+    # The Tenant's limits.maxLifetimeSeconds: a deadline of its own, so no Sandbox outlives it whatever it says.
+    max_lifetime_seconds: int | None = None
 
 
 def apply_operator_defaults(spec: SandboxSpec, defaults: OperatorDefaults) -> SandboxSpec:
@@ -635,7 +686,8 @@ def describe_validation_error(error: ValidationError, prefix: str) -> str:
     return "; ".join(problems)[: c.MAX_MESSAGE_LENGTH]
 
 
-def _read_status(body: Mapping[str, Any]) -> SandboxStatus:
+def read_status(body: Mapping[str, Any]) -> SandboxStatus:
+    """The stored status; one that does not validate reads as empty."""
     try:
         return SandboxStatus.model_validate(body.get("status") or {})
     except ValidationError:
@@ -691,7 +743,7 @@ class SandboxObject:
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             deletion_timestamp=optional_time(meta.get("deletionTimestamp")),
-            status=_read_status(body),
+            status=read_status(body),
             defaults=defaults,
         )
 
@@ -723,5 +775,5 @@ def load_sandbox(body: Mapping[str, Any], defaults: OperatorDefaults | None = No
             namespace=str(meta.get("namespace", "")),
             generation=int(meta.get("generation") or 0),
             error=str(error),
-            status=_read_status(body),
+            status=read_status(body),
         )

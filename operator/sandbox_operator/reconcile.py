@@ -7,15 +7,23 @@ Rules, in order:
   onExpiry Suspend behaves like `suspended: true` with Expired=True until the deadline moves later.
 - Suspended: the pod is deleted; the PVC, NetworkPolicy and Service stay.
 - Otherwise children are created in the order PVC, NetworkPolicy, Service, Pod, so the pod never runs unfenced.
-  A pod whose spec hash differs from the rendered one is deleted (pods are immutable) and recreated once gone.
-  A vanished pod is recreated. A failed pod (exited, OOMKilled, evicted, image unavailable) is left alone and reported,
-  never recreated in a loop: deleting it, suspending/resuming or changing the pod's spec starts a new one.
+  A child is compared field by field with its rendering (drift.differences), not by a stored annotation:
+  a NetworkPolicy or Service that differs is replaced with the rendering; a pod whose spec hash differs (the Sandbox
+  changed) or whose owned fields differ (someone changed its image, labels, resources...) is deleted (pods are
+  immutable) and recreated once gone. A child changed again soon after a repair is held back (``Observed.held``):
+  two writers fighting over a field cost a few writes, not a storm.
+  A child's name taken by an object this Sandbox does not own stops everything after it (the pod never runs without
+  its own NetworkPolicy). A vanished pod is recreated. A failed pod (exited, OOMKilled, evicted, image unavailable) is
+  left alone and reported, never recreated in a loop: deleting it, suspending/resuming or changing the spec starts a
+  new one.
+- ``decide_safely`` turns any exception of ``decide`` into Ready=False/ReconcileError, still honouring the deadline
+  the last status announced: no value a user can write stops the operator from acting on a Sandbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,17 +31,31 @@ from pydantic import ValidationError
 
 from sandbox_operator import constants as c
 from sandbox_operator import render
-from sandbox_operator.expiry import Deadline, expiry_deadline, last_activity
+from sandbox_operator.drift import differences, owned_view
+from sandbox_operator.expiry import Deadline, activity_times, expiry_deadline, future_times, last_activity
 from sandbox_operator.models import (
     Condition,
     InvalidSandbox,
     SandboxObject,
     SandboxStatus,
+    format_time,
     optional_time,
+    read_status,
 )
+from sandbox_operator.redaction import redact
 
 # Kubelet and API messages are shortened before they reach status and events.
 MAX_DETAIL_LENGTH = 512
+# Fields of each child where anything beside what the operator renders changes meaning: a NetworkPolicy's rules and
+# selector, the labels other NetworkPolicies select pods on, a Service's selector. Elsewhere additions are allowed.
+EXACT_FIELDS: Mapping[c.ChildKind, frozenset[str]] = {
+    c.ChildKind.POD: frozenset({"metadata.labels"}),
+    c.ChildKind.NETWORK_POLICY: frozenset({"spec"}),
+    c.ChildKind.SERVICE: frozenset({"spec.selector"}),
+    c.ChildKind.PVC: frozenset(),
+}
+# How many differing fields a message names.
+MAX_NAMED_FIELDS = 5
 
 
 def _shorten(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
@@ -58,6 +80,8 @@ class PodSummary:
     waiting_message: str | None = None
     terminated_reason: str | None = None
     exit_code: int | None = None
+    # The fields the operator owns, as the API server has them (drift.owned_view); None: not known.
+    owned: Mapping[str, Any] | None = None
 
     @classmethod
     def from_body(cls, pod: Mapping[str, Any]) -> PodSummary:
@@ -85,29 +109,38 @@ class PodSummary:
             waiting_reason=waiting.get("reason"),
             waiting_message=waiting.get("message"),
             terminated_reason=(terminated or {}).get("reason"),
-            exit_code=(terminated or {}).get("exitCode"),
+            exit_code=_int_or_none((terminated or {}).get("exitCode")),
+            owned=owned_view(pod),
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
 class ChildSummary:
-    """A child other than the pod: its name and the spec hash it was created from."""
+    """A child other than the pod: its name, the spec hash it was created from and the fields the operator owns."""
 
     name: str
     spec_hash: str | None = None
+    owned: Mapping[str, Any] | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildSummary:
         """Summarise a child's body."""
         meta = body.get("metadata") or {}
         return cls(
-            name=str(meta.get("name", "")), spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH)
+            name=str(meta.get("name", "")),
+            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+            owned=owned_view(body),
         )
 
 
 @dataclass(frozen=True)
 class Observed:
-    """The children as the API server has them (None: absent), and why the last pod create was refused, if it was."""
+    """The children as the API server has them (None: absent), why the last create was refused, if it was, and what
+    the shell remembers: when it first saw each future activity time, and until when repairs of a kind are held."""
 
     pod: PodSummary | None = None
     network_policy: ChildSummary | None = None
@@ -115,6 +148,9 @@ class Observed:
     pvc: ChildSummary | None = None
     quota_error: str | None = None
     create_error: str | None = None
+    name_conflict: str | None = None
+    first_seen: Mapping[datetime, datetime] = field(default_factory=dict)
+    held: Mapping[c.ChildKind, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,17 +162,20 @@ class CreateChild:
 
 @dataclass(frozen=True)
 class UpdateChild:
-    """Replace a mutable child (NetworkPolicy, Service) whose spec hash no longer matches."""
+    """Replace a mutable child (NetworkPolicy, Service) with its rendering; ``repair`` when it was tampered with
+    (the Sandbox did not change)."""
 
     manifest: dict[str, Any]
+    repair: bool = False
 
 
 @dataclass(frozen=True)
 class DeleteChild:
-    """Delete a child by kind and name (absent counts as done)."""
+    """Delete a child by kind and name (absent counts as done); ``repair`` when it was tampered with."""
 
     kind: c.ChildKind
     name: str
+    repair: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +204,8 @@ class Plan:
     events: tuple[Event, ...] = ()
     expiry_reason: c.Reason | None = None
     requeue_at: datetime | None = None
+    # Activity times beyond now (plus skew): the shell remembers when it first saw each (Observed.first_seen).
+    future_activity: frozenset[datetime] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -272,17 +313,39 @@ def _events(old: SandboxStatus, new: SandboxStatus, created: bool) -> tuple[Even
     return tuple(events)
 
 
+def tampered_fields(kind: c.ChildKind, desired: Mapping[str, Any], owned: Mapping[str, Any] | None) -> list[str]:
+    """The owned fields of a live child (``owned``: its drift.owned_view) that differ from its rendering."""
+    if owned is None:
+        return []
+    return differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+
+
+def _tamper_event(kind: c.ChildKind, name: str, fields: list[str], remedy: str) -> Event:
+    named = ", ".join(fields[:MAX_NAMED_FIELDS]) + (", ..." if len(fields) > MAX_NAMED_FIELDS else "")
+    return Event(c.EventType.WARNING, c.EventReason.TAMPERED, f"{kind} {name} was changed ({named}): {remedy}")
+
+
 def _sync_child(
-    kind: c.ChildKind, desired: dict[str, Any] | None, observed: ChildSummary | None, *, mutable: bool
-) -> list[Action]:
-    """Create a missing child, replace a drifted mutable one, delete one no longer wanted."""
+    kind: c.ChildKind,
+    desired: dict[str, Any] | None,
+    observed: ChildSummary | None,
+    held: Mapping[c.ChildKind, datetime],
+    *,
+    mutable: bool,
+) -> tuple[list[Action], list[Event]]:
+    """Create a missing child, replace a changed or tampered mutable one, delete one no longer wanted."""
     if desired is None:
-        return [DeleteChild(kind, observed.name)] if observed is not None else []
+        return ([DeleteChild(kind, observed.name)] if observed is not None else []), []
     if observed is None:
-        return [CreateChild(desired)]
-    if mutable and observed.spec_hash != render.manifest_hash(desired):
-        return [UpdateChild(desired)]
-    return []
+        return [CreateChild(desired)], []
+    if not mutable:
+        return [], []
+    if observed.spec_hash != render.manifest_hash(desired):
+        return [UpdateChild(desired)], []
+    fields = tampered_fields(kind, desired, observed.owned)
+    if not fields or kind in held:
+        return [], []
+    return [UpdateChild(desired, repair=True)], [_tamper_event(kind, observed.name, fields, "restored")]
 
 
 def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
@@ -314,7 +377,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         return _decide_invalid(sandbox, now)
     spec, old, pod = sandbox.spec, sandbox.status, observed.pod
     started_at = (pod.started_at if pod else None) or old.started_at
-    deadline: Deadline | None = expiry_deadline(sandbox, started_at)
+    deadline: Deadline | None = expiry_deadline(sandbox, started_at, now, observed.first_seen)
     expired = deadline is not None and now >= deadline.at
     expired_reason = deadline.reason if deadline is not None and expired else None
     suspend_on_expiry = expired and spec.lifetime.on_expiry is c.OnExpiry.SUSPEND
@@ -323,19 +386,26 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     pod_manifest = render.render_pod(sandbox)
     service_manifest = render.render_service(sandbox)
     actions: list[Action] = []
+    events: list[Event] = []
     if sandbox.deletion_timestamp is not None:
         ready = _not_ready(c.Reason.DELETING, "the sandbox is being deleted", c.SandboxPhase.TERMINATING)
     elif deadline is not None and expired and not suspend_on_expiry:
         actions.append(DeleteSandbox())
         ready = _not_ready(deadline.reason, f"expired: {deadline.message}; deleting", c.SandboxPhase.EXPIRED)
     else:
-        actions += _sync_child(c.ChildKind.PVC, render.render_pvc(sandbox), observed.pvc, mutable=False)
-        actions += _sync_child(
-            c.ChildKind.NETWORK_POLICY, render.render_network_policy(sandbox), observed.network_policy, mutable=True
+        for kind, manifest, child, mutable in (
+            (c.ChildKind.PVC, render.render_pvc(sandbox), observed.pvc, False),
+            (c.ChildKind.NETWORK_POLICY, render.render_network_policy(sandbox), observed.network_policy, True),
+            (c.ChildKind.SERVICE, service_manifest, observed.service, True),
+        ):
+            child_actions, child_events = _sync_child(kind, manifest, child, observed.held, mutable=mutable)
+            actions += child_actions
+            events += child_events
+        pod_actions, pod_events, ready = _pod_plan(
+            sandbox, observed, pod_manifest, suspended, deadline if expired else None
         )
-        actions += _sync_child(c.ChildKind.SERVICE, service_manifest, observed.service, mutable=True)
-        pod_actions, ready = _pod_plan(sandbox, observed, pod_manifest, suspended, deadline if expired else None)
         actions += pod_actions
+        events += pod_events
 
     if suspend_on_expiry and deadline is not None:
         suspension = (c.ConditionStatus.TRUE, deadline.reason, "suspended when the lifetime ran out")
@@ -347,15 +417,16 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         expiry = (c.ConditionStatus.TRUE, deadline.reason, deadline.message)
     else:
         expiry = (c.ConditionStatus.FALSE, c.Reason.NOT_EXPIRED, "")
+    message = redact(ready.message, secret_values(sandbox))
     wanted = [
-        (c.ConditionType.READY, ready.status, ready.reason, ready.message),
+        (c.ConditionType.READY, ready.status, ready.reason, message),
         (c.ConditionType.SUSPENDED, *suspension),
         (c.ConditionType.EXPIRED, *expiry),
     ]
     generation = sandbox.generation
     conditions = [
-        _condition(kind, status, reason, message, old=old, generation=generation, now=now)
-        for kind, status, reason, message in wanted
+        _condition(kind, status, reason, text, old=old, generation=generation, now=now)
+        for kind, status, reason, text in wanted
     ]
 
     pod_exists = pod is not None and pod.deletion_timestamp is None
@@ -368,17 +439,24 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         service_name=render.service_name(sandbox) if service_manifest is not None else None,
         started_at=started_at,
         expires_at=deadline.at if deadline else None,
-        last_activity_at=last_activity(sandbox, started_at),
-        message=ready.message,
+        last_activity_at=last_activity(sandbox, started_at, now, observed.first_seen),
+        message=message,
     )
     created = not old.conditions and any(isinstance(action, CreateChild) for action in actions)
+    wake = [*observed.held.values(), *([deadline.at] if deadline is not None and not expired else [])]
     return Plan(
         actions=tuple(actions),
         status=new.to_dict(),
-        events=_events(old, new, created),
+        events=(*events, *_events(old, new, created)),
         expiry_reason=expired_reason,
-        requeue_at=deadline.at if deadline is not None and not expired else None,
+        requeue_at=min(wake, default=None),
+        future_activity=frozenset(future_times(activity_times(sandbox, started_at), now)),
     )
+
+
+def secret_values(sandbox: SandboxObject) -> list[str]:
+    """The literal env values of the Sandbox: no message the operator writes may repeat one."""
+    return [var.value for var in sandbox.spec.env if var.value]
 
 
 def _pod_plan(
@@ -387,27 +465,89 @@ def _pod_plan(
     manifest: dict[str, Any],
     suspended: bool,
     expired: Deadline | None,
-) -> tuple[list[Action], _Ready]:
-    """The pod's action (create, delete or none) and the Ready condition that follows from it."""
+) -> tuple[list[Action], list[Event], _Ready]:
+    """The pod's action (create, delete or none), events, and the Ready condition that follows from it."""
     pod, name = observed.pod, render.pod_name(sandbox)
     if suspended:
         actions: list[Action] = []
         if pod is not None and pod.deletion_timestamp is None:
             actions.append(DeleteChild(c.ChildKind.POD, pod.name))
         if expired is not None:
-            return actions, _not_ready(expired.reason, f"expired: {expired.message}; suspended", c.SandboxPhase.EXPIRED)
-        return actions, _not_ready(c.Reason.SUSPENDED, "suspended: no pod runs", c.SandboxPhase.SUSPENDED)
+            ready = _not_ready(expired.reason, f"expired: {expired.message}; suspended", c.SandboxPhase.EXPIRED)
+            return actions, [], ready
+        return actions, [], _not_ready(c.Reason.SUSPENDED, "suspended: no pod runs", c.SandboxPhase.SUSPENDED)
+    if observed.name_conflict:
+        # Whatever holds a child's name is not this Sandbox's: no pod runs without its own NetworkPolicy.
+        stop: list[Action] = [DeleteChild(c.ChildKind.POD, pod.name)] if pod and not pod.deletion_timestamp else []
+        return stop, [], _failed(c.Reason.NAME_CONFLICT, observed.name_conflict)
     if pod is None:
         if observed.quota_error:
-            return [], _not_ready(c.Reason.QUOTA_EXCEEDED, f"cannot create pod {name}: {observed.quota_error}")
+            return [], [], _not_ready(c.Reason.QUOTA_EXCEEDED, f"cannot create pod {name}: {observed.quota_error}")
         if observed.create_error:
-            return [], _failed(c.Reason.CREATE_REJECTED, f"the API server refused pod {name}: {observed.create_error}")
-        return [CreateChild(manifest)], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
-    if pod.deletion_timestamp is None and pod.spec_hash != render.manifest_hash(manifest):
-        return [DeleteChild(c.ChildKind.POD, pod.name)], _not_ready(
-            c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}"
+            message = f"the API server refused pod {name}: {observed.create_error}"
+            return [], [], _failed(c.Reason.CREATE_REJECTED, message)
+        return [CreateChild(manifest)], [], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
+    if pod.deletion_timestamp is not None:
+        return [], [], pod_readiness(sandbox, pod)
+    if pod.spec_hash != render.manifest_hash(manifest):
+        changed = _not_ready(c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}")
+        return [DeleteChild(c.ChildKind.POD, pod.name)], [], changed
+    fields = tampered_fields(c.ChildKind.POD, manifest, pod.owned)
+    if not fields:
+        return [], [], pod_readiness(sandbox, pod)
+    named = ", ".join(fields[:MAX_NAMED_FIELDS])
+    held = observed.held.get(c.ChildKind.POD)
+    if held is not None:
+        message = (
+            f"pod {pod.name} was changed ({named}) again soon after it was replaced: another writer is fighting the "
+            f"operator; replacing it at {format_time(held)}"
         )
-    return [], pod_readiness(sandbox, pod)
+        return [], [], _not_ready(c.Reason.POD_TAMPERED, message)
+    event = _tamper_event(c.ChildKind.POD, pod.name, fields, "deleted; a new pod replaces it")
+    tampered = _not_ready(c.Reason.POD_TAMPERED, f"pod {pod.name} was changed ({named}): replacing it")
+    return [DeleteChild(c.ChildKind.POD, pod.name, repair=True)], [event], tampered
+
+
+def decide_safely(
+    load: Callable[[], SandboxObject | InvalidSandbox], body: Mapping[str, Any], observed: Observed, now: datetime
+) -> tuple[Plan, BaseException | None]:
+    """``decide`` on the loaded Sandbox; if loading or deciding raises, a plan that reports ReconcileError and still
+    acts on the deadline the last status announced (deleting the Sandbox past it), and the exception."""
+    try:
+        return decide(load(), observed, now), None
+    except Exception as error:  # a bug or an input nobody foresaw: report it and keep the deadline
+        return _fallback_plan(body, error, now), error
+
+
+def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> Plan:
+    """Ready=False/ReconcileError (with the error's type only: its text may quote the spec) and, past the deadline
+    the stored status announced, the Sandbox's deletion; suspension on expiry is left to a pass that can decide."""
+    old = read_status(body)
+    generation = _int_or_none((body.get("metadata") or {}).get("generation")) or 0
+    lifetime = ((body.get("spec") or {}).get("lifetime") or {}) if isinstance(body.get("spec"), Mapping) else {}
+    deadline = old.expires_at
+    delete = deadline is not None and now >= deadline and lifetime.get("onExpiry") != c.OnExpiry.SUSPEND
+    message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
+    if delete:
+        message += f"; deleting it: it expired at {format_time(deadline)}"  # type: ignore[arg-type]
+    ready = _condition(
+        c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.RECONCILE_ERROR, message,
+        old=old, generation=generation, now=now,
+    )
+    others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
+    new = old.model_copy(update={"conditions": [ready, *others], "message": message})
+    previous = old.condition(c.ConditionType.READY)
+    events = (
+        ()
+        if previous is not None and previous.reason == c.Reason.RECONCILE_ERROR
+        else (Event(c.EventType.WARNING, c.EventReason.RECONCILE_ERROR, message),)
+    )
+    return Plan(
+        actions=(DeleteSandbox(),) if delete else (),
+        status=new.to_dict(),
+        events=events,
+        requeue_at=deadline if deadline is not None and not delete else None,
+    )
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

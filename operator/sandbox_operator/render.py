@@ -60,6 +60,33 @@ def child_labels(sandbox: SandboxObject) -> dict[str, str]:
     return {c.LABEL_NAME: c.NAME, **selector_labels(sandbox)}
 
 
+def owning_sandbox(child: Mapping[str, Any]) -> str | None:
+    """The name of the Sandbox whose child this object is: the Sandbox its controller owner reference names, else the
+    value of its sandbox label when it carries the operator's labels; None when it is no sandbox's child. Either way
+    the object's name must be the one rendered for that Sandbox, so no other object is ever taken for a child."""
+    meta = child.get("metadata") or {}
+    owner = next(
+        (
+            str(ref.get("name"))
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("controller") and ref.get("kind") == c.KIND and ref.get("apiVersion") == c.API_VERSION
+        ),
+        None,
+    )
+    labels = meta.get("labels") or {}
+    if owner is None and labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY:
+        owner = labels.get(c.LABEL_SANDBOX) or None
+    if owner is None or meta.get("name") not in (child_name(owner), child_name(owner, c.WORKSPACE_PVC_SUFFIX)):
+        return None
+    return owner
+
+
+def owned_by(child: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller owner reference is the Sandbox with this uid."""
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
 def owner_reference(sandbox: SandboxObject) -> dict[str, Any]:
     """Owner reference that lets the garbage collector delete a child with its Sandbox."""
     return {

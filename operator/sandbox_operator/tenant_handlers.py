@@ -23,7 +23,7 @@ from sandbox_operator import metrics
 from sandbox_operator.handlers import Runtime
 from sandbox_operator.kube import Kube, KubeError
 from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import TenantObject, load_tenant
+from sandbox_operator.tenant_models import TenantLifetime, TenantObject, load_tenant
 from sandbox_operator.tenant_reconcile import (
     ApplyObject,
     NamespaceSummary,
@@ -71,10 +71,10 @@ def tenant_states(name: str, memo: Any, **_: Any) -> dict[str, TenantState]:
 
 
 @kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
-def tenant_ttl_defaults(spec: kopf.Spec, **_: Any) -> dict[str, int | None]:
-    """Each tenant namespace's default TTL (None: the tenant sets none), for ``tenant_models.sandbox_defaults``."""
-    namespace, defaults = spec.get("namespace"), spec.get("defaults") or {}
-    return {str(namespace): defaults.get("ttlSeconds")} if namespace else {}
+def tenant_lifetimes(spec: kopf.Spec, **_: Any) -> dict[str, TenantLifetime]:
+    """Each tenant namespace's lifetime rules (default TTL, maximum), for ``tenant_models.sandbox_defaults``."""
+    namespace = spec.get("namespace")
+    return {namespace: TenantLifetime.from_spec(spec)} if isinstance(namespace, str) and namespace else {}
 
 
 # --- observe, decide, act -----------------------------------------------------------------------------------------

@@ -378,17 +378,43 @@ def load_tenant(body: Mapping[str, Any]) -> TenantObject | InvalidTenant:
     )
 
 
-def with_tenant_defaults(base: OperatorDefaults, ttl_seconds: int | None) -> OperatorDefaults:
-    """The operator's defaults for a Sandbox in a tenant namespace: the tenant's default TTL, if set, wins."""
-    return base if ttl_seconds is None else replace(base, ttl_seconds=ttl_seconds)
+@dataclass(frozen=True)
+class TenantLifetime:
+    """What a Tenant says about its Sandboxes' lifetime: the default TTL and the maximum (None: unset)."""
+
+    default_ttl_seconds: int | None = None
+    max_lifetime_seconds: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> TenantLifetime:
+        """Read a Tenant's spec as the watch hands it over; anything but a positive integer counts as unset."""
+
+        def seconds(section: str, key: str) -> int | None:
+            parent = spec.get(section)
+            value = parent.get(key) if isinstance(parent, Mapping) else None
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+        return cls(seconds("defaults", "ttlSeconds"), seconds("limits", "maxLifetimeSeconds"))
+
+
+def with_tenant_defaults(base: OperatorDefaults, lifetime: TenantLifetime | None) -> OperatorDefaults:
+    """The operator's defaults for a Sandbox in a tenant namespace: the tenant's default TTL, if set, wins; the
+    tenant's maximum lifetime becomes a deadline of its own."""
+    if lifetime is None or lifetime == TenantLifetime():
+        return base
+    return replace(
+        base,
+        ttl_seconds=lifetime.default_ttl_seconds if lifetime.default_ttl_seconds is not None else base.ttl_seconds,
+        max_lifetime_seconds=lifetime.max_lifetime_seconds,
+    )
 
 
 def sandbox_defaults(
-    ttl_by_namespace: Mapping[str, Iterable[int | None]], namespace: str, base: OperatorDefaults
+    lifetimes: Mapping[str, Iterable[TenantLifetime]], namespace: str, base: OperatorDefaults
 ) -> OperatorDefaults:
-    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's default TTL if it sets one.
+    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's lifetime rules if it has one.
 
-    ``ttl_by_namespace`` is Kopf's ``tenant_ttl_defaults`` index (tenant_handlers), which Kopf hands every handler.
+    ``lifetimes`` is Kopf's ``tenant_lifetimes`` index (tenant_handlers), which Kopf hands every handler.
     """
-    store = ttl_by_namespace.get(namespace)
+    store = lifetimes.get(namespace)
     return with_tenant_defaults(base, next(iter(store), None) if store is not None else None)

@@ -229,7 +229,7 @@ def test_idle_timeout_counts_from_the_latest_activity() -> None:
     assert decide(idle, observed, at(100)).requeue_at == at(305)
     assert decide(idle, observed, at(305)).expiry_reason == "IdleTimeout"
     active = sandbox(spec, annotations={c.ANNOTATION_LAST_ACTIVITY: "2025-01-01T12:10:00Z"})
-    plan = decide(active, observed, at(305))
+    plan = decide(active, observed, at(700))
     assert plan.actions == ()
     assert plan.requeue_at == at(900)
     assert plan.status["lastActivityAt"] == "2025-01-01T12:10:00Z"

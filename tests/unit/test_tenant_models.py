@@ -11,6 +11,7 @@ import yaml
 from sandbox_operator.models import OperatorDefaults
 from sandbox_operator.tenant_models import (
     InvalidTenant,
+    TenantLifetime,
     TenantObject,
     glob_to_regex,
     image_allowed,
@@ -92,7 +93,27 @@ def test_glob_translation_escapes_dots() -> None:
 def test_tenant_default_ttl_replaces_the_operator_default_only_when_set() -> None:
     base = OperatorDefaults(allow_dns=False, ttl_seconds=600)
     assert with_tenant_defaults(base, None) is base
-    assert with_tenant_defaults(base, 3600) == OperatorDefaults(allow_dns=False, ttl_seconds=3600)
+    assert with_tenant_defaults(base, TenantLifetime()) is base
+    assert with_tenant_defaults(base, TenantLifetime(3600)) == OperatorDefaults(allow_dns=False, ttl_seconds=3600)
+    assert with_tenant_defaults(base, TenantLifetime(max_lifetime_seconds=900)) == OperatorDefaults(
+        allow_dns=False, ttl_seconds=600, max_lifetime_seconds=900
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"defaults": {"ttlSeconds": 600}, "limits": {"maxLifetimeSeconds": 900}}, TenantLifetime(600, 900)),
+        ({"defaults": {"ttlSeconds": "600"}, "limits": {"maxLifetimeSeconds": True}}, TenantLifetime()),
+        ({"defaults": None, "limits": [1]}, TenantLifetime()),
+        ({"defaults": {"ttlSeconds": -5}}, TenantLifetime()),
+        ({}, TenantLifetime()),
+    ],
+)
+def test_a_tenants_lifetime_rules_are_read_from_any_spec_without_raising(
+    spec: dict[str, object], expected: TenantLifetime
+) -> None:
+    assert TenantLifetime.from_spec(spec) == expected
 
 
 def test_the_example_tenant_is_valid_and_allows_its_example_images() -> None:
@@ -106,7 +127,8 @@ def test_the_example_tenant_is_valid_and_allows_its_example_images() -> None:
 
 def test_a_sandbox_gets_the_default_ttl_of_the_tenant_owning_its_namespace() -> None:
     base = OperatorDefaults(ttl_seconds=None)
-    index = {"team-a": [600], "team-b": [None]}
+    index = {"team-a": [TenantLifetime(600, 900)], "team-b": [TenantLifetime()]}
     assert sandbox_defaults(index, "team-a", base).ttl_seconds == 600
+    assert sandbox_defaults(index, "team-a", base).max_lifetime_seconds == 900
     assert sandbox_defaults(index, "team-b", base) is base
     assert sandbox_defaults(index, "elsewhere", base) is base

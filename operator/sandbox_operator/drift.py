@@ -1,0 +1,126 @@
+"""Whether a live object still says what the operator rendered for it: compare fields, not a stored annotation.
+
+``differences(desired, live)`` lists the paths where the live object departs from the rendered manifest. What the
+operator sets must be present and equal; what the API server or an admission webhook adds beside it is left alone,
+except under the ``exact`` paths, where an extra key or list item changes meaning (a NetworkPolicy rule or selector,
+a pod's labels, which other NetworkPolicies select on). The comparison knows what the API server does to a value on
+its way in: it drops zero values (``false``, ``0``, ``""``, ``[]``, ``{}``) and rewrites quantities ("0.5" comes back
+as "500m").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sandbox_operator.models import parse_quantity
+
+# Keys whose values (and whose children's values) are Kubernetes quantities.
+QUANTITY_KEYS = frozenset({"limits", "requests", "sizeLimit", "hard", "default", "defaultRequest", "max", "min"})
+# The parts of a child the operator owns and compares: its labels, owner references and spec. Annotations other than
+# the operator's own are left to others (kubectl and tools add their own).
+OWNED_METADATA = ("labels", "ownerReferences")
+
+
+def owned_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an object the operator renders and compares: metadata labels and owner references, and the rest
+    of the body but its status (spec for most kinds; subjects and roleRef for a RoleBinding)."""
+    meta = body.get("metadata") or {}
+    view: dict[str, Any] = {"metadata": {key: _plain(meta[key]) for key in OWNED_METADATA if key in meta}}
+    for key, value in body.items():
+        if key not in ("metadata", "status", "apiVersion", "kind"):
+            view[key] = _plain(value)
+    return view
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of dicts, lists and scalars (Kopf hands over read-only views)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _is_zero(value: Any) -> bool:
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _scalar_equal(desired: Any, live: Any, quantity: bool) -> bool:
+    if desired == live and type(desired) is type(live):
+        return True
+    if quantity and isinstance(desired, int | str) and isinstance(live, int | str):
+        try:
+            return parse_quantity(desired) == parse_quantity(live)
+        except ValueError:
+            return False
+    return False
+
+
+def _named(items: Sequence[Any]) -> bool:
+    return all(isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in items)
+
+
+def _equal(desired: Any, live: Any, quantity: bool) -> bool:
+    """Exact equality up to the API server's zero-value dropping and quantity rewriting."""
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        keys = {k for k, v in desired.items() if not _is_zero(v)} | {k for k, v in live.items() if not _is_zero(v)}
+        return all(_equal(desired.get(k), live.get(k), quantity or k in QUANTITY_KEYS) for k in keys)
+    if isinstance(desired, list) and isinstance(live, list):
+        return len(desired) == len(live) and all(_equal(d, v, quantity) for d, v in zip(desired, live, strict=True))
+    if _is_zero(desired) and _is_zero(live):
+        return True
+    return _scalar_equal(desired, live, quantity)
+
+
+def differences(
+    desired: Any, live: Any, exact: Iterable[str] = (), path: str = "", quantity: bool = False
+) -> list[str]:
+    """Paths (``spec.containers[sandbox].image``) where ``live`` departs from ``desired``; empty when it does not."""
+    exact = frozenset(exact)
+    if path in exact:
+        return [] if _equal(desired, live, quantity) else [path or "."]
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return [] if _is_zero(desired) and _is_zero(live) else [path or "."]
+        found: list[str] = []
+        for key, value in desired.items():
+            where = _join(path, str(key))
+            if key not in live:
+                if not _is_zero(value):
+                    found.append(where)
+                continue
+            found += differences(value, live[key], exact, where, quantity or key in QUANTITY_KEYS)
+        return found
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return [] if _is_zero(desired) and _is_zero(live) else [path]
+        return _list_differences(desired, live, exact, path, quantity)
+    return [] if _scalar_equal(desired, live, quantity) or (_is_zero(desired) and _is_zero(live)) else [path]
+
+
+def _list_differences(
+    desired: list[Any], live: list[Any], exact: frozenset[str], path: str, quantity: bool
+) -> list[str]:
+    """Named items (containers, volumes, env, ports) are matched by name and may have others beside them; other lists
+    (tolerations, owner references, a binding's validationActions) must contain each rendered item. Under an exact
+    path lists must be equal, in order."""
+    if desired and _named(desired) and _named(live):
+        by_name = {item["name"]: item for item in live}
+        found: list[str] = []
+        for item in desired:
+            where = f"{path}[{item['name']}]"
+            if item["name"] not in by_name:
+                found.append(where)
+            else:
+                found += differences(item, by_name[item["name"]], exact, where, quantity)
+        return found
+    if all(isinstance(item, Mapping) for item in desired):
+        missing = any(all(differences(item, other, (), "", quantity) for other in live) for item in desired)
+    else:
+        missing = any(not any(_equal(item, other, quantity) for other in live) for item in desired)
+    return [path] if missing else []
