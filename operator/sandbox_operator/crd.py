@@ -145,13 +145,17 @@ def sandbox_schema() -> dict[str, Any]:
                 "description": "API version of this object: sandbox-operator.io/v1alpha1.",
             },
             "kind": {"type": "string", "description": "Kind of this object: Sandbox."},
-            # The API server refuses anything but `type` here: metadata's schema is built in.
-            "metadata": {"type": "object"},
+            "metadata": METADATA_SCHEMA,
             "spec": spec,
             "status": status,
         },
         "x-kubernetes-validations": [_name_rule()],
     }
+
+
+# metadata's schema is built in; a CRD may only declare `name` (and generateName), which the rule below needs as its
+# fieldPath.
+METADATA_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"name": {"type": "string"}}}
 
 
 def _name_rule() -> dict[str, str]:
@@ -238,7 +242,7 @@ def tenant_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": f"API version of this object: {c.API_VERSION}."},
             "kind": {"type": "string", "description": f"Kind of this object: {c.TENANT_KIND}."},
-            "metadata": {"type": "object"},
+            "metadata": METADATA_SCHEMA,
             "spec": model_schema(TenantSpec, "spec"),
             "status": model_schema(TenantStatus, "status"),
         },
