@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sandbox_operator.drift import owned_view
 from sandbox_operator.models import SandboxObject, format_time
 from sandbox_operator.reconcile import ChildSummary, Observed, PodSummary, decide
 from sandbox_operator.render import manifest_hash, render_network_policy, render_pod, render_pvc, render_service
@@ -53,6 +54,7 @@ def running_pod(sbx: SandboxObject, *, ready: bool = True, started: float = 5) -
         pod_ip="10.244.0.7",
         started_at=at(started),
         spec_hash=manifest_hash(pod),
+        owned=owned_view(pod),
     )
 
 
@@ -65,7 +67,9 @@ def children(sbx: SandboxObject, pod: PodSummary | None = None, **extra: Any) ->
         ("pvc", render_pvc(sbx)),
     ):
         summaries[key] = (
-            ChildSummary(manifest["metadata"]["name"], manifest_hash(manifest)) if manifest is not None else None
+            ChildSummary(manifest["metadata"]["name"], manifest_hash(manifest), owned_view(manifest))
+            if manifest is not None
+            else None
         )
     return Observed(pod=pod, **summaries, **extra)  # type: ignore[arg-type]
 

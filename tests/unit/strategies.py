@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import strategies as st
@@ -116,16 +117,45 @@ env_vars = st.lists(
     unique_by=lambda var: var["name"],
 )
 
+
+
+def rfc3339(moment: datetime, offset_minutes: int) -> str:
+    """``moment`` (naive, taken as UTC) written with the given UTC offset, as a user or client might write it."""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    return moment.replace(tzinfo=UTC).astimezone(zone).replace(microsecond=0).isoformat()
+
+
+offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59)
+# Any time the CRD accepts for expiresAt: from 1970 to the end of 9998 (UTC), written with any offset.
+expires_at_texts = st.builds(
+    rfc3339, st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 30)), offsets
+)
+# Anything a client may put in the activity annotation: times of any year and offset (far beyond what Python's
+# datetime holds once the offset is applied), and text that is no time at all.
+activity_annotations = st.one_of(
+    st.builds(lambda moment, minutes: moment.isoformat() + (
+        "Z" if minutes == 0 else f"{'+' if minutes > 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    ), st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)), offsets),
+    st.sampled_from(["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "", "now"]),
+    text,
+)
+
 lifetimes = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={
-            "ttlSeconds": st.integers(1, 86400),
-            "idleTimeoutSeconds": st.integers(1, 86400),
+            "ttlSeconds": st.integers(1, 31536000),
+            "idleTimeoutSeconds": st.integers(1, 31536000),
             "onExpiry": st.sampled_from(["Delete", "Suspend"]),
         },
     ),
-    st.fixed_dictionaries({"expiresAt": st.sampled_from(["2030-01-01T00:00:00Z", "2025-06-01T10:00:00+02:00"])}),
+    st.fixed_dictionaries(
+        {"expiresAt": expires_at_texts},
+        optional={
+            "idleTimeoutSeconds": st.integers(1, 31536000),
+            "onExpiry": st.sampled_from(["Delete", "Suspend"]),
+        },
+    ),
 )
 
 workspaces = st.fixed_dictionaries(

@@ -1,0 +1,125 @@
+"""Comparing a live child with its rendering: what the operator sets must be there and equal; what the API server
+adds beside it is not drift; under exact fields nothing may be added."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from hypothesis import given, settings
+
+from sandbox_operator import constants as c
+from sandbox_operator.drift import differences, owned_view
+from sandbox_operator.reconcile import tampered_fields
+from sandbox_operator.render import render_network_policy, render_pod, render_service
+from tests.unit import strategies
+from tests.unit.builders import sandbox
+
+
+def live(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as the API server hands it back: defaults added, zero values dropped, status present."""
+    body = json.loads(json.dumps(manifest))
+    body["metadata"] |= {"uid": "u", "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    body["status"] = {"phase": "Running"}
+    return body
+
+
+def pod_drift(body: dict[str, Any]) -> list[str]:
+    return tampered_fields(c.ChildKind.POD, render_pod(sandbox()), owned_view(body))
+
+
+def test_a_child_as_rendered_has_no_drift() -> None:
+    sbx = sandbox({"network": {"ports": [{"name": "http", "port": 8080}]}})
+    for kind, manifest in (
+        (c.ChildKind.POD, render_pod(sbx)),
+        (c.ChildKind.NETWORK_POLICY, render_network_policy(sbx)),
+        (c.ChildKind.SERVICE, render_service(sbx)),
+    ):
+        assert manifest is not None
+        assert tampered_fields(kind, manifest, owned_view(live(manifest))) == []
+
+
+def test_what_the_api_server_adds_or_rewrites_is_not_drift() -> None:
+    body = live(render_pod(sandbox({"resources": {"cpu": "0.5", "memory": "1024Mi"}})))
+    spec = body["spec"]
+    spec |= {"nodeName": "node-1", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"}
+    spec["tolerations"] = [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}]
+    container = spec["containers"][0]
+    container["terminationMessagePath"] = "/dev/termination-log"
+    container["resources"]["limits"] |= {"cpu": "500m", "memory": "1Gi"}
+    del spec["hostNetwork"]  # false is dropped on the way in
+    expected = render_pod(sandbox({"resources": {"cpu": "0.5", "memory": "1024Mi"}}))
+    assert tampered_fields(c.ChildKind.POD, expected, owned_view(body)) == []
+
+
+def test_a_changed_image_or_resources_is_drift() -> None:
+    body = live(render_pod(sandbox()))
+    body["spec"]["containers"][0]["image"] = "evil:latest"
+    body["spec"]["containers"][0]["resources"]["limits"]["memory"] = "64Gi"
+    assert pod_drift(body) == [
+        "spec.containers[sandbox].image",
+        "spec.containers[sandbox].resources.limits.memory",
+    ]
+
+
+def test_a_removed_or_added_pod_label_is_drift() -> None:
+    removed = live(render_pod(sandbox()))
+    del removed["metadata"]["labels"][c.LABEL_SANDBOX]
+    added = live(render_pod(sandbox()))
+    added["metadata"]["labels"]["app"] = "web"  # another NetworkPolicy may allow what this one denies
+    assert pod_drift(removed) == ["metadata.labels"]
+    assert pod_drift(added) == ["metadata.labels"]
+
+
+def test_a_lost_owner_reference_is_drift() -> None:
+    body = live(render_pod(sandbox()))
+    body["metadata"]["ownerReferences"] = []
+    assert pod_drift(body) == ["metadata.ownerReferences[demo]"]
+
+
+def test_a_network_policy_opened_in_any_way_is_drift() -> None:
+    policy = render_network_policy(sandbox())
+    for change in (
+        lambda spec: spec.__setitem__("egress", [{}]),
+        lambda spec: spec.__setitem__("ingress", [{}]),
+        lambda spec: spec["podSelector"]["matchLabels"].__setitem__("never", "matches"),
+        lambda spec: spec["podSelector"].__setitem__("matchExpressions", []) or spec.__setitem__("podSelector", {}),
+        lambda spec: spec.__setitem__("policyTypes", ["Ingress"]),
+    ):
+        body = live(policy)
+        change(body["spec"])
+        assert tampered_fields(c.ChildKind.NETWORK_POLICY, policy, owned_view(body)) == ["spec"]
+
+
+def test_a_service_selecting_other_pods_is_drift_but_an_assigned_cluster_ip_is_not() -> None:
+    service = render_service(sandbox({"network": {"ports": [{"name": "http", "port": 8080}]}}))
+    assert service is not None
+    body = live(service)
+    body["spec"] |= {"clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12"], "ipFamilies": ["IPv4"]}
+    assert tampered_fields(c.ChildKind.SERVICE, service, owned_view(body)) == []
+    body["spec"]["selector"]["app"] = "db"
+    assert tampered_fields(c.ChildKind.SERVICE, service, owned_view(body)) == ["spec.selector"]
+
+
+def test_lists_of_named_items_allow_additions_and_other_lists_must_contain_each_item() -> None:
+    desired = {"env": [{"name": "A", "value": "1"}], "actions": ["Deny"]}
+    assert differences(desired, {"env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}],
+                                 "actions": ["Deny", "Audit"]}) == []
+    assert differences(desired, {"env": [{"name": "A", "value": "2"}], "actions": ["Audit"]}) == [
+        "env[A].value",
+        "actions",
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(strategies.specs())
+def test_every_rendering_compares_equal_to_itself_after_a_json_round_trip(spec: dict[str, Any]) -> None:
+    sbx = sandbox(spec)
+    for kind, manifest in (
+        (c.ChildKind.POD, render_pod(sbx)),
+        (c.ChildKind.NETWORK_POLICY, render_network_policy(sbx)),
+        (c.ChildKind.SERVICE, render_service(sbx)),
+    ):
+        if manifest is not None:
+            assert tampered_fields(kind, manifest, owned_view(live(copy.deepcopy(manifest)))) == []
