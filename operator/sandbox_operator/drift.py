@@ -11,6 +11,8 @@ as "500m").
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox_operator.models import parse_quantity
@@ -124,3 +126,37 @@ def _list_differences(
     else:
         missing = any(not any(_equal(item, other, quantity) for other in live) for item in desired)
     return [path] if missing else []
+
+
+# A repair needed again within this time of the last one continues a streak; the n-th repair of a streak waits 2**n
+# seconds (at most MAX_REPAIR_DELAY) after the one before.
+REPAIR_STREAK_WINDOW = timedelta(minutes=5)
+MAX_REPAIR_DELAY = 300.0
+
+
+@dataclass
+class RepairStreaks:
+    """The repairs made to one object's children, by child kind: the first is made at once; one needed again soon
+    after is another writer fighting over a field, and waits longer each time, so a fight costs a few writes (and a
+    metric), not a storm."""
+
+    last: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+    def held(self, now: datetime) -> dict[str, datetime]:
+        """Child kinds whose next repair must wait, and until when."""
+        held = {}
+        for kind, (streak, at) in list(self.last.items()):
+            if now - at > REPAIR_STREAK_WINDOW:
+                del self.last[kind]
+                continue
+            until = at + timedelta(seconds=min(MAX_REPAIR_DELAY, 2.0**streak))
+            if until > now:
+                held[kind] = until
+        return held
+
+    def record(self, kind: str, now: datetime) -> bool:
+        """Note a repair of ``kind``; True when it continues a streak (a fight with another writer)."""
+        streak, at = self.last.get(kind, (0, now))
+        streak = streak + 1 if now - at <= REPAIR_STREAK_WINDOW else 1
+        self.last[kind] = (streak, now)
+        return streak > 1

@@ -13,13 +13,14 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from sandbox_operator import constants as c
 from sandbox_operator import metrics
+from sandbox_operator.drift import RepairStreaks
 from sandbox_operator.kube import Kube, KubeError
 from sandbox_operator.models import InvalidSandbox, OperatorDefaults, SandboxObject, load_sandbox, optional_time
 from sandbox_operator.reconcile import (
@@ -44,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 300.0
 QUOTA_RETRY_DELAY = 15.0
-# A repair needed again within this time of the last one continues a streak; the streak's n-th repair waits 2**n s.
-REPAIR_STREAK_WINDOW = timedelta(minutes=5)
 # A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
 MAX_WAKEUP_DELAY = 86400.0
 
@@ -75,8 +74,7 @@ class SandboxState:
     indices: dict[str, Any] = field(default_factory=dict)
     # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
-    # Per child kind: repairs in the current streak and when the last one was made.
-    repairs: dict[c.ChildKind, tuple[int, datetime]] = field(default_factory=dict)
+    repairs: RepairStreaks = field(default_factory=RepairStreaks)
 
 
 def _resource_version(body: Mapping[str, Any] | None) -> int:
@@ -174,25 +172,9 @@ def _expect(state: SandboxState, kind: c.ChildKind, body: Mapping[str, Any]) -> 
     state.expected[kind] = (_summary(kind, body), time.monotonic())
 
 
-def _held(state: SandboxState, now: datetime) -> dict[c.ChildKind, datetime]:
-    """Child kinds whose next repair must wait (a streak of repairs), and until when."""
-    held = {}
-    for kind, (streak, last) in list(state.repairs.items()):
-        if now - last > REPAIR_STREAK_WINDOW:
-            del state.repairs[kind]
-            continue
-        until = last + timedelta(seconds=min(MAX_RETRY_DELAY, 2.0**streak))
-        if until > now:
-            held[kind] = until
-    return held
-
-
 def _record_repair(state: SandboxState, kind: c.ChildKind, now: datetime) -> None:
-    streak, last = state.repairs.get(kind, (0, now))
-    streak = streak + 1 if now - last <= REPAIR_STREAK_WINDOW else 1
-    state.repairs[kind] = (streak, now)
     metrics.REPAIRS.labels(kind.value).inc()
-    if streak > 1:
+    if state.repairs.record(kind, now):
         metrics.REPAIR_CONFLICTS.labels(kind.value).inc()
 
 
@@ -203,7 +185,7 @@ def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observ
         service=_child(state, key, c.ChildKind.SERVICE),
         pvc=_child(state, key, c.ChildKind.PVC),
         first_seen=dict(state.first_seen),
-        held=_held(state, now),
+        held={c.ChildKind(kind): until for kind, until in state.repairs.held(now).items()},
     )
 
 

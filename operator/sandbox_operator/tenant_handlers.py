@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ import kopf
 
 from sandbox_operator import constants as c
 from sandbox_operator import metrics
+from sandbox_operator.drift import RepairStreaks
 from sandbox_operator.handlers import Runtime
 from sandbox_operator.kube import Kube, KubeError
 from sandbox_operator.reconcile import ChildSummary
@@ -33,11 +34,10 @@ from sandbox_operator.tenant_reconcile import (
     decide_tenant,
     tenant_status_changed,
 )
-from sandbox_operator.tenant_render import policy_binding_name, render_admission_probe
+from sandbox_operator.tenant_render import owning_tenant, policy_binding_name, render_admission_probe
 
 logger = logging.getLogger(__name__)
 
-TENANT_CHILD_LABELS: dict[str, Any] = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_TENANT: kopf.PRESENT}
 MAX_RETRY_DELAY = 300.0
 WARNING_REASONS = frozenset(
     {c.TenantReason.NAMESPACE_CONFLICT, c.TenantReason.INVALID_SPEC, c.TenantReason.APPLY_FAILED}
@@ -55,6 +55,7 @@ class TenantState:
     dirty: bool = False
     failures: int = 0
     deleted: bool = False
+    repairs: RepairStreaks = field(default_factory=RepairStreaks)
 
 
 def _state(memo: Any) -> TenantState:
@@ -108,12 +109,17 @@ async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
     )
 
 
-async def _apply(kube: Kube, plan: TenantPlan) -> KubeError | None:
+async def _apply(kube: Kube, state: TenantState, plan: TenantPlan, now: datetime) -> KubeError | None:
     """Carry out the plan in order; return the error if the API server refused a write for good."""
     for action in plan.actions:
         try:
             if isinstance(action, ApplyObject):
-                await kube.apply(c.TenantChildKind(action.manifest["kind"]), action.manifest)
+                kind = c.TenantChildKind(action.manifest["kind"])
+                await kube.apply(kind, action.manifest)
+                if action.repair:
+                    metrics.REPAIRS.labels(kind.value).inc()
+                    if state.repairs.record(kind, now):
+                        metrics.REPAIR_CONFLICTS.labels(kind.value).inc()
             else:
                 await kube.create_object(c.TenantChildKind(action.manifest["kind"]), action.manifest)
         except KubeError as error:
@@ -160,9 +166,12 @@ async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) ->
     name = body["metadata"]["name"]
     retry: float | None = None
     try:
+        now = datetime.now(UTC)
         observed = await _observe(runtime.kube, tenant) if isinstance(tenant, TenantObject) else TenantObserved()
-        plan = decide_tenant(tenant, observed, datetime.now(UTC))
-        refused = await _apply(runtime.kube, plan)
+        held = {c.TenantChildKind(kind): until for kind, until in state.repairs.held(now).items()}
+        observed = replace(observed, held=held)
+        plan = decide_tenant(tenant, observed, now)
+        refused = await _apply(runtime.kube, state, plan, now)
         if refused is not None:
             metrics.RECONCILE_ERRORS.labels("rejected").inc()
             state.failures += 1
@@ -224,46 +233,49 @@ async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: 
     await reconcile_tenant(state, memo["runtime"], trigger="tenant")
 
 
-async def _child_changed(labels: Mapping[str, str], memo: Any, indices: Mapping[str, Any], trigger: str) -> None:
-    store = indices["tenant_states"].get(labels[c.LABEL_TENANT])
+def is_tenant_child(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter: the object was rendered for a Tenant (by owner reference, or failing that its labels)."""
+    return owning_tenant(body) is not None
+
+
+async def _child_changed(body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str) -> None:
+    store = indices["tenant_states"].get(owning_tenant(body))
     state = next(iter(store), None) if store is not None else None
     if state is not None:
         await reconcile_tenant(state, memo["runtime"], trigger=trigger)
 
 
-@kopf.on.event("namespaces", labels=TENANT_CHILD_LABELS)
-async def tenant_namespace_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("namespaces", when=is_tenant_child)
+async def tenant_namespace_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant namespace changed or is going away: reconcile its Tenant."""
-    await _child_changed(labels, memo, kwargs, "tenant-namespace")
+    await _child_changed(body, memo, kwargs, "tenant-namespace")
 
 
-@kopf.on.event("resourcequotas", labels=TENANT_CHILD_LABELS)
-async def tenant_quota_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("resourcequotas", when=is_tenant_child)
+async def tenant_quota_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant ResourceQuota changed (usually its usage): refresh the Tenant's status, grant access once computed."""
-    await _child_changed(labels, memo, kwargs, "tenant-quota")
+    await _child_changed(body, memo, kwargs, "tenant-quota")
 
 
-@kopf.on.event("limitranges", labels=TENANT_CHILD_LABELS)
-async def tenant_limit_range_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("limitranges", when=is_tenant_child)
+async def tenant_limit_range_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant LimitRange changed or vanished: put it back."""
-    await _child_changed(labels, memo, kwargs, "tenant-limitrange")
+    await _child_changed(body, memo, kwargs, "tenant-limitrange")
 
 
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=TENANT_CHILD_LABELS)
-async def tenant_policy_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_tenant_child)
+async def tenant_policy_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant's default-deny NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(labels, memo, kwargs, "tenant-networkpolicy")
+    await _child_changed(body, memo, kwargs, "tenant-networkpolicy")
 
 
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=TENANT_CHILD_LABELS)
-async def tenant_role_binding_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", when=is_tenant_child)
+async def tenant_role_binding_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant RoleBinding changed or vanished: put it back."""
-    await _child_changed(labels, memo, kwargs, "tenant-rolebinding")
+    await _child_changed(body, memo, kwargs, "tenant-rolebinding")
 
 
-@kopf.on.event(
-    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", labels=TENANT_CHILD_LABELS
-)
-async def tenant_policy_binding_changed(labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+@kopf.on.event("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", when=is_tenant_child)
+async def tenant_policy_binding_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A tenant's admission policy binding changed or vanished: put it back."""
-    await _child_changed(labels, memo, kwargs, "tenant-policybinding")
+    await _child_changed(body, memo, kwargs, "tenant-policybinding")

@@ -5,7 +5,8 @@ Rules, in order:
 - The namespace is created (never adopted): if it exists without this Tenant's owner reference, Ready=False
   /NamespaceConflict and nothing is touched. A terminating namespace is waited for.
 - The ResourceQuota, LimitRange, default-deny NetworkPolicy and the admission policy binding are applied whenever
-  missing or rendered differently (a spec hash annotation tells).
+  missing, rendered from another spec (the spec hash annotation tells) or changed by someone else (their fields are
+  compared with the rendering, drift.differences).
 - The RoleBinding that lets the tenant's subjects in is created only once the admission policy is in effect in the
   namespace (the API server refused the operator's dry-run probe: it loads bindings asynchronously) and the
   ResourceQuota's status shows every rendered limit and its usage: before the resourcequota controller has computed
@@ -17,7 +18,7 @@ Rules, in order:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from sandbox_operator import constants as c
 from sandbox_operator import tenant_render as render
+from sandbox_operator.drift import differences, owned_view
 from sandbox_operator.models import Condition, parse_quantity
 from sandbox_operator.reconcile import ChildSummary
 from sandbox_operator.tenant_models import InvalidTenant, TenantObject, TenantStatus
@@ -42,6 +44,16 @@ USAGE_RESOURCES = (
     ("gpus", f"requests.{c.GPU_RESOURCE}"),
 )
 WAIT_RETRY_SECONDS = 2.0
+# Fields where an addition changes meaning: the default-deny policy's rules and selector, who the RoleBinding lets in,
+# which namespace the admission policy binding covers. The API server treats each as atomic, so an apply replaces it.
+TENANT_EXACT_FIELDS: Mapping[c.TenantChildKind, frozenset[str]] = {
+    c.TenantChildKind.NAMESPACE: frozenset(),
+    c.TenantChildKind.RESOURCE_QUOTA: frozenset(),
+    c.TenantChildKind.LIMIT_RANGE: frozenset(),
+    c.TenantChildKind.NETWORK_POLICY: frozenset({"spec"}),
+    c.TenantChildKind.ROLE_BINDING: frozenset({"subjects"}),
+    c.TenantChildKind.POLICY_BINDING: frozenset({"spec.matchResources.namespaceSelector"}),
+}
 CONFLICT_RETRY_SECONDS = 60.0
 
 
@@ -53,6 +65,7 @@ class NamespaceSummary:
     owner_uids: tuple[str, ...] = ()
     terminating: bool = False
     spec_hash: str | None = None
+    owned: Mapping[str, Any] | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NamespaceSummary:
@@ -63,6 +76,7 @@ class NamespaceSummary:
             owner_uids=tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or []),
             terminating=bool(meta.get("deletionTimestamp")) or (body.get("status") or {}).get("phase") == "Terminating",
             spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+            owned=owned_view(body),
         )
 
 
@@ -73,6 +87,7 @@ class QuotaSummary:
     spec_hash: str | None = None
     status_hard: Mapping[str, str] | None = None
     used: Mapping[str, str] | None = None
+    owned: Mapping[str, Any] | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> QuotaSummary:
@@ -82,6 +97,7 @@ class QuotaSummary:
             spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
             status_hard={str(k): str(v) for k, v in (status.get("hard") or {}).items()},
             used={str(k): str(v) for k, v in (status.get("used") or {}).items()},
+            owned=owned_view(body),
         )
 
 
@@ -97,6 +113,8 @@ class TenantObserved:
     role_binding: ChildSummary | None = None
     policy_enforced: bool = False
     apply_error: str | None = None
+    # Kinds whose next repair must wait (another writer keeps changing them), and until when.
+    held: Mapping[c.TenantChildKind, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,9 +126,11 @@ class CreateObject:
 
 @dataclass(frozen=True)
 class ApplyObject:
-    """Server-side apply this object: created if missing, brought to the manifest otherwise."""
+    """Server-side apply this object: created if missing, brought to the manifest otherwise; ``repair`` when someone
+    else changed it (the Tenant did not change)."""
 
     manifest: dict[str, Any]
+    repair: bool = False
 
 
 TenantAction = CreateObject | ApplyObject
@@ -130,7 +150,13 @@ def _hash(manifest: Mapping[str, Any]) -> str:
 
 
 def _current(summary: ChildSummary | QuotaSummary | NamespaceSummary | None, manifest: Mapping[str, Any]) -> bool:
-    return summary is not None and summary.spec_hash == _hash(manifest)
+    """Whether the object exists, was rendered from this spec, and still says what it was rendered to say: a forced
+    server-side apply brings back every field that differs (under the exact fields, lists and selectors that the API
+    treats as atomic, it also drops what others added)."""
+    if summary is None or summary.spec_hash != _hash(manifest):
+        return False
+    exact = TENANT_EXACT_FIELDS[c.TenantChildKind(manifest["kind"])]
+    return summary.owned is None or not differences(owned_view(manifest), summary.owned, exact)
 
 
 def quota_computed(hard: Mapping[str, str], quota: QuotaSummary | None) -> bool:
@@ -217,28 +243,39 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
 
     ns_manifest = render.render_namespace(tenant)
     actions: list[TenantAction] = []
+    held_until: list[datetime] = []
+
+    def bring(manifest: dict[str, Any], summary: ChildSummary | QuotaSummary | NamespaceSummary | None) -> None:
+        """Apply the manifest unless the object says it already; a repair of a held kind waits its turn."""
+        if _current(summary, manifest):
+            return
+        repair = summary is not None and summary.spec_hash == _hash(manifest)
+        until = observed.held.get(c.TenantChildKind(manifest["kind"]))
+        if repair and until is not None:
+            held_until.append(until)
+        else:
+            actions.append(ApplyObject(manifest, repair=repair))
+
     if found is None:
         actions.append(CreateObject(ns_manifest))
-    elif not _current(found, ns_manifest):
-        actions.append(ApplyObject(ns_manifest))
+    else:
+        bring(ns_manifest, found)
     quota = render.render_resource_quota(tenant)
     binding = render.render_policy_binding(tenant)
-    for manifest, summary in (
-        (quota, observed.quota),
-        (render.render_limit_range(tenant), observed.limit_range),
-        (render.render_default_deny(tenant), observed.network_policy),
-        (binding, observed.policy_binding),
-    ):
-        if not _current(summary, manifest):
-            actions.append(ApplyObject(manifest))
+    bring(quota, observed.quota)
+    bring(render.render_limit_range(tenant), observed.limit_range)
+    bring(render.render_default_deny(tenant), observed.network_policy)
+    bring(binding, observed.policy_binding)
 
     enforced = _current(observed.quota, quota) and quota_computed(quota["spec"]["hard"], observed.quota)
     role_binding = render.render_role_binding(tenant)
     if observed.role_binding is None:
         if enforced and _current(observed.policy_binding, binding) and observed.policy_enforced:
             actions.append(ApplyObject(role_binding))
-    elif not _current(observed.role_binding, role_binding):
-        actions.append(ApplyObject(role_binding))
+    else:
+        bring(role_binding, observed.role_binding)
+    # With nothing to apply but held repairs, look again when the first may be made.
+    held_wait = max(0.0, (min(held_until) - now).total_seconds()) if held_until else None
 
     if observed.role_binding is not None and found is not None:
         # Access is granted: changes being applied do not make the tenant unusable meanwhile.
@@ -246,7 +283,7 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
         if actions:
             message += f"; applying changes to {', '.join(a.manifest['kind'] for a in actions)}"
         status = _status(tenant, True, c.TenantReason.PROVISIONED, message, now, observed)
-        return TenantPlan(tuple(actions), status, WAIT_RETRY_SECONDS if actions else None)
+        return TenantPlan(tuple(actions), status, WAIT_RETRY_SECONDS if actions else held_wait)
     if observed.role_binding is None and not enforced and found is not None:
         message = (
             f"waiting for the ResourceQuota {c.TENANT_QUOTA_NAME} in {namespace} to be computed before granting access"

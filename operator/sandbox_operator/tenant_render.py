@@ -35,6 +35,19 @@ def tenant_owner_reference(tenant: TenantObject) -> dict[str, Any]:
     }
 
 
+def owning_tenant(child: Mapping[str, Any]) -> str | None:
+    """The name of the Tenant an object was rendered for: the Tenant its controller owner reference names, else its
+    tenant label when it carries the operator's labels (so one whose labels were removed is still found)."""
+    meta = child.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == c.TENANT_KIND and ref.get("apiVersion") == c.API_VERSION:
+            return str(ref.get("name"))
+    labels = meta.get("labels") or {}
+    if labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY and labels.get(c.LABEL_TENANT):
+        return str(labels[c.LABEL_TENANT])
+    return None
+
+
 def policy_binding_name(tenant: TenantObject) -> str:
     """Name of the tenant's ValidatingAdmissionPolicyBinding (cluster-scoped, so it carries the tenant's name)."""
     return f"{c.TENANT_POLICY_BINDING_PREFIX}{tenant.name}"

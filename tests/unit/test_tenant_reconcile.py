@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
 from sandbox_operator import constants as c
+from sandbox_operator.reconcile import ChildSummary
 from sandbox_operator.tenant_models import load_tenant
 from sandbox_operator.tenant_reconcile import (
     ApplyObject,
@@ -14,7 +20,12 @@ from sandbox_operator.tenant_reconcile import (
     decide_tenant,
     tenant_status_changed,
 )
-from sandbox_operator.tenant_render import render_namespace, render_resource_quota
+from sandbox_operator.tenant_render import (
+    render_default_deny,
+    render_namespace,
+    render_resource_quota,
+    render_role_binding,
+)
 from tests.unit.builders import CREATED
 from tests.unit.tenant_builders import computed_quota, provisioned, tenant, tenant_body
 
@@ -142,3 +153,38 @@ def test_status_is_written_only_when_it_changed() -> None:
     later = decide_tenant(load_tenant(tenant_body(status=plan.status)), provisioned(t), CREATED.replace(hour=13))
     assert later.status == plan.status  # the transition time is kept
     assert tenant_status_changed({}, plan.status)
+
+
+def _tampered(manifest: dict[str, Any], change: Any) -> ChildSummary:
+    body = copy.deepcopy(manifest)
+    change(body)
+    return ChildSummary.from_body(body)
+
+
+def test_objects_someone_else_changed_are_applied_again_as_repairs() -> None:
+    t = tenant()
+    extra_subject = _tampered(render_role_binding(t), lambda b: b["subjects"].append(
+        {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}))
+    opened = _tampered(render_default_deny(t), lambda b: b["spec"].__setitem__("ingress", [{}]))
+    namespace = copy.deepcopy(render_namespace(t))
+    namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "privileged"
+    plan = decide_tenant(
+        t,
+        provisioned(
+            t, role_binding=extra_subject, network_policy=opened, namespace=NamespaceSummary.from_body(namespace)
+        ),
+        CREATED,
+    )
+    assert [(a.manifest["kind"], a.repair) for a in plan.actions if isinstance(a, ApplyObject)] == [
+        ("Namespace", True), ("NetworkPolicy", True), ("RoleBinding", True)
+    ]
+
+
+def test_a_repair_made_moments_ago_waits_for_its_turn() -> None:
+    t = tenant()
+    opened = _tampered(render_default_deny(t), lambda b: b["spec"].__setitem__("egress", [{}]))
+    observed = replace(provisioned(t, network_policy=opened),
+                       held={c.TenantChildKind.NETWORK_POLICY: CREATED + timedelta(seconds=8)})
+    plan = decide_tenant(t, observed, CREATED)
+    assert plan.actions == ()
+    assert plan.retry_after == 8
