@@ -163,10 +163,12 @@ def test_kubectl_wait_for_ready_succeeds_when_the_pod_runs(cluster: Cluster, san
 def test_ready_event_is_emitted_once_not_per_reconcile(sandboxes: Sandboxes) -> None:
     sandboxes.create(sandbox("eventful"))
     sandboxes.wait_condition("eventful", "True", "PodReady")
-    future = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    for minute in range(3):  # activity bumps trigger reconciles that change nothing but lastActivityAt
-        sandboxes.touch("eventful", future + dt.timedelta(minutes=minute))
-    wait_for(lambda: sandboxes.status("eventful").get("lastActivityAt") == "2030-01-01T00:02:00Z",
+    # Activity bumps trigger reconciles that change nothing but lastActivityAt (a few seconds ahead is within the
+    # clock skew allowed; far ahead would count as the moment it is seen).
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for second in range(3):
+        sandboxes.touch("eventful", now + dt.timedelta(seconds=second))
+    wait_for(lambda: sandboxes.status("eventful").get("lastActivityAt") == rfc3339(now + dt.timedelta(seconds=2)),
              what="the activity annotation to reach status")
     assert sandboxes.events("eventful").count("Ready") == 1
     assert sandboxes.events("eventful").count("Created") == 1

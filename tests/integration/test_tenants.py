@@ -184,11 +184,20 @@ def test_a_tightened_limit_does_not_block_metadata_updates_of_existing_sandboxes
     try:
         strict_tenant.patch({"limits": {"cpu": "500m"}})
         custom = strict_tenant.custom
-        spec_change = {"spec": {"args": ["changed"]}}
-        # The admission plugin sees the edited Tenant a moment after the write.
-        refused = wait_for(lambda: api_error(lambda: custom.patch_namespaced_custom_object(
-            c.GROUP, c.VERSION, strict_tenant.namespace, c.PLURAL, "before-tightening", spec_change)),
-            timeout=10, what="the spec change to be refused")
+        attempts = iter(range(1000))
+
+        def spec_change_refused() -> ApiException | None:
+            # The admission plugin sees the edited Tenant a moment after the write; until then a change goes through,
+            # so each attempt changes the spec anew (the policy skips writes that leave the spec as it is).
+            change = {"spec": {"args": [f"changed-{next(attempts)}"]}}
+            try:
+                custom.patch_namespaced_custom_object(
+                    c.GROUP, c.VERSION, strict_tenant.namespace, c.PLURAL, "before-tightening", change)
+            except ApiException as error:
+                return error
+            return None
+
+        refused = wait_for(spec_change_refused, timeout=10, what="the spec change to be refused")
         assert "spec.resources.cpu 1 exceeds limits.cpu 500m" in refused.body
         touch = {"metadata": {"annotations": {c.ANNOTATION_LAST_ACTIVITY: rfc3339(dt.datetime.now(dt.UTC))}}}
         custom.patch_namespaced_custom_object(c.GROUP, c.VERSION, strict_tenant.namespace, c.PLURAL,

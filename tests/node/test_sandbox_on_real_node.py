@@ -110,3 +110,31 @@ def test_a_sandbox_reaches_only_its_egress_allow_list(node_sandboxes: Sandboxes,
     assert fetch("client", allowed_ip), "the allowed path still works after the others are blocked"
     assert not fetch("client", other_ip)
     assert not fetch("isolated", allowed_ip)
+
+
+def test_a_pod_whose_label_was_removed_is_replaced_by_a_fenced_one(
+    node_sandboxes: Sandboxes, sh: Callable[..., Any]
+) -> None:
+    target_ip = ready(node_sandboxes, "target", command=LISTENER, network=HTTP)["podIP"]
+    ready(node_sandboxes, "reacher", command=["sleep", "3600"], network={  # the control: the listener answers
+        "egress": {"mode": "AllowList", "allow": [{"cidr": f"{target_ip}/32", "ports": [{"port": 8080}]}]}})
+    ready(node_sandboxes, "escapee", command=["sleep", "3600"])
+
+    def fetch(source: str) -> bool:
+        answer = sh(source, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target_ip} 8080").stdout
+        return bool(answer.rstrip().endswith("\nok"))
+
+    wait_for(lambda: fetch("reacher"), timeout=60, what="the listener to answer an allowed client")
+    wait_for(lambda: not fetch("escapee"), timeout=60, what="egress None to be blocked")
+    first = node_sandboxes.pod("escapee")
+    assert first is not None
+    # Without the label, no NetworkPolicy selects the pod: kube-router stops fencing it at its next sync.
+    node_sandboxes.core.patch_namespaced_pod("sbx-escapee", node_sandboxes.namespace,
+                                             {"metadata": {"labels": {c.LABEL_SANDBOX: None}}})
+    wait_for(lambda: (p := node_sandboxes.pod("escapee")) is not None and p.metadata.uid != first.metadata.uid,
+             timeout=60, what="the operator to replace the unlabelled pod")
+    node_sandboxes.wait_condition("escapee", "True", "PodReady", timeout=120)
+    replacement = node_sandboxes.pod("escapee")
+    assert replacement is not None and replacement.metadata.labels[c.LABEL_SANDBOX] == "escapee"
+    wait_for(lambda: not fetch("escapee"), timeout=60, what="the replacement pod to be fenced")
+    assert fetch("reacher"), "the listener still answers the allowed client"
