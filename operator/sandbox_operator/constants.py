@@ -292,6 +292,7 @@ class TenantReason(StrEnum):
     NAMESPACE_TERMINATING = "NamespaceTerminating"
     INVALID_SPEC = "InvalidSpec"
     APPLY_FAILED = "ApplyFailed"
+    RECONCILE_ERROR = "ReconcileError"
 
 
 class TenantChildKind(StrEnum):

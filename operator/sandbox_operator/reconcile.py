@@ -23,7 +23,7 @@ Rules, in order:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -375,6 +375,13 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     """Decide the actions, complete status, events and next wake-up for one Sandbox; pure and deterministic."""
     if isinstance(sandbox, InvalidSandbox):
         return _decide_invalid(sandbox, now)
+    secrets = secret_values(sandbox)
+    observed = replace(  # refusals may quote the spec: redacted before any message is made of them
+        observed,
+        quota_error=redact(observed.quota_error, secrets) if observed.quota_error else None,
+        create_error=redact(observed.create_error, secrets) if observed.create_error else None,
+        name_conflict=redact(observed.name_conflict, secrets) if observed.name_conflict else None,
+    )
     spec, old, pod = sandbox.spec, sandbox.status, observed.pod
     started_at = (pod.started_at if pod else None) or old.started_at
     deadline: Deadline | None = expiry_deadline(sandbox, started_at, now, observed.first_seen)
@@ -417,7 +424,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         expiry = (c.ConditionStatus.TRUE, deadline.reason, deadline.message)
     else:
         expiry = (c.ConditionStatus.FALSE, c.Reason.NOT_EXPIRED, "")
-    message = redact(ready.message, secret_values(sandbox))
+    message = _shorten(redact(ready.message, secrets), c.MAX_MESSAGE_LENGTH)
     wanted = [
         (c.ConditionType.READY, ready.status, ready.reason, message),
         (c.ConditionType.SUSPENDED, *suspension),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from sandbox_operator.tenant_reconcile import (
     TenantObserved,
     TenantPlan,
     decide_tenant,
+    decide_tenant_safely,
     tenant_status_changed,
 )
 from sandbox_operator.tenant_render import owning_tenant, policy_binding_name, render_admission_probe
@@ -40,7 +42,12 @@ logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 300.0
 WARNING_REASONS = frozenset(
-    {c.TenantReason.NAMESPACE_CONFLICT, c.TenantReason.INVALID_SPEC, c.TenantReason.APPLY_FAILED}
+    {
+        c.TenantReason.NAMESPACE_CONFLICT,
+        c.TenantReason.INVALID_SPEC,
+        c.TenantReason.APPLY_FAILED,
+        c.TenantReason.RECONCILE_ERROR,
+    }
 )
 
 
@@ -162,23 +169,31 @@ async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) ->
     if body is None:
         return
     metrics.RECONCILES.labels(trigger).inc()
-    tenant = load_tenant(body)
     name = body["metadata"]["name"]
     retry: float | None = None
     try:
         now = datetime.now(UTC)
+        tenant = load_tenant(body)
         observed = await _observe(runtime.kube, tenant) if isinstance(tenant, TenantObject) else TenantObserved()
         held = {c.TenantChildKind(kind): until for kind, until in state.repairs.held(now).items()}
         observed = replace(observed, held=held)
-        plan = decide_tenant(tenant, observed, now)
+        plan, error = decide_tenant_safely(body, lambda: decide_tenant(tenant, observed, now), now)
+        if error is not None:
+            metrics.RECONCILE_ERRORS.labels("decide").inc()
+            state.failures += 1
+            logger.error("tenant %s: could not decide (%s); retrying\n%s", name, type(error).__name__,
+                         "".join(traceback.format_tb(error.__traceback__)))
+            plan = TenantPlan(plan.actions, plan.status, min(MAX_RETRY_DELAY, 2.0**state.failures))
         refused = await _apply(runtime.kube, state, plan, now)
         if refused is not None:
             metrics.RECONCILE_ERRORS.labels("rejected").inc()
             state.failures += 1
-            error = f"{refused.verb} {refused.resource}: {refused.status} {refused.message}"
-            plan = decide_tenant(tenant, TenantObserved(apply_error=error), datetime.now(UTC))
+            why = f"{refused.verb} {refused.resource}: {refused.status} {refused.message}"
+            # Everything else observed still holds (the quota's usage stays in status while the write fails).
+            refusal = replace(observed, apply_error=why)
+            plan, _ = decide_tenant_safely(body, lambda: decide_tenant(tenant, refusal, now), now)
             plan = TenantPlan(plan.actions, plan.status, min(MAX_RETRY_DELAY, 2.0**state.failures))
-        else:
+        elif error is None:
             state.failures = 0
         old_status = body.get("status") or {}
         if tenant_status_changed(old_status, plan.status):
@@ -192,11 +207,12 @@ async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) ->
         state.failures += 1
         retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
         logger.warning("tenant %s: %s; retrying in %.0fs", name, error, retry)
-    except Exception:
+    except Exception as failure:
         metrics.RECONCILE_ERRORS.labels("unexpected").inc()
         state.failures += 1
         retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
-        logger.exception("tenant %s: reconcile failed; retrying in %.0fs", name, retry)
+        logger.error("tenant %s: reconcile failed (%s); retrying in %.0fs\n%s", name, type(failure).__name__, retry,
+                     "".join(traceback.format_tb(failure.__traceback__)))
     _schedule(state, runtime, retry)
 
 

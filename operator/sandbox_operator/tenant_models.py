@@ -354,7 +354,8 @@ class InvalidTenant:
     status: TenantStatus = field(default_factory=TenantStatus)
 
 
-def _read_status(body: Mapping[str, Any]) -> TenantStatus:
+def read_tenant_status(body: Mapping[str, Any]) -> TenantStatus:
+    """The stored status; one that does not validate reads as empty."""
     try:
         return TenantStatus.model_validate(body.get("status") or {})
     except ValidationError:
@@ -367,14 +368,14 @@ def load_tenant(body: Mapping[str, Any]) -> TenantObject | InvalidTenant:
     name, generation = str(meta.get("name", "")), int(meta.get("generation") or 0)
     if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
         error = "metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars"
-        return InvalidTenant(name=name, generation=generation, error=error, status=_read_status(body))
+        return InvalidTenant(name=name, generation=generation, error=error, status=read_tenant_status(body))
     try:
         spec = TenantSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         error = describe_validation_error(exc, "spec")
-        return InvalidTenant(name=name, generation=generation, error=error, status=_read_status(body))
+        return InvalidTenant(name=name, generation=generation, error=error, status=read_tenant_status(body))
     return TenantObject(
-        name=name, uid=str(meta.get("uid", "")), generation=generation, spec=spec, status=_read_status(body)
+        name=name, uid=str(meta.get("uid", "")), generation=generation, spec=spec, status=read_tenant_status(body)
     )
 
 

@@ -17,7 +17,7 @@ Rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from sandbox_operator import tenant_render as render
 from sandbox_operator.drift import differences, owned_view
 from sandbox_operator.models import Condition, parse_quantity
 from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import InvalidTenant, TenantObject, TenantStatus
+from sandbox_operator.tenant_models import InvalidTenant, TenantObject, TenantStatus, read_tenant_status
 
 # Status usage entries: (status field, ResourceQuota resource). Limits, not requests: a sandbox's requests never
 # exceed its limits, so the limits are what the quota runs out of first.
@@ -295,6 +295,31 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
     else:
         message, reason = f"provisioning namespace {namespace}", c.TenantReason.PROVISIONING
     return TenantPlan(tuple(actions), _status(tenant, False, reason, message, now, observed), WAIT_RETRY_SECONDS)
+
+
+def decide_tenant_safely(
+    body: Mapping[str, Any], decide: Callable[[], TenantPlan], now: datetime
+) -> tuple[TenantPlan, Exception | None]:
+    """``decide()``; if it raises, a plan that only reports Ready=False/ReconcileError (naming the error's type, not
+    its text, which may quote the spec), and the exception."""
+    try:
+        return decide(), None
+    except Exception as error:  # a bug or an input nobody foresaw: report it, the shell retries with backoff
+        old = read_tenant_status(body)
+        previous = old.condition(c.TenantConditionType.READY)
+        generation = (body.get("metadata") or {}).get("generation")
+        message = f"the operator could not reconcile this tenant ({type(error).__name__}); retrying with backoff"
+        unchanged = previous is not None and previous.reason == c.TenantReason.RECONCILE_ERROR
+        condition = Condition(
+            type=c.TenantConditionType.READY.value,
+            status=c.ConditionStatus.FALSE,
+            reason=c.TenantReason.RECONCILE_ERROR.value,
+            message=message,
+            observed_generation=generation if isinstance(generation, int) and generation >= 0 else None,
+            last_transition_time=previous.last_transition_time if unchanged and previous else now,
+        )
+        status = old.model_copy(update={"conditions": [condition]})
+        return TenantPlan((), status.to_dict()), error
 
 
 def tenant_status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

@@ -146,3 +146,10 @@ def test_a_decision_that_raises_leaves_suspension_on_expiry_to_a_working_pass() 
     raw["status"] = decide(load_sandbox(raw), Observed(), at(0)).status
     plan, _ = decide_safely(broken, raw, Observed(), at(61))
     assert plan.actions == ()
+
+
+def test_redaction_that_lengthens_a_message_still_gives_a_status_the_api_server_takes() -> None:
+    sbx = sandbox({"env": [{"name": "K", "value": "abcd"}]})
+    plan = decide(sbx, Observed(create_error="abcd " * 400), at(0))
+    assert len(ready(plan)["message"]) <= c.MAX_MESSAGE_LENGTH
+    assert "abcd" not in str(plan.status)

@@ -18,6 +18,7 @@ from sandbox_operator.tenant_reconcile import (
     TenantObserved,
     TenantPlan,
     decide_tenant,
+    decide_tenant_safely,
     tenant_status_changed,
 )
 from sandbox_operator.tenant_render import (
@@ -188,3 +189,21 @@ def test_a_repair_made_moments_ago_waits_for_its_turn() -> None:
     plan = decide_tenant(t, observed, CREATED)
     assert plan.actions == ()
     assert plan.retry_after == 8
+
+
+def test_a_refused_apply_keeps_the_usage_in_status() -> None:
+    t = tenant()
+    observed = replace(provisioned(t), apply_error="apply ResourceQuota: 422 invalid")
+    plan = decide_tenant(t, observed, CREATED)
+    assert ready(plan) == ("False", c.TenantReason.APPLY_FAILED)
+    assert plan.status["usage"] == decide_tenant(t, provisioned(t), CREATED).status["usage"]
+
+
+def test_a_tenant_decision_that_raises_is_reported_not_swallowed() -> None:
+    def broken() -> TenantPlan:
+        raise KeyError("spec")
+
+    plan, error = decide_tenant_safely(tenant_body(), broken, CREATED)
+    assert isinstance(error, KeyError)
+    assert ready(plan) == ("False", c.TenantReason.RECONCILE_ERROR)
+    assert plan.actions == ()
