@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The operator image: `docker build -t localhost/sandbox-operator:0.1.0 .`
-# Without Docker, `python -m tests.cluster.operator_image build` assembles the same layout from Debian packages.
+# Without Docker, `python -m localcluster.operator_image build` assembles the same layout from Debian packages.
 #
 # python:3.11-slim pinned by digest. The digest was taken from public Dockerfiles, not checked against Docker Hub
 # here (no registry access): verify it with `docker buildx imagetools inspect python:3.11-slim` and update it.

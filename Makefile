@@ -12,20 +12,21 @@ PYTEST_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -e tools/localcluster
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
 deps: venv ## install everything the tests need (Debian packages, Python packages; Go must be on PATH)
 	@command -v go >/dev/null || { echo "the Go toolchain is required to build the local cluster (go.dev/doc/install)" >&2; exit 1; }
-	bash tests/cluster/node-deps.sh
+	bash tools/localcluster/localcluster/node-deps.sh
 
 test: deps ## the full suite: lint, types, unit tests, local-cluster tests, real-node tests
 	$(MAKE) lint
+	$(PY) -m localcluster build --all  # every binary and image the tests use, before any test's timeout starts
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "node" $(PYTEST_ARGS)
@@ -34,7 +35,7 @@ unit: venv ## the fast unit tests only (no cluster)
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy --strict on the operator package
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench scripts tools
 	$(VENV)/bin/mypy operator/sandbox_operator
 
 cluster-test: venv ## the tests that need a real API server (starts the local cluster if none runs)
@@ -44,38 +45,38 @@ node-test: venv ## the tests that need a real kubelet (make cluster-up NODE=real
 	$(PY) -m pytest -m "node" $(PYTEST_ARGS)
 
 cluster-build: venv ## build and cache the cluster binaries (~/.cache/sandbox-operator)
-	$(PY) -m tests.cluster build
+	$(PY) -m localcluster build
 
 cluster-up: venv ## start the local cluster (NODE=real adds a kubelet + containerd node)
-	$(PY) -m tests.cluster up --node $(NODE)
+	$(PY) -m localcluster up --node $(NODE)
 
 cluster-down: venv ## stop the local cluster and remove its state
-	$(PY) -m tests.cluster down
+	$(PY) -m localcluster down
 
 cluster-status: venv ## show what the local cluster runs
-	$(PY) -m tests.cluster status
+	$(PY) -m localcluster status
 
 demo: deps ## bring up the local cluster, run the operator, create a Sandbox and watch it expire
 	$(PY) scripts/demo.py
 
 manifests: venv ## regenerate crds/ and deploy/ from the models, then the chart's copies
 	$(PY) -m sandbox_operator.manifests
-	$(PY) -m tests.chart_files
+	$(PY) -m localcluster.chart_files
 
 image: venv ## build the operator image offline as an OCI archive in ~/.cache/sandbox-operator/images (with Docker: docker build .)
-	$(PY) -m tests.cluster.operator_image build
+	$(PY) -m localcluster.operator_image build
 
 image-import: venv ## import the operator image into the local cluster's real node (make cluster-up NODE=real first)
-	$(PY) -m tests.cluster.operator_image import
+	$(PY) -m localcluster.operator_image import
 
 image-lock: venv ## regenerate image/requirements.txt after changing pyproject's dependencies
-	$(PY) -m tests.cluster.operator_image lock
+	$(PY) -m localcluster.operator_image lock
 
 chart-sync: venv ## copy crds/ and deploy/ into charts/sandbox-operator
-	$(PY) -m tests.chart_files
+	$(PY) -m localcluster.chart_files
 
 helm: venv ## build helm from its pinned Go module and print its path
-	@$(PY) -c "from tests.chart.helm import helm_binary; print(helm_binary())"
+	@$(PY) -c "from localcluster.helm import helm_binary; print(helm_binary())"
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

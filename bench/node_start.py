@@ -4,7 +4,7 @@
 
 Starts the local control plane if none runs (and stops it again at the end). ``--cold`` empties
 the image cache first, so the first start also builds the images; Go binaries are never rebuilt
-here (``python -m tests.cluster build`` times those). Every start is from an empty node state
+here (``python -m localcluster build`` times those). Every start is from an empty node state
 directory: containerd, kubelet and kube-router state never survive a stop.
 """
 
@@ -16,15 +16,11 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client, watch
-
-from tests.cluster import images, node
-from tests.cluster.controlplane import ClusterState
-from tests.cluster.handle import connect
+from localcluster import images, node
+from localcluster.controlplane import ClusterState
+from localcluster.handle import connect
 
 
 def timed_start(state: ClusterState) -> float:

@@ -21,14 +21,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from kubernetes import client, watch
+from localcluster.handle import Cluster, connect
+from localcluster.operator_process import OperatorProcess, install_crds
 
-from kubernetes import client, watch  # noqa: E402
-
-from sandbox_operator import constants as c  # noqa: E402
-from tests.cluster.handle import Cluster, connect  # noqa: E402
-from tests.operator_process import OperatorProcess, install_crds  # noqa: E402
+from sandbox_operator import constants as c
 
 WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY"}
 SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')

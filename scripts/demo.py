@@ -13,12 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.cluster.controlplane import ControlPlane  # noqa: E402
-from tests.cluster.handle import Cluster, connect  # noqa: E402
-from tests.operator_process import OperatorProcess, install_crds  # noqa: E402
+from localcluster.controlplane import ControlPlane
+from localcluster.handle import Cluster, connect
+from localcluster.operator_process import OperatorProcess, install_crds
+from localcluster.paths import REPO_ROOT as ROOT
 
 
 def say(text: str) -> None:
@@ -78,7 +76,7 @@ def main() -> int:
     say(f"local cluster ({'already running' if was_running else 'starting'}; node={node})")
     state = plane.start()
     if node == "real":
-        from tests.cluster import node as real_node
+        from localcluster import node as real_node
 
         real_node.start_real_node(state)
     cluster = connect(start=False)

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-
-from tests.cluster.handle import Cluster, connect
-from tests.operator_process import OperatorProcess, install_crds
+from localcluster.handle import Cluster, connect
+from localcluster.operator_process import OperatorProcess, install_crds
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator import constants as c
-from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 PEERING_GROUP, PEERING_VERSION, CLUSTER_PEERINGS = "kopf.dev", "v1", "clusterkopfpeerings"

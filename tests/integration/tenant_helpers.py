@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
 
 from sandbox_operator import constants as c
-from tests.cluster.handle import Cluster
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

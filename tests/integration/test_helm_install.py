@@ -16,11 +16,11 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
+from localcluster.helm import CHART, helm, set_args
+from localcluster.operator_process import OperatorProcess
 
-from tests.chart.helm import CHART, helm, set_args
-from tests.cluster.handle import Cluster
 from tests.integration.operators import PEERING_GROUP, cluster_peering, create_sandbox, exclusive, wait_ready
-from tests.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 __all__ = ["cluster_peering", "exclusive"]

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
+from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator import constants as c
-from tests.cluster.handle import Cluster
 from tests.integration.tenant_helpers import install_tenant_policy, sandbox_body, tenant
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
-from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

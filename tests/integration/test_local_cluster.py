@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
 
-from tests.cluster.handle import Cluster
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

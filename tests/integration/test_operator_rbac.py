@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from localcluster.handle import Cluster
+from localcluster.helm import find, template
+from localcluster.operator_process import OperatorProcess
 
-from tests.chart.helm import find, template
-from tests.cluster.handle import Cluster
 from tests.integration.operators import (
     cluster_peering,
     create_sandbox,
@@ -20,7 +21,6 @@ from tests.integration.operators import (
     wait_ready,
 )
 from tests.integration.tenant_helpers import READY_TIMEOUT, install_tenant_policy, tenant
-from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from localcluster.handle import Cluster
+from localcluster.operator_process import OperatorProcess
 
-from tests.cluster.handle import Cluster
 from tests.integration.operators import (
     cluster_peering,
     create_sandbox,
@@ -19,7 +20,6 @@ from tests.integration.operators import (
     reconciles,
     wait_ready,
 )
-from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
+from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator import constants as c
-from tests.cluster.handle import Cluster
 from tests.integration.tenant_helpers import (
     TenantHandle,
     api_error,
@@ -21,7 +22,6 @@ from tests.integration.tenant_helpers import (
     sandbox_body,
     tenant,
 )
-from tests.operator_process import OperatorProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

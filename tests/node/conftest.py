@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from localcluster import node as real_node_module
+from localcluster.controlplane import ClusterState
+from localcluster.handle import Cluster
 
-from tests.cluster import node as real_node_module
-from tests.cluster.controlplane import ClusterState
-from tests.cluster.handle import Cluster
 from tests.waiting import wait_for
 
 BUSYBOX = "localhost/sandbox-busybox:1.0"

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from localcluster import node as real_node_module
+from localcluster import operator_image
+from localcluster.controlplane import ClusterState
+from localcluster.handle import Cluster
+from localcluster.helm import CHART, helm, set_args
 
 from sandbox_operator import constants as c
-from tests.chart.helm import CHART, helm, set_args
-from tests.cluster import node as real_node_module
-from tests.cluster import operator_image
-from tests.cluster.controlplane import ClusterState
-from tests.cluster.handle import Cluster
 from tests.integration.test_sandbox_lifecycle import sandbox
 from tests.waiting import wait_for
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-
-from tests.cluster import images
-from tests.cluster import node as real_node_module
-from tests.cluster.controlplane import ClusterState
-from tests.cluster.handle import Cluster
+from localcluster import images
+from localcluster import node as real_node_module
+from localcluster.controlplane import ClusterState
+from localcluster.handle import Cluster
 
 from .conftest import LISTENER, SLEEPER, pod_manifest, run_pod, wait_for
 

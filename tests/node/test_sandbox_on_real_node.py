@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from localcluster import node as real_node_module
+from localcluster.handle import Cluster
+from localcluster.operator_process import OperatorProcess, install_crds
 
 from sandbox_operator import constants as c
-from tests.cluster import node as real_node_module
-from tests.cluster.handle import Cluster
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
-from tests.operator_process import OperatorProcess, install_crds
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.node

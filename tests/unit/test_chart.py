@@ -10,10 +10,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from localcluster.chart_files import stale_copies
+from localcluster.helm import CHART, KUBE_VERSION, find, helm, set_args, template
 
 from sandbox_operator import metrics
-from tests.chart.helm import CHART, KUBE_VERSION, find, helm, set_args, template
-from tests.chart_files import stale_copies
 
 EVERYTHING_ON = {
     "metrics.serviceMonitor.enabled": True,
@@ -26,7 +26,7 @@ FOREIGN_KINDS = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "Kopf
 
 
 def test_chart_carries_the_crds_and_tenant_manifests_verbatim() -> None:
-    assert stale_copies() == [], "run `python -m tests.chart_files` to copy crds/ and deploy/ into the chart"
+    assert stale_copies() == [], "run `python -m localcluster.chart_files` to copy crds/ and deploy/ into the chart"
 
 
 @pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"operator.watchNamespaces": ["team-a", "team-b"]}])

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from kopf._cogs.structs.references import Selector
 from kopf._core.intents import registries
+from localcluster.helm import find, template
 
 from sandbox_operator import constants as c
 from sandbox_operator import kube
 from tests import rbac
-from tests.chart.helm import find, template
 
 
 def _chart_rules(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

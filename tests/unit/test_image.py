@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.cluster import operator_image
+from localcluster import operator_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_image_requirements_are_the_current_dependency_closure() -> None:
     pinned = [line for line in operator_image.REQUIREMENTS.read_text().splitlines() if not line.startswith("#")]
     assert pinned == operator_image.locked_requirements(), (
-        "image/requirements.txt is stale: run `python -m tests.cluster.operator_image lock`"
+        "image/requirements.txt is stale: run `python -m localcluster.operator_image lock`"
     )
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster.binaries import CACHE_ROOT
+from localcluster.binaries import CACHE_ROOT, cache_lock
 
 IMAGE_CACHE = CACHE_ROOT / "images"
 SOURCES = Path(__file__).resolve().parent / "images"
@@ -266,10 +266,10 @@ def oci_layout(spec: ImageSpec, layers: list[bytes]) -> dict[str, bytes]:
             "User": spec.user,
             "Env": list(spec.env),
             "WorkingDir": "/",
-            "Labels": {"org.opencontainers.image.source": "sandbox-operator tests/cluster/images.py", **spec.labels},
+            "Labels": {"org.opencontainers.image.source": "sandbox-operator localcluster/images.py", **spec.labels},
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "tests/cluster/images.py"}],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "localcluster/images.py"}],
     }
     config_digest, config_size = _blob(blobs, json.dumps(config, sort_keys=True).encode())
     manifest = {
@@ -319,13 +319,15 @@ def build_image(spec: ImageSpec) -> Path:
     target = spec.archive()
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _log(f"building {spec.reference} -> {target}")
-    _write_archive(oci_layout(spec, spec.layers()), target)
     stem = target.name.rsplit("-", 1)[0]
-    for stale in target.parent.glob(f"{stem}-*.oci.tar"):  # older builds of the same reference
-        if stale != target:
-            stale.unlink()
+    with cache_lock(target.with_name(stem)):  # one builder of this reference at a time
+        if target.is_file():
+            return target
+        _log(f"building {spec.reference} -> {target}")
+        _write_archive(oci_layout(spec, spec.layers()), target)
+        for stale in target.parent.glob(f"{stem}-*.oci.tar"):  # older builds of the same reference
+            if stale != target:
+                stale.unlink(missing_ok=True)
     return target
 
 

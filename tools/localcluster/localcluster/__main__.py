@@ -1,4 +1,4 @@
-"""``python -m tests.cluster up|down|status|build``: manage the local cluster from the shell."""
+"""``python -m localcluster up|down|status|build [--all]``: manage the local cluster from the shell."""
 
 from __future__ import annotations
 
@@ -12,20 +12,28 @@ from .controlplane import ControlPlane
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build (cached) and start the local cluster")
     up.add_argument("--node", choices=("fake", "real"), default="fake",
                     help="fake: kwok nodes only; real: also a kubelet + containerd node")
     sub.add_parser("down", help="stop every process the cluster started and remove its state")
     sub.add_parser("status", help="print what runs, as JSON; exit 1 when the cluster is not ready")
-    sub.add_parser("build", help="build and cache the binaries without starting anything")
+    build = sub.add_parser("build", help="build and cache the binaries without starting anything")
+    build.add_argument("--all", action="store_true",
+                       help="also the node's images and the operator image (what every test needs, built up front)")
     args = parser.parse_args(argv)
 
     plane = ControlPlane()
     if args.command == "build":
         for binary, path in binaries.ensure_binaries().items():
             print(f"{binary}\t{path}")
+        if args.all:
+            from . import images, operator_image
+
+            for reference, spec in images.IMAGES.items():
+                print(f"{reference}\t{images.build_image(spec)}")
+            print(f"{operator_image.REFERENCE}\t{operator_image.build()}")
         return 0
     if args.command == "up":
         started = time.monotonic()

@@ -1,12 +1,14 @@
 """Build the local cluster's binaries from pinned Go modules and cache them by content hash.
 
-Each build module under ``tests/cluster/build/<name>`` pins its versions in ``go.mod`` /
+Each build module under ``tools/localcluster/localcluster/build/<name>`` pins its versions in ``go.mod`` /
 ``go.sum``; the cache key is a hash of those files, so a version bump rebuilds and an
 unchanged checkout reuses ``~/.cache/sandbox-operator/bin/<name>-<hash>/``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -14,8 +16,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 BUILD_ROOT = Path(__file__).resolve().parent / "build"
 CACHE_ROOT = Path(os.environ.get("SANDBOX_OPERATOR_CACHE", Path.home() / ".cache" / "sandbox-operator"))
@@ -129,11 +133,41 @@ def _log(message: str) -> None:
     print(f"[cluster-build] {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def cache_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on building ``target`` in the shared cache: a second process (another checkout's tests,
+    a bench) waits for the first one's build instead of deleting its half-finished output."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.with_name(target.name + ".lock").open("w") as lock:
+        if not _try_lock(lock):
+            _log(f"waiting for another process building {target.name}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _try_lock(lock: IO[str]) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def build_module(module: BuildModule) -> Path:
     """Build every command of ``module`` unless its cache directory is complete; return that directory."""
     target = module.bin_dir()
     if all((target / name).is_file() for name in module.packages):
         return target
+    with cache_lock(target):
+        if all((target / name).is_file() for name in module.packages):
+            return target  # built by the process we waited for
+        return _build(module, target)
+
+
+def _build(module: BuildModule, target: Path) -> Path:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

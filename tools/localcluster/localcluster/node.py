@@ -3,8 +3,8 @@
 ``start_real_node(state)`` adds the node ``real-node`` to a running control plane;
 ``stop_real_node(state)`` undoes all of it. From the shell::
 
-    bash tests/cluster/node-deps.sh          # once per machine: the Debian packages (node-packages.txt)
-    make cluster-up NODE=real                # = python -m tests.cluster up --node real
+    make deps                                # once per machine: the Debian packages (node-packages.txt)
+    make cluster-up NODE=real                # = python -m localcluster up --node real
     make node-test                           # pytest -m node (starts the node itself if none runs)
     make cluster-down                        # stops everything by recorded PID, removes every trace
 
@@ -33,7 +33,7 @@ What it sets up, and why:
   ``kernel.panic_on_oops``; it runs in its own mount namespace where ``/proc/sys`` is read-only, with
   the ``KubeletInUserNamespace`` gate that turns those failed writes into log lines. Its volume
   mounts still reach containerd: the state directory is a shared bind mount.
-- **Images.** No registry: ``tests.cluster.images`` builds and imports them; containerd has
+- **Images.** No registry: ``localcluster.images`` builds and imports them; containerd has
   ``HTTPS_PROXY`` set to a closed loopback port, so a missing image fails fast instead of
   contacting a registry. Pods must use ``imagePullPolicy: IfNotPresent`` or ``Never``.
 - **Placement.** The node carries label ``NODE_LABEL`` and taint ``NODE_TAINT``; use
@@ -80,7 +80,7 @@ RULE_COMMENT = "sandbox-operator real node"
 KUBE_ROUTER_PREFIXES = ("KUBE-", "kube-router", "inet6:KUBE-", "inet6:kube-router")  # its chains and ipsets
 
 PACKAGE_LIST = Path(__file__).resolve().parent / "node-packages.txt"
-# Debian packages the real node needs; ``tests/cluster/node-deps.sh`` installs them (CI, fresh machines).
+# Debian packages the real node needs; ``node-deps.sh`` beside this file installs them (CI, fresh machines).
 DEBIAN_PACKAGES = tuple(
     line.strip() for line in PACKAGE_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")
 )
@@ -360,7 +360,7 @@ class RealNode:
             raise RuntimeError(f"bridge {BRIDGE} exists: another real node runs on this machine (one at a time)")
         missing = missing_dependencies()
         if missing:
-            raise RuntimeError(f"the real node needs: {', '.join(missing)} (run tests/cluster/node-deps.sh)")
+            raise RuntimeError(f"the real node needs: {', '.join(missing)} (run make deps)")
         started = time.monotonic()
         paths = binaries.ensure_binaries(("kubernetes", "kube-router"))
         timings = {"binaries": time.monotonic() - started}

@@ -1,5 +1,5 @@
 /* The pod sandbox's init: holds the pod's namespaces, reaps orphans, exits on SIGTERM/SIGINT.
- * Built with `gcc -static` by tests/cluster/images.py into the image localhost/sandbox-pause. */
+ * Built with `gcc -static` by tools/localcluster/localcluster/images.py into the image localhost/sandbox-pause. */
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>

@@ -11,9 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.cluster.handle import Cluster
+from localcluster.handle import Cluster
+from localcluster.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""Run the helm binary built from its pinned Go module (tests/cluster/build/helm) on the chart."""
+"""Run the helm binary built from its pinned Go module (tools/localcluster/localcluster/build/helm) on the chart."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import binaries
+from localcluster import binaries
+from localcluster.paths import CHART
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "sandbox-operator"
 KUBE_VERSION = "1.34.0"  # the local cluster's; helm's own default follows its client-go (1.37)
 
 

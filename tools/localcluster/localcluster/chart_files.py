@@ -1,4 +1,4 @@
-"""The chart's copies of the top-level CRDs and tenant manifests: ``python -m tests.chart_files`` syncs them.
+"""The chart's copies of the top-level CRDs and tenant manifests: ``python -m localcluster.chart_files`` syncs them.
 
 Helm reads only files inside the chart, so ``crds/*.yaml`` are copied to ``charts/sandbox-operator/crds/`` and
 ``deploy/*.yaml`` to ``charts/sandbox-operator/files/``; ``tests/unit/test_chart.py`` fails when they differ.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "sandbox-operator"
+from localcluster.paths import CHART, REPO_ROOT
+
+ROOT = REPO_ROOT
 COPIES = {ROOT / "crds": CHART / "crds", ROOT / "deploy": CHART / "files"}
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages the real node needs (tests/cluster/node-packages.txt); idempotent, quiet when done.
+# Install the Debian packages the real node needs (tools/localcluster/localcluster/node-packages.txt); idempotent, quiet when done.
 # Installing the containerd package starts no daemon here (no systemd); the node runs its own containerd.
 set -euo pipefail
 list="$(dirname "$0")/node-packages.txt"
