@@ -25,7 +25,7 @@ from kubernetes import client, watch
 from localcluster.handle import Cluster, connect
 from localcluster.operator_process import OperatorProcess, install_crds
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 
 WRITE_VERBS = {"POST", "PATCH", "PUT", "DELETE", "APPLY"}
 SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')

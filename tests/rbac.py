@@ -2,7 +2,7 @@
 
 Three sources, each read from what the operator actually runs:
 
-- ``sandbox_operator.kube.Kube``: each method the operator's modules call (found in their source) is called
+- ``sandbox_operator.k8s.client.Kube``: each method the operator's modules call (found in their source) is called
   against a recording API client, with each kind its call sites pass (a constant, or the members of the
   ``kind`` parameter's enum); a call passing a manifest built elsewhere counts for every kind in
   ``kube.PATHS`` the method does not refuse (a method that only writes one kind raises ValueError for
@@ -113,14 +113,15 @@ def _arguments(method: Any, kind: str, kube_module: Any) -> dict[str, Any]:
 def _operator_modules() -> list[Any]:
     """Every module of the operator package (importing them registers every Kopf handler)."""
     package = importlib.import_module("sandbox_operator")
-    names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name != "__main__"]
-    return [importlib.import_module(f"sandbox_operator.{name}") for name in sorted(names)]
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, "sandbox_operator.")
+             if not m.name.endswith("__main__")]
+    return [importlib.import_module(name) for name in sorted(names)]
 
 
 def kube_calls() -> dict[str, set[str] | None]:
     """``{Kube method: kinds}`` for every method the operator calls; kinds is None where the call site does not
     name a constant kind (a manifest built elsewhere, a kind from a plan): any kind in PATHS may reach it."""
-    kube = importlib.import_module("sandbox_operator.kube")
+    kube = importlib.import_module("sandbox_operator.k8s.client")
     methods = {name for name, _ in inspect.getmembers(kube.Kube, inspect.iscoroutinefunction)}
     calls: dict[str, set[str] | None] = {}
     for module in _operator_modules():
@@ -156,7 +157,7 @@ def kube_calls() -> dict[str, set[str] | None]:
 
 def kube_permissions() -> set[Permission]:
     """Permissions of every request the operator's calls of ``Kube`` methods send."""
-    kube = importlib.import_module("sandbox_operator.kube")
+    kube = importlib.import_module("sandbox_operator.k8s.client")
     needed: set[Permission] = set()
     for name, kinds in kube_calls().items():
         method = getattr(kube.Kube, name)

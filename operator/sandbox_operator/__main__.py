@@ -28,8 +28,10 @@ def main() -> int:
     )
     # The API client logs whole response bodies at DEBUG: they can hold env values, so never let them through.
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
-    import sandbox_operator.tenant_handlers  # noqa: F401  (registers the Tenant handlers)
-    from sandbox_operator import handlers  # noqa: F401  (registers the handlers)
+    # Importing these registers their Kopf handlers.
+    import sandbox_operator.operator
+    import sandbox_operator.sandbox.handlers
+    import sandbox_operator.tenant.handlers  # noqa: F401
 
     asyncio.run(
         kopf.operator(

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from sandbox_operator.admission import render_admission_policy
-from sandbox_operator.crd import sandbox_crd_yaml, tenant_crd_yaml
-from sandbox_operator.tenant_render import render_tenant_cluster_role
+from sandbox_operator.api.crd import sandbox_crd_yaml, tenant_crd_yaml
+from sandbox_operator.tenant.admission import render_admission_policy
+from sandbox_operator.tenant.render import render_tenant_cluster_role
 
 
 def _yaml(generator: Callable[[], dict[str, Any]], source: str) -> Callable[[], str]:
@@ -27,8 +27,8 @@ def _yaml(generator: Callable[[], dict[str, Any]], source: str) -> Callable[[], 
 GENERATED: dict[str, Callable[[], str]] = {
     "crds/sandbox-operator.io_sandboxes.yaml": sandbox_crd_yaml,
     "crds/sandbox-operator.io_tenants.yaml": tenant_crd_yaml,
-    "deploy/tenant-clusterrole.yaml": _yaml(render_tenant_cluster_role, "sandbox_operator.tenant_render"),
-    "deploy/tenant-admission-policy.yaml": _yaml(render_admission_policy, "sandbox_operator.admission"),
+    "deploy/tenant-clusterrole.yaml": _yaml(render_tenant_cluster_role, "sandbox_operator.tenant.render"),
+    "deploy/tenant-admission-policy.yaml": _yaml(render_admission_policy, "sandbox_operator.tenant.admission"),
 }
 
 

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from localcluster.operator_process import OperatorProcess
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.waiting import wait_for
 
 PEERING_GROUP, PEERING_VERSION, CLUSTER_PEERINGS = "kopf.dev", "v1", "clusterkopfpeerings"

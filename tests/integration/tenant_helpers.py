@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

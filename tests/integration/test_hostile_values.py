@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.integration.tenant_helpers import install_tenant_policy, sandbox_body, tenant
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
 from tests.waiting import wait_for

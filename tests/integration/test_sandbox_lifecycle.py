@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -27,7 +27,7 @@ from localcluster.controlplane import ClusterState
 from localcluster.handle import Cluster
 from localcluster.helm import CHART, helm, set_args
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.integration.test_sandbox_lifecycle import sandbox
 from tests.waiting import wait_for
 

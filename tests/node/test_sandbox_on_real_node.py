@@ -15,7 +15,7 @@ from localcluster import node as real_node_module
 from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess, install_crds
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
 from tests.waiting import wait_for
 

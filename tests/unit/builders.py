@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sandbox_operator.drift import owned_view
-from sandbox_operator.models import SandboxObject, format_time
-from sandbox_operator.reconcile import ChildSummary, Observed, PodSummary, decide
-from sandbox_operator.render import manifest_hash, render_network_policy, render_pod, render_pvc, render_service
+from sandbox_operator.api.sandbox import SandboxObject
+from sandbox_operator.api.schema import format_time
+from sandbox_operator.k8s.manifest import ChildSummary, manifest_hash, owned_view
+from sandbox_operator.sandbox.decide import Observed, PodSummary, decide
+from sandbox_operator.sandbox.render import render_network_policy, render_pod, render_pvc, render_service
 
 CREATED = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox_operator.models import format_time
-from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import TenantObject, load_tenant
-from sandbox_operator.tenant_reconcile import NamespaceSummary, QuotaSummary, TenantObserved
-from sandbox_operator.tenant_render import (
+from sandbox_operator.api.schema import format_time
+from sandbox_operator.api.tenant import TenantObject, load_tenant
+from sandbox_operator.k8s.manifest import ChildSummary
+from sandbox_operator.tenant.decide import NamespaceSummary, QuotaSummary, TenantObserved
+from sandbox_operator.tenant.render import (
     render_default_deny,
     render_limit_range,
     render_namespace,

@@ -10,8 +10,8 @@ from kopf._cogs.structs.references import Selector
 from kopf._core.intents import registries
 from localcluster.helm import find, template
 
-from sandbox_operator import constants as c
-from sandbox_operator import kube
+from sandbox_operator.api import names as c
+from sandbox_operator.k8s import client as kube
 from tests import rbac
 
 

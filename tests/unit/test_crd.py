@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from pydantic import BaseModel, ConfigDict
 
-from sandbox_operator import crd
-from sandbox_operator.models import SandboxSpec
+from sandbox_operator.api import crd
+from sandbox_operator.api.sandbox import SandboxSpec
 from tests.unit import strategies
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "sandbox-operator.io_sandboxes.yaml"
@@ -26,7 +26,7 @@ def rules(node: dict[str, Any]) -> list[str]:
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_FILE.read_text() == crd.sandbox_crd_yaml(), (
-        "crds/ is stale: run `python -m sandbox_operator.crd > crds/sandbox-operator.io_sandboxes.yaml`"
+        "crds/ is stale: run `python -m sandbox_operator.api.crd > crds/sandbox-operator.io_sandboxes.yaml`"
     )
 
 

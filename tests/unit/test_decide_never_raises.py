@@ -10,9 +10,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import SandboxStatus, format_time, load_sandbox
-from sandbox_operator.reconcile import ChildSummary, Observed, PodSummary, decide, decide_safely
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxStatus, load_sandbox
+from sandbox_operator.api.schema import format_time
+from sandbox_operator.k8s.manifest import ChildSummary
+from sandbox_operator.sandbox.decide import Observed, PodSummary, decide, decide_safely
 from tests.unit import strategies
 from tests.unit.builders import body
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from sandbox_operator import constants as c
-from sandbox_operator.drift import differences, owned_view
-from sandbox_operator.reconcile import tampered_fields
-from sandbox_operator.render import render_network_policy, render_pod, render_service
+from sandbox_operator.api import names as c
+from sandbox_operator.k8s.manifest import differences, owned_view
+from sandbox_operator.sandbox.decide import tampered_fields
+from sandbox_operator.sandbox.render import render_network_policy, render_pod, render_service
 from tests.unit import strategies
 from tests.unit.builders import sandbox
 

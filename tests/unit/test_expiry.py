@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from sandbox_operator import constants as c
-from sandbox_operator.expiry import MAX_CLOCK_SKEW, expiry_deadline, last_activity
-from sandbox_operator.models import LATEST_TIME, Lifetime, OperatorDefaults, SandboxObject, format_time, parse_time
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import Lifetime, OperatorDefaults, SandboxObject
+from sandbox_operator.api.schema import LATEST_TIME, format_time, parse_time
+from sandbox_operator.sandbox.expiry import MAX_CLOCK_SKEW, expiry_deadline, last_activity
 from tests.unit.builders import at, body, sandbox
 
 NOW = at(100)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sandbox_operator.redaction import redact
+from sandbox_operator.k8s.redaction import redact
 
 
 def test_quoted_invalid_values_are_redacted() -> None:

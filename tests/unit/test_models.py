@@ -7,15 +7,15 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 
-from sandbox_operator.models import (
+from sandbox_operator.api.sandbox import (
     InvalidSandbox,
     InvalidSandboxError,
     OperatorDefaults,
     SandboxObject,
     SandboxSpec,
     load_sandbox,
-    parse_quantity,
 )
+from sandbox_operator.api.schema import parse_quantity
 from tests.unit import strategies
 from tests.unit.builders import body
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import SandboxObject, load_sandbox
-from sandbox_operator.reconcile import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxObject, load_sandbox
+from sandbox_operator.k8s.manifest import manifest_hash
+from sandbox_operator.sandbox.decide import (
     CreateChild,
     DeleteChild,
     DeleteSandbox,
@@ -20,7 +21,7 @@ from sandbox_operator.reconcile import (
     decide,
     status_changed,
 )
-from sandbox_operator.render import manifest_hash, render_pod
+from sandbox_operator.sandbox.render import render_pod
 from tests.unit import strategies
 from tests.unit.builders import at, body, children, running_pod, sandbox, with_status
 

@@ -9,9 +9,9 @@ import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import OperatorDefaults, SandboxObject
-from sandbox_operator.render import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import OperatorDefaults, SandboxObject
+from sandbox_operator.sandbox.render import (
     child_name,
     ip_block,
     render_network_policy,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sandbox_operator import constants as c
-from sandbox_operator.drift import owned_view
-from sandbox_operator.models import load_sandbox
-from sandbox_operator.reconcile import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import load_sandbox
+from sandbox_operator.k8s.manifest import owned_view
+from sandbox_operator.sandbox.decide import (
     CreateChild,
     DeleteChild,
     DeleteSandbox,
@@ -18,7 +18,7 @@ from sandbox_operator.reconcile import (
     decide,
     decide_safely,
 )
-from sandbox_operator.render import render_network_policy, render_pod
+from sandbox_operator.sandbox.render import render_network_policy, render_pod
 from tests.unit.builders import at, body, children, running_pod, sandbox, with_status
 
 

@@ -8,9 +8,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sandbox_operator import constants as c
-from sandbox_operator import crd, manifests
-from sandbox_operator.admission import render_admission_policy
+from sandbox_operator import manifests
+from sandbox_operator.api import crd
+from sandbox_operator.api import names as c
+from sandbox_operator.tenant.admission import render_admission_policy
 
 ROOT = Path(__file__).parents[2]
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox_operator.models import OperatorDefaults
-from sandbox_operator.tenant_models import (
+from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.api.tenant import (
     InvalidTenant,
     TenantLifetime,
     TenantObject,

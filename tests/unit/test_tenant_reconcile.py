@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from sandbox_operator import constants as c
-from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import load_tenant
-from sandbox_operator.tenant_reconcile import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.tenant import load_tenant
+from sandbox_operator.k8s.manifest import ChildSummary
+from sandbox_operator.tenant.decide import (
     ApplyObject,
     CreateObject,
     NamespaceSummary,
@@ -21,7 +21,7 @@ from sandbox_operator.tenant_reconcile import (
     decide_tenant_safely,
     tenant_status_changed,
 )
-from sandbox_operator.tenant_render import (
+from sandbox_operator.tenant.render import (
     render_default_deny,
     render_namespace,
     render_resource_quota,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from sandbox_operator import constants as c
-from sandbox_operator.tenant_render import (
+from sandbox_operator.api import names as c
+from sandbox_operator.tenant.render import (
     quota_hard,
     render_default_deny,
     render_limit_range,

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import EgressRule, SandboxObject
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import EgressRule, SandboxObject
+from sandbox_operator.k8s.manifest import manifest_hash
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Short grace: the sandbox holds no state outside its workspace, and suspension should free resources quickly.
 TERMINATION_GRACE_SECONDS = 10
 MAX_K8S_NAME = 63
-HASH_ANNOTATION_LENGTH = 16
 
 
 def child_name(sandbox_name: str, suffix: str = "") -> str:
@@ -97,15 +96,6 @@ def owner_reference(sandbox: SandboxObject) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-
-
-def manifest_hash(manifest: Mapping[str, Any]) -> str:
-    """Hash of a manifest without its hash annotation: equal hashes mean the child still matches the spec."""
-    meta = dict(manifest.get("metadata", {}))
-    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != c.ANNOTATION_SPEC_HASH}
-    meta["annotations"] = annotations
-    canonical = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ANNOTATION_LENGTH]
 
 
 def _finish(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from sandbox_operator import constants as c
 from sandbox_operator import metrics
-from sandbox_operator.redaction import redact
+from sandbox_operator.api import names as c
+from sandbox_operator.k8s.redaction import redact
 
 # HTTP statuses worth retrying: conflicts, throttling, server trouble.
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})

@@ -18,13 +18,16 @@ from typing import Any
 
 import kopf
 
-from sandbox_operator import constants as c
 from sandbox_operator import metrics
-from sandbox_operator.drift import RepairStreaks
-from sandbox_operator.kube import Kube, KubeError
-from sandbox_operator.models import InvalidSandbox, OperatorDefaults, SandboxObject, load_sandbox, optional_time
-from sandbox_operator.reconcile import (
-    ChildSummary,
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, load_sandbox
+from sandbox_operator.api.schema import optional_time
+from sandbox_operator.api.tenant import sandbox_defaults
+from sandbox_operator.k8s.client import KubeError
+from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
+from sandbox_operator.k8s.redaction import redact
+from sandbox_operator.operator import Runtime
+from sandbox_operator.sandbox.decide import (
     CreateChild,
     DeleteChild,
     DeleteSandbox,
@@ -36,10 +39,7 @@ from sandbox_operator.reconcile import (
     secret_values,
     status_changed,
 )
-from sandbox_operator.redaction import redact
-from sandbox_operator.render import owned_by, owning_sandbox
-from sandbox_operator.settings import Settings
-from sandbox_operator.tenant_models import sandbox_defaults
+from sandbox_operator.sandbox.render import owned_by, owning_sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ MAX_RETRY_DELAY = 300.0
 QUOTA_RETRY_DELAY = 15.0
 # A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
 MAX_WAKEUP_DELAY = 86400.0
-
-
-@dataclass
-class Runtime:
-    """Operator-wide objects, shared by every handler through the global memo."""
-
-    kube: Kube
-    defaults: OperatorDefaults
 
 
 @dataclass
@@ -417,42 +409,3 @@ async def service_changed(namespace: str | None, body: kopf.Body, memo: Any, **k
 async def pvc_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A sandbox workspace PVC changed or vanished."""
     await _child_changed(namespace, body, memo, kwargs, "pvc")
-
-
-# --- start-up and shutdown ------------------------------------------------------------------------------
-
-
-@kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Connect to the API, serve metrics and tune Kopf (no finalizers, bounded retries, peering)."""
-    config: Settings = memo["settings"]
-    memo["runtime"] = Runtime(
-        kube=await Kube.connect(),
-        defaults=OperatorDefaults(
-            allow_dns=config.default_allow_dns,
-            ttl_seconds=config.default_ttl_seconds,
-            node_selector=config.pod_node_selector,
-            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in config.pod_tolerations),
-            forbidden_egress=tuple(config.forbidden_egress_cidrs),
-        ),
-    )
-    metrics.serve(config.metrics_port)
-    settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
-    settings.peering.name = config.peering_name
-    settings.peering.priority = config.peering_priority
-    settings.peering.lifetime = config.peering_lifetime
-    settings.peering.standalone = config.standalone
-    settings.peering.mandatory = not config.standalone
-    settings.peering.stealth = True
-    logger.info("sandbox-operator started; metrics on :%d", config.metrics_port)
-
-
-@kopf.on.cleanup()
-async def stop(memo: Any, **_: Any) -> None:
-    """Close the API connection pool."""
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is not None:
-        await runtime.kube.close()

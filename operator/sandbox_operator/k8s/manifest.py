@@ -1,4 +1,5 @@
-"""Whether a live object still says what the operator rendered for it: compare fields, not a stored annotation.
+"""Manifests the operator renders and the live objects they become: the spec hash a child carries, the summary of a
+child the decisions read, and whether a live object still says what was rendered for it (fields, not the hash).
 
 ``differences(desired, live)`` lists the paths where the live object departs from the rendered manifest. What the
 operator sets must be present and equal; what the API server or an admission webhook adds beside it is left alone,
@@ -10,13 +11,17 @@ as "500m").
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox_operator.models import parse_quantity
+from sandbox_operator.api import names as c
+from sandbox_operator.api.schema import parse_quantity
 
+HASH_ANNOTATION_LENGTH = 16
 # Keys whose values (and whose children's values) are Kubernetes quantities.
 QUANTITY_KEYS = frozenset({"limits", "requests", "sizeLimit", "hard", "default", "defaultRequest", "max", "min"})
 # The parts of a child the operator owns and compares: its labels, owner references and spec. Annotations other than
@@ -33,6 +38,34 @@ def owned_view(body: Mapping[str, Any]) -> dict[str, Any]:
         if key not in ("metadata", "status", "apiVersion", "kind"):
             view[key] = _plain(value)
     return view
+
+
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """Hash of a manifest without its hash annotation: equal hashes mean the child still matches the spec."""
+    meta = dict(manifest.get("metadata", {}))
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != c.ANNOTATION_SPEC_HASH}
+    meta["annotations"] = annotations
+    canonical = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ANNOTATION_LENGTH]
+
+
+@dataclass(frozen=True)
+class ChildSummary:
+    """A child other than the pod: its name, the spec hash it was created from and the fields the operator owns."""
+
+    name: str
+    spec_hash: str | None = None
+    owned: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChildSummary:
+        """Summarise a child's body."""
+        meta = body.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name", "")),
+            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+            owned=owned_view(body),
+        )
 
 
 def _plain(value: Any) -> Any:

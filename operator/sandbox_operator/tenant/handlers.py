@@ -19,14 +19,13 @@ from typing import Any
 
 import kopf
 
-from sandbox_operator import constants as c
 from sandbox_operator import metrics
-from sandbox_operator.drift import RepairStreaks
-from sandbox_operator.handlers import Runtime
-from sandbox_operator.kube import Kube, KubeError
-from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import TenantLifetime, TenantObject, load_tenant
-from sandbox_operator.tenant_reconcile import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.tenant import TenantLifetime, TenantObject, load_tenant
+from sandbox_operator.k8s.client import Kube, KubeError
+from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
+from sandbox_operator.operator import Runtime
+from sandbox_operator.tenant.decide import (
     ApplyObject,
     NamespaceSummary,
     QuotaSummary,
@@ -36,7 +35,7 @@ from sandbox_operator.tenant_reconcile import (
     decide_tenant_safely,
     tenant_status_changed,
 )
-from sandbox_operator.tenant_render import owning_tenant, policy_binding_name, render_admission_probe
+from sandbox_operator.tenant.render import owning_tenant, policy_binding_name, render_admission_probe
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sandbox_operator import constants as c
-from sandbox_operator import tenant_render as render
-from sandbox_operator.drift import differences, owned_view
-from sandbox_operator.models import Condition, parse_quantity
-from sandbox_operator.reconcile import ChildSummary
-from sandbox_operator.tenant_models import InvalidTenant, TenantObject, TenantStatus, read_tenant_status
+from sandbox_operator.api import names as c
+from sandbox_operator.api.schema import Condition, parse_quantity
+from sandbox_operator.api.tenant import InvalidTenant, TenantObject, TenantStatus, read_tenant_status
+from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view
+from sandbox_operator.tenant import render
 
 # Status usage entries: (status field, ResourceQuota resource). Limits, not requests: a sandbox's requests never
 # exceed its limits, so the limits are what the quota runs out of first.

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import SandboxObject, seconds_after, to_utc
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxObject
+from sandbox_operator.api.schema import seconds_after, to_utc
 
 # Clients' clocks may run a little ahead of the operator's; within this, their activity times are taken as written.
 MAX_CLOCK_SKEW = timedelta(seconds=30)

@@ -15,16 +15,16 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import (
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.api.schema import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     Condition,
-    OperatorDefaults,
     Quantity,
-    _cel,
-    _Spec,
-    _Status,
+    SpecModel,
+    StatusModel,
+    cel,
     describe_validation_error,
     parse_quantity,
 )
@@ -61,12 +61,12 @@ def _check_cidr(value: str) -> str:
     return value
 
 
-class Subject(_Spec):
+class Subject(SpecModel):
     """A user, group or service account that may manage the tenant's Sandboxes (an RBAC subject)."""
 
     # `namespace` is a CEL keyword: rules spell the field __namespace__.
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             (
                 "self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)",
                 "namespace is required for a ServiceAccount and not allowed otherwise",
@@ -87,7 +87,7 @@ class Subject(_Spec):
         return self
 
 
-class TenantQuota(_Spec):
+class TenantQuota(SpecModel):
     """Totals for the whole tenant, enforced atomically by the API server through a ResourceQuota. An unset amount is
     not limited."""
 
@@ -112,7 +112,7 @@ class TenantQuota(_Spec):
     gpus: int | None = Field(None, description=f"Most GPUs ({c.GPU_RESOURCE}) requested at once.", ge=0, le=100000)
 
 
-class TenantLimits(_Spec):
+class TenantLimits(SpecModel):
     """Most any single Sandbox may ask for; a Sandbox above a limit is refused at admission, naming the field."""
 
     cpu: Quantity | None = Field(None, description="Largest spec.resources.cpu.")
@@ -133,7 +133,7 @@ class TenantLimits(_Spec):
     )
 
 
-class TenantDefaults(_Spec):
+class TenantDefaults(SpecModel):
     """Values for what a Sandbox leaves unset."""
 
     cpu: Quantity | None = Field(
@@ -161,7 +161,7 @@ Cidr = Annotated[
     AfterValidator(_check_cidr),
     Field(
         max_length=64,
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             ("isCIDR(self)", "must be a CIDR such as 203.0.113.0/24"),
             ("!isCIDR(self) || cidr(self) == cidr(self).masked()", "must have no host bits set"),
         ),
@@ -169,7 +169,7 @@ Cidr = Annotated[
 ]
 
 
-class TenantNetwork(_Spec):
+class TenantNetwork(SpecModel):
     """Network permissions of the tenant's Sandboxes."""
 
     allow_internet: bool = Field(False, alias="allowInternet", description="Whether egress mode Internet is allowed.")
@@ -201,11 +201,11 @@ def _not_above(field_name: str, limit_path: str) -> tuple[str, str]:
     return rule, f"defaults.{field_name} must not exceed limits.{limit_path}"
 
 
-class TenantSpec(_Spec):
+class TenantSpec(SpecModel):
     """What a tenant gets: an owned namespace with quota, limits, policy and access for its subjects."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             _not_above("cpu", "cpu"),
             _not_above("memory", "memory"),
             _not_above("ephemeralStorage", "ephemeralStorage"),
@@ -225,7 +225,7 @@ class TenantSpec(_Spec):
         min_length=1,
         max_length=63,
         pattern=DNS_LABEL_PATTERN,
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             ("self == oldSelf", "namespace is immutable"),
             (
                 "!(self in ['default', 'kube-system', 'kube-public', 'kube-node-lease']) && !self.startsWith('kube-')",
@@ -285,14 +285,14 @@ class TenantSpec(_Spec):
         return self
 
 
-class ResourceUsage(_Status):
+class ResourceUsage(StatusModel):
     """Use of one quota resource, as the ResourceQuota's status reports it."""
 
     used: str = Field(description="Amount in use.", max_length=64)
     hard: str = Field(description="The limit.", max_length=64)
 
 
-class TenantUsage(_Status):
+class TenantUsage(StatusModel):
     """Use of each limited resource; a resource without a limit is absent."""
 
     sandboxes: ResourceUsage | None = Field(None, description=f"Sandboxes ({c.QUOTA_SANDBOXES}).")
@@ -309,7 +309,7 @@ class TenantUsage(_Status):
     gpus: ResourceUsage | None = Field(None, description=f"GPUs (requests.{c.GPU_RESOURCE}).")
 
 
-class TenantStatus(_Status):
+class TenantStatus(StatusModel):
     """Observed state of a Tenant, written by the operator only."""
 
     conditions: list[Condition] = Field(

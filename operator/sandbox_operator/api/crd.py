@@ -1,7 +1,7 @@
 """The Sandbox and Tenant CustomResourceDefinitions, generated from the pydantic models so the two can never drift.
 
-Regenerate the committed files with `python -m sandbox_operator.crd > crds/sandbox-operator.io_sandboxes.yaml` and
-`python -m sandbox_operator.crd --tenant > crds/sandbox-operator.io_tenants.yaml` (or write every generated manifest
+Regenerate the committed files with `python -m sandbox_operator.api.crd > crds/sandbox-operator.io_sandboxes.yaml` and
+`python -m sandbox_operator.api.crd --tenant > crds/sandbox-operator.io_tenants.yaml` (or write every generated manifest
 at once with `python -m sandbox_operator.manifests`).
 """
 
@@ -14,13 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sandbox_operator import constants as c
-from sandbox_operator.models import DNS_LABEL_PATTERN, SandboxSpec, SandboxStatus
-from sandbox_operator.tenant_models import TenantSpec, TenantStatus
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxSpec, SandboxStatus
+from sandbox_operator.api.schema import DNS_LABEL_PATTERN
+from sandbox_operator.api.tenant import TenantSpec, TenantStatus
 
-HEADER = "# Generated from sandbox_operator.models by `python -m sandbox_operator.crd`; do not edit.\n"
+HEADER = "# Generated from sandbox_operator.api.sandbox by `python -m sandbox_operator.api.crd`; do not edit.\n"
 TENANT_HEADER = (
-    "# Generated from sandbox_operator.tenant_models by `python -m sandbox_operator.crd --tenant`; do not edit.\n"
+    "# Generated from sandbox_operator.api.tenant by `python -m sandbox_operator.api.crd --tenant`; do not edit.\n"
 )
 
 # Keywords a structural schema may carry and that this generator knows how to pass on; anything else pydantic emits

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox_operator import constants as c
+from sandbox_operator.api import names as c
 
 # CEL spellings of the Tenant's optional sections, so each rule reads as "unset, or within the limit".
 _LIMITS = "params.spec.limits"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox_operator import constants as c
-from sandbox_operator.render import manifest_hash
-from sandbox_operator.tenant_models import Subject, TenantObject
+from sandbox_operator.api import names as c
+from sandbox_operator.api.tenant import Subject, TenantObject
+from sandbox_operator.k8s.manifest import manifest_hash
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 

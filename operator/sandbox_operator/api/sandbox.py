@@ -1,4 +1,5 @@
-"""Pydantic models of the Sandbox resource: the one schema the CRD is generated from and bodies are validated with."""
+"""The Sandbox resource: its spec and status models (the CRD is generated from them and bodies are validated with them),
+and a Sandbox as the operator reads it. Imports no Kopf and no Kubernetes client."""
 
 from __future__ import annotations
 
@@ -6,160 +7,41 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    WithJsonSchema,
-    model_validator,
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
+
+from sandbox_operator.api import names as c
+from sandbox_operator.api.schema import (
+    CONFIG_KEY_PATTERN,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    EARLIEST_TIME,
+    ENV_NAME_PATTERN,
+    IMAGE_PATTERN,
+    LATEST_TIME,
+    MOUNT_PATH_PATTERN,
+    PORT_NAME_PATTERN,
+    TIME_RANGE_TEXT,
+    BoundedTimestamp,
+    Condition,
+    Quantity,
+    SpecModel,
+    StatusModel,
+    Timestamp,
+    cel,
+    describe_validation_error,
+    format_time,
+    optional_time,
+    parse_quantity,
 )
 
-from sandbox_operator import constants as c
-
-# The Kubernetes quantity grammar (apimachinery resource.Quantity), without a sign: no resource here can be negative.
-QUANTITY_PATTERN = (
-    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$"
-IMAGE_PATTERN = r"^[^\s]+$"
 # Mounting over these would hide or subvert what the container runtime and the sandbox itself rely on.
 RESERVED_MOUNT_ROOTS = ("/proc", "/dev", "/sys", c.TMP_MOUNT_PATH)
 
-_BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL_SUFFIXES = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
-_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
-_NUMBER_RE = re.compile(r"^([0-9.]+)(.*)$")
 
-
-def parse_quantity(quantity: int | str) -> Decimal:
-    """Return the value of a Kubernetes quantity ("500m" is 0.5, "1Gi" is 1073741824)."""
-    text = str(quantity)
-    if not _QUANTITY_RE.match(text):
-        raise ValueError(f"{text!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 1Gi")
-    number, suffix = _NUMBER_RE.match(text).groups()  # type: ignore[union-attr]
-    if suffix in _BINARY_SUFFIXES:
-        return Decimal(number) * _BINARY_SUFFIXES[suffix]
-    if suffix in _DECIMAL_SUFFIXES:
-        return Decimal(number) * _DECIMAL_SUFFIXES[suffix]
-    return Decimal(number) * Decimal(10) ** int(suffix[1:])
-
-
-def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, bool) or (isinstance(value, int) and value < 0):
-        raise ValueError("must be a non-negative Kubernetes quantity such as 500m, 2, 512Mi or 1Gi")
-    parse_quantity(value)
-    return value
-
-
-# The times the operator computes with. Python's datetime ends at years 1 and 9999, so a time the API server accepts
-# (9999-12-31T23:30:00-01:00 is in year 10000 in UTC) could not even be converted to UTC: every time read is brought
-# into this range first, and expiresAt must lie in it (the CRD says so too).
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
-TIME_RANGE_TEXT = "between 1970-01-01T00:00:00Z and 9999-01-01T00:00:00Z"
-
-
-def to_utc(moment: datetime) -> datetime:
-    """The moment in UTC, brought into [EARLIEST_TIME, LATEST_TIME]; a time without a zone is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        utc = moment.astimezone(UTC)
-    except OverflowError:  # beyond year 1 or 9999 once the offset is applied
-        return EARLIEST_TIME if moment.year < LATEST_TIME.year // 2 else LATEST_TIME
-    return min(max(utc, EARLIEST_TIME), LATEST_TIME)
-
-
-def seconds_after(moment: datetime, seconds: float) -> datetime:
-    """``moment`` plus ``seconds``, at most LATEST_TIME."""
-    try:
-        return min(to_utc(moment) + timedelta(seconds=seconds), LATEST_TIME)
-    except OverflowError:
-        return LATEST_TIME
-
-
-def format_time(moment: datetime) -> str:
-    """Render a time the way Kubernetes does (RFC 3339, UTC, whole seconds), so equal times give equal bytes."""
-    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time into UTC within [EARLIEST_TIME, LATEST_TIME]; a time without a zone is UTC."""
-    return to_utc(datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")))
-
-
-def _check_time_range(moment: datetime) -> datetime:
-    if to_utc(moment) != moment or not EARLIEST_TIME <= moment < LATEST_TIME:
-        raise ValueError(f"must lie {TIME_RANGE_TEXT}")
-    return to_utc(moment)
-
-
-Quantity = Annotated[
-    int | str,
-    AfterValidator(_check_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
-            "x-kubernetes-int-or-string": True,
-        }
-    ),
-]
-Timestamp = Annotated[
-    AwareDatetime,
-    AfterValidator(to_utc),
-    PlainSerializer(format_time, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 64}),
-]
-# A time a user writes: refused (not clamped) outside the range the operator computes with.
-BoundedTimestamp = Annotated[
-    AwareDatetime,
-    AfterValidator(_check_time_range),
-    PlainSerializer(format_time, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 64}),
-]
-
-
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    """Schema extra holding CEL rules as (rule, message) pairs for `x-kubernetes-validations`."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class _Status(BaseModel):
-    # Status is ours, but older operator versions or kubectl may have left keys we no longer know: reading must not
-    # fail on them.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
-
-
-class KeySelector(_Spec):
+class KeySelector(SpecModel):
     """A key of a Secret or ConfigMap in the sandbox's namespace."""
 
     name: str = Field(
@@ -175,11 +57,11 @@ class KeySelector(_Spec):
     )
 
 
-class EnvVarSource(_Spec):
+class EnvVarSource(SpecModel):
     """Where a variable's value comes from; the operator passes the reference on and never reads the value."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             (
                 "has(self.secretKeyRef) != has(self.configMapKeyRef)",
                 "set exactly one of secretKeyRef and configMapKeyRef",
@@ -201,11 +83,11 @@ class EnvVarSource(_Spec):
         return self
 
 
-class EnvVar(_Spec):
+class EnvVar(SpecModel):
     """An environment variable of the sandbox container."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(("has(self.value) != has(self.valueFrom)", "set exactly one of value and valueFrom"))
+        json_schema_extra=cel(("has(self.value) != has(self.valueFrom)", "set exactly one of value and valueFrom"))
     )
 
     name: str = Field(description="Name of the variable.", min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
@@ -225,7 +107,7 @@ class EnvVar(_Spec):
         return self
 
 
-class ResourceRequests(_Spec):
+class ResourceRequests(SpecModel):
     """Amounts reserved for scheduling when they should be lower than the limits."""
 
     cpu: Quantity | None = Field(None, description="CPU reserved, at most resources.cpu (e.g. 250m).")
@@ -243,11 +125,11 @@ def _request_within_limit(resource: str, field_name: str) -> tuple[str, str]:
     return rule, f"requests.{field_name} must not exceed {field_name}"
 
 
-class Resources(_Spec):
+class Resources(SpecModel):
     """Limits of the sandbox container. Requests equal the limits unless `requests` lowers them."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             _request_within_limit("cpu", "cpu"),
             _request_within_limit("memory", "memory"),
             _request_within_limit("ephemeral-storage", "ephemeralStorage"),
@@ -295,12 +177,12 @@ class Resources(_Spec):
         return {"cpu": self.cpu, "memory": self.memory, "ephemeral-storage": self.ephemeral_storage}
 
 
-class Lifetime(_Spec):
+class Lifetime(SpecModel):
     """When the sandbox expires and what happens then. Without ttlSeconds, expiresAt or idleTimeoutSeconds it never
     expires."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             ("!(has(self.ttlSeconds) && has(self.expiresAt))", "set at most one of ttlSeconds and expiresAt")
         )
     )
@@ -312,7 +194,7 @@ class Lifetime(_Spec):
         None,
         alias="expiresAt",
         description=f"Time (RFC 3339) at which the sandbox expires, {TIME_RANGE_TEXT}.",
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             (
                 f"timestamp(self) >= timestamp('{format_time(EARLIEST_TIME)}') && "
                 f"timestamp(self) < timestamp('{format_time(LATEST_TIME)}')",
@@ -346,7 +228,7 @@ class Lifetime(_Spec):
         return self
 
 
-class PortRule(_Spec):
+class PortRule(SpecModel):
     """A destination port egress is allowed to."""
 
     port: int = Field(description="Port number.", ge=1, le=65535)
@@ -364,7 +246,7 @@ def _check_cidr(value: str) -> str:
     return value
 
 
-_CIDR_RULES = _cel(
+_CIDR_RULES = cel(
     ("isCIDR(self)", "must be a CIDR such as 203.0.113.0/24"),
     ("!isCIDR(self) || cidr(self) == cidr(self).masked()", "must have no host bits set"),
     (
@@ -375,7 +257,7 @@ _CIDR_RULES = _cel(
 )
 
 
-class EgressRule(_Spec):
+class EgressRule(SpecModel):
     """Addresses, and optionally ports, the sandbox may connect to."""
 
     cidr: Annotated[str, AfterValidator(_check_cidr)] = Field(
@@ -393,11 +275,11 @@ class EgressRule(_Spec):
     )
 
 
-class Egress(_Spec):
+class Egress(SpecModel):
     """Outgoing connections the sandbox may open."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             (
                 # has() guards: the API server also checks these rules against the bare `default: {}`.
                 "has(self.mode) && self.mode == 'AllowList' ? (has(self.allow) && size(self.allow) > 0) "
@@ -425,7 +307,7 @@ class Egress(_Spec):
         return self
 
 
-class ExposedPort(_Spec):
+class ExposedPort(SpecModel):
     """A container port other pods in the cluster may connect to, through the sandbox's Service."""
 
     name: str = Field(
@@ -438,7 +320,7 @@ class ExposedPort(_Spec):
     protocol: c.Protocol = Field(c.Protocol.TCP, description="TCP or UDP.")
 
 
-class Network(_Spec):
+class Network(SpecModel):
     """Network access of the sandbox. Everything not allowed here is denied by a NetworkPolicy."""
 
     egress: Egress = Field(
@@ -459,7 +341,7 @@ class Network(_Spec):
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["port", "protocol"],
-            **_cel(("self.all(p, self.exists_one(q, q.name == p.name))", "port names must be unique")),
+            **cel(("self.all(p, self.exists_one(q, q.name == p.name))", "port names must be unique")),
         },
     )
 
@@ -481,12 +363,12 @@ def _check_mount_path(value: str) -> str:
 _RESERVED_ROOTS_CEL = "[" + ", ".join(f"'{root}'" for root in RESERVED_MOUNT_ROOTS) + "]"
 
 
-class Workspace(_Spec):
+class Workspace(SpecModel):
     """The writable directory of the sandbox: a size-limited emptyDir, or a PersistentVolumeClaim that survives
     suspension."""
 
     model_config = ConfigDict(
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             # An absent `persistent` is its default, false; the API server checks these against `default: {}` too.
             (
                 "(has(self.persistent) && self.persistent) == (has(oldSelf.persistent) && oldSelf.persistent)",
@@ -526,7 +408,7 @@ class Workspace(_Spec):
         description="Absolute path the workspace is mounted at; not /tmp, /proc, /dev or /sys.",
         max_length=256,
         pattern=MOUNT_PATH_PATTERN,
-        json_schema_extra=_cel(
+        json_schema_extra=cel(
             (
                 f"!{_RESERVED_ROOTS_CEL}.exists(r, self == r || self.startsWith(r + '/'))",
                 "must not be or lie under /proc, /dev, /sys or /tmp",
@@ -535,7 +417,7 @@ class Workspace(_Spec):
     )
 
 
-class SandboxSpec(_Spec):
+class SandboxSpec(SpecModel):
     """Desired state of a Sandbox: one locked-down pod with its workspace, network policy and lifetime. A change to
     anything the pod is made of (image, command, env, resources, ports, workspace) replaces the pod; the contents of a
     non-persistent workspace are lost then."""
@@ -595,22 +477,7 @@ class SandboxSpec(_Spec):
     )
 
 
-class Condition(_Status):
-    """An aspect of the sandbox's state, following Kubernetes API conventions."""
-
-    type: str = Field(description="Ready, Suspended or Expired.", max_length=64)
-    status: c.ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(description="One CamelCase word for programs.", max_length=64)
-    message: str = Field("", description="Detail for humans.", max_length=c.MAX_MESSAGE_LENGTH)
-    observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="Generation of the spec this condition reflects.", ge=0
-    )
-    last_transition_time: Timestamp = Field(
-        alias="lastTransitionTime", description="When status or reason last changed."
-    )
-
-
-class SandboxStatus(_Status):
+class SandboxStatus(StatusModel):
     """Observed state of a Sandbox, written by the operator only."""
 
     phase: c.SandboxPhase | None = Field(
@@ -677,15 +544,6 @@ class InvalidSandboxError(ValueError):
     """A Sandbox body that does not validate; the message names the offending fields but never their values."""
 
 
-def describe_validation_error(error: ValidationError, prefix: str) -> str:
-    """Summarise a pydantic error by field path and rule, leaving input values out (they may be secrets)."""
-    problems = []
-    for detail in error.errors(include_input=False, include_url=False):
-        path = ".".join(str(part) for part in (prefix, *detail["loc"]))
-        problems.append(f"{path}: {detail['msg'].removeprefix('Value error, ')}")
-    return "; ".join(problems)[: c.MAX_MESSAGE_LENGTH]
-
-
 def read_status(body: Mapping[str, Any]) -> SandboxStatus:
     """The stored status; one that does not validate reads as empty."""
     try:
@@ -693,16 +551,6 @@ def read_status(body: Mapping[str, Any]) -> SandboxStatus:
     except ValidationError:
         # A status we cannot read is rebuilt from scratch: it only costs fresh transition times.
         return SandboxStatus()
-
-
-def optional_time(text: Any) -> datetime | None:
-    """Parse an RFC 3339 time; None for anything that is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -29,20 +29,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sandbox_operator import constants as c
-from sandbox_operator import render
-from sandbox_operator.drift import differences, owned_view
-from sandbox_operator.expiry import Deadline, activity_times, expiry_deadline, future_times, last_activity
-from sandbox_operator.models import (
-    Condition,
-    InvalidSandbox,
-    SandboxObject,
-    SandboxStatus,
-    format_time,
-    optional_time,
-    read_status,
-)
-from sandbox_operator.redaction import redact
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, read_status
+from sandbox_operator.api.schema import Condition, format_time, optional_time
+from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view
+from sandbox_operator.k8s.redaction import redact
+from sandbox_operator.sandbox import render
+from sandbox_operator.sandbox.expiry import Deadline, activity_times, expiry_deadline, future_times, last_activity
 
 # Kubelet and API messages are shortened before they reach status and events.
 MAX_DETAIL_LENGTH = 512
@@ -116,25 +109,6 @@ class PodSummary:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-@dataclass(frozen=True)
-class ChildSummary:
-    """A child other than the pod: its name, the spec hash it was created from and the fields the operator owns."""
-
-    name: str
-    spec_hash: str | None = None
-    owned: Mapping[str, Any] | None = None
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ChildSummary:
-        """Summarise a child's body."""
-        meta = body.get("metadata") or {}
-        return cls(
-            name=str(meta.get("name", "")),
-            spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
-            owned=owned_view(body),
-        )
 
 
 @dataclass(frozen=True)
@@ -340,7 +314,7 @@ def _sync_child(
         return [CreateChild(desired)], []
     if not mutable:
         return [], []
-    if observed.spec_hash != render.manifest_hash(desired):
+    if observed.spec_hash != manifest_hash(desired):
         return [UpdateChild(desired)], []
     fields = tampered_fields(kind, desired, observed.owned)
     if not fields or kind in held:
@@ -496,7 +470,7 @@ def _pod_plan(
         return [CreateChild(manifest)], [], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
     if pod.deletion_timestamp is not None:
         return [], [], pod_readiness(sandbox, pod)
-    if pod.spec_hash != render.manifest_hash(manifest):
+    if pod.spec_hash != manifest_hash(manifest):
         changed = _not_ready(c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}")
         return [DeleteChild(c.ChildKind.POD, pod.name)], [], changed
     fields = tampered_fields(c.ChildKind.POD, manifest, pod.owned)

@@ -1,0 +1,61 @@
+"""The operator process: what every kind's handlers share (the API door, the operator's defaults) and Kopf's
+start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from sandbox_operator import metrics
+from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.k8s.client import Kube
+from sandbox_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Operator-wide objects, shared by every handler through the global memo."""
+
+    kube: Kube
+    defaults: OperatorDefaults
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """Connect to the API, serve metrics and tune Kopf (no finalizers, bounded retries, peering)."""
+    config: Settings = memo["settings"]
+    memo["runtime"] = Runtime(
+        kube=await Kube.connect(),
+        defaults=OperatorDefaults(
+            allow_dns=config.default_allow_dns,
+            ttl_seconds=config.default_ttl_seconds,
+            node_selector=config.pod_node_selector,
+            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in config.pod_tolerations),
+            forbidden_egress=tuple(config.forbidden_egress_cidrs),
+        ),
+    )
+    metrics.serve(config.metrics_port)
+    settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.peering.name = config.peering_name
+    settings.peering.priority = config.peering_priority
+    settings.peering.lifetime = config.peering_lifetime
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.peering.stealth = True
+    logger.info("sandbox-operator started; metrics on :%d", config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: Any, **_: Any) -> None:
+    """Close the API connection pool."""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.kube.close()

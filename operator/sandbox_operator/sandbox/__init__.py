@@ -1,0 +1,1 @@
+"""The Sandbox kind: expiry, rendering and the decision (pure), and the Kopf handlers that apply it."""
