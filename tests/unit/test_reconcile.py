@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import SandboxObject, load_sandbox
+from sandbox_operator.api.sandbox import SandboxObject, SandboxStatus, load_sandbox
+from sandbox_operator.api.schema import status_changed
 from sandbox_operator.k8s.manifest import manifest_hash
 from sandbox_operator.sandbox.decide import (
     CreateChild,
@@ -19,7 +20,6 @@ from sandbox_operator.sandbox.decide import (
     PodSummary,
     UpdateChild,
     decide,
-    status_changed,
 )
 from sandbox_operator.sandbox.render import render_pod
 from tests.unit import strategies
@@ -76,7 +76,7 @@ def test_repeated_decisions_give_identical_status_and_no_events() -> None:
     again, later = decide(settled, observed, at(20)), decide(settled, observed, at(300))
     assert again.status == later.status == settled.status.to_dict()
     assert again.events == later.events == ()
-    assert not status_changed(settled.status.to_dict(), again.status)
+    assert not status_changed(SandboxStatus, settled.status.to_dict(), again.status)
 
 
 def test_condition_keeps_transition_time_while_reason_holds() -> None:
@@ -315,9 +315,9 @@ def test_sandbox_being_deleted_is_left_to_the_garbage_collector() -> None:
 def test_status_changed_ignores_keys_the_operator_does_not_own() -> None:
     sbx = sandbox()
     plan = decide(sbx, children(sbx, running_pod(sbx)), at(10))
-    assert not status_changed({**plan.status, "kopf": {"progress": {}}}, plan.status)
-    assert status_changed(None, plan.status)
-    assert status_changed({**plan.status, "podIP": "10.0.0.1"}, plan.status)
+    assert not status_changed(SandboxStatus, {**plan.status, "kopf": {"progress": {}}}, plan.status)
+    assert status_changed(SandboxStatus, None, plan.status)
+    assert status_changed(SandboxStatus, {**plan.status, "podIP": "10.0.0.1"}, plan.status)
 
 
 def test_pod_summary_reads_a_pod_body() -> None:

@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.tenant import load_tenant
+from sandbox_operator.api.schema import status_changed
+from sandbox_operator.api.tenant import TenantStatus, load_tenant
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.tenant.decide import (
     ApplyObject,
@@ -19,7 +20,6 @@ from sandbox_operator.tenant.decide import (
     TenantPlan,
     decide_tenant,
     decide_tenant_safely,
-    tenant_status_changed,
 )
 from sandbox_operator.tenant.render import (
     render_default_deny,
@@ -150,10 +150,10 @@ def test_a_refused_write_is_reported() -> None:
 def test_status_is_written_only_when_it_changed() -> None:
     t = tenant()
     plan = decide_tenant(t, provisioned(t), CREATED)
-    assert not tenant_status_changed(plan.status, plan.status)
+    assert not status_changed(TenantStatus, plan.status, plan.status)
     later = decide_tenant(load_tenant(tenant_body(status=plan.status)), provisioned(t), CREATED.replace(hour=13))
     assert later.status == plan.status  # the transition time is kept
-    assert tenant_status_changed({}, plan.status)
+    assert status_changed(TenantStatus, {}, plan.status)
 
 
 def _tampered(manifest: dict[str, Any], change: Any) -> ChildSummary:

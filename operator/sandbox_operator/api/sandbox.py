@@ -35,6 +35,7 @@ from sandbox_operator.api.schema import (
     format_time,
     optional_time,
     parse_quantity,
+    read_status,
 )
 
 # Mounting over these would hide or subvert what the container runtime and the sandbox itself rely on.
@@ -506,14 +507,6 @@ class SandboxStatus(StatusModel):
     )
     message: str | None = Field(None, description="Summary for humans.", max_length=c.MAX_MESSAGE_LENGTH)
 
-    def condition(self, kind: c.ConditionType) -> Condition | None:
-        """The condition of the given type, if present."""
-        return next((cond for cond in self.conditions if cond.type == kind), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `status` object as written to the API server."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 @dataclass(frozen=True)
 class OperatorDefaults:
@@ -542,15 +535,6 @@ def apply_operator_defaults(spec: SandboxSpec, defaults: OperatorDefaults) -> Sa
 
 class InvalidSandboxError(ValueError):
     """A Sandbox body that does not validate; the message names the offending fields but never their values."""
-
-
-def read_status(body: Mapping[str, Any]) -> SandboxStatus:
-    """The stored status; one that does not validate reads as empty."""
-    try:
-        return SandboxStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        # A status we cannot read is rebuilt from scratch: it only costs fresh transition times.
-        return SandboxStatus()
 
 
 @dataclass(frozen=True)
@@ -591,7 +575,7 @@ class SandboxObject:
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             deletion_timestamp=optional_time(meta.get("deletionTimestamp")),
-            status=read_status(body),
+            status=read_status(SandboxStatus, body),
             defaults=defaults,
         )
 
@@ -623,5 +607,5 @@ def load_sandbox(body: Mapping[str, Any], defaults: OperatorDefaults | None = No
             namespace=str(meta.get("namespace", "")),
             generation=int(meta.get("generation") or 0),
             error=str(error),
-            status=read_status(body),
+            status=read_status(SandboxStatus, body),
         )

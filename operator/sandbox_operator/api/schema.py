@@ -4,9 +4,10 @@ the base models of specs (strict) and statuses (lenient). Imports no Kopf and no
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -150,9 +151,20 @@ class SpecModel(BaseModel):
 
 
 class StatusModel(BaseModel):
+    """Base of every status: written by the operator only, read leniently."""
+
     # Status is ours, but older operator versions or kubectl may have left keys we no longer know: reading must not
     # fail on them.
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    def condition(self, kind: str) -> Condition | None:
+        """The condition of the given type, if present."""
+        conditions: list[Condition] = getattr(self, "conditions", [])
+        return next((cond for cond in conditions if cond.type == kind), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `status` object as written to the API server."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class Condition(StatusModel):
@@ -168,6 +180,43 @@ class Condition(StatusModel):
     last_transition_time: Timestamp = Field(
         alias="lastTransitionTime", description="When status or reason last changed."
     )
+
+
+def next_condition(
+    old: StatusModel, kind: str, status: c.ConditionStatus, reason: str, message: str, generation: int, now: datetime
+) -> Condition:
+    """The condition as it should be written: its transition time moves only when its status or reason changes."""
+    previous = old.condition(kind)
+    unchanged = previous is not None and previous.status == status and previous.reason == reason
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message[: c.MAX_MESSAGE_LENGTH],
+        observed_generation=generation if generation >= 0 else None,
+        last_transition_time=previous.last_transition_time if unchanged and previous else now,
+    )
+
+
+S = TypeVar("S", bound=StatusModel)
+
+
+def read_status(model: type[S], body: Mapping[str, Any]) -> S:
+    """The stored status of ``body``; one that does not validate reads as empty (it only costs fresh transition
+    times)."""
+    try:
+        return model.model_validate(body.get("status") or {})
+    except ValidationError:
+        return model()
+
+
+def status_changed(model: type[StatusModel], old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` differs from the stored status in anything the operator owns (so it must be written)."""
+    try:
+        normalized = model.model_validate(old or {}).to_dict()
+    except ValidationError:
+        return True
+    return normalized != dict(new)
 
 
 def describe_validation_error(error: ValidationError, prefix: str) -> str:

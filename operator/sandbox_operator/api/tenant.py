@@ -27,6 +27,7 @@ from sandbox_operator.api.schema import (
     cel,
     describe_validation_error,
     parse_quantity,
+    read_status,
 )
 
 # Glob patterns for images: `*` matches any run of characters (including `/` and `:`), everything else is literal.
@@ -324,14 +325,6 @@ class TenantStatus(StatusModel):
     namespace: str | None = Field(None, description="The tenant's namespace.", max_length=63)
     usage: TenantUsage | None = Field(None, description="Use against each quota limit, from the ResourceQuota.")
 
-    def condition(self, kind: c.TenantConditionType) -> Condition | None:
-        """The condition of the given type, if present."""
-        return next((cond for cond in self.conditions if cond.type == kind), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `status` object as written to the API server."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 @dataclass(frozen=True)
 class TenantObject:
@@ -354,28 +347,21 @@ class InvalidTenant:
     status: TenantStatus = field(default_factory=TenantStatus)
 
 
-def read_tenant_status(body: Mapping[str, Any]) -> TenantStatus:
-    """The stored status; one that does not validate reads as empty."""
-    try:
-        return TenantStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return TenantStatus()
-
-
 def load_tenant(body: Mapping[str, Any]) -> TenantObject | InvalidTenant:
     """Parse a Tenant body; an invalid one comes back as InvalidTenant naming the fields (never their values)."""
     meta = body.get("metadata") or {}
     name, generation = str(meta.get("name", "")), int(meta.get("generation") or 0)
+    status = read_status(TenantStatus, body)
     if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
         error = "metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars"
-        return InvalidTenant(name=name, generation=generation, error=error, status=read_tenant_status(body))
+        return InvalidTenant(name=name, generation=generation, error=error, status=status)
     try:
         spec = TenantSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         error = describe_validation_error(exc, "spec")
-        return InvalidTenant(name=name, generation=generation, error=error, status=read_tenant_status(body))
+        return InvalidTenant(name=name, generation=generation, error=error, status=status)
     return TenantObject(
-        name=name, uid=str(meta.get("uid", "")), generation=generation, spec=spec, status=read_tenant_status(body)
+        name=name, uid=str(meta.get("uid", "")), generation=generation, spec=spec, status=status
     )
 
 

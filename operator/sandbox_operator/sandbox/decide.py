@@ -27,11 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, read_status
-from sandbox_operator.api.schema import Condition, format_time, optional_time
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus
+from sandbox_operator.api.schema import format_time, next_condition, optional_time, read_status
 from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.sandbox import render
@@ -235,28 +233,6 @@ def pod_readiness(sandbox: SandboxObject, pod: PodSummary) -> _Ready:
     return _not_ready(c.Reason.POD_PENDING, f"pod {pod.name} is pending" + (f": {why}" if why else ""))
 
 
-def _condition(
-    kind: c.ConditionType,
-    status: c.ConditionStatus,
-    reason: c.Reason,
-    message: str,
-    *,
-    old: SandboxStatus,
-    generation: int,
-    now: datetime,
-) -> Condition:
-    previous = old.condition(kind)
-    unchanged = previous is not None and previous.status == status and previous.reason == reason
-    return Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message,
-        observed_generation=generation,
-        last_transition_time=previous.last_transition_time if unchanged and previous else now,
-    )
-
-
 def _is_true(status: SandboxStatus, kind: c.ConditionType) -> bool:
     condition = status.condition(kind)
     return condition is not None and condition.status == c.ConditionStatus.TRUE
@@ -324,14 +300,9 @@ def _sync_child(
 
 def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
     old = sandbox.status
-    ready = _condition(
-        c.ConditionType.READY,
-        c.ConditionStatus.FALSE,
-        c.Reason.INVALID_SPEC,
-        _shorten(sandbox.error, c.MAX_MESSAGE_LENGTH),
-        old=old,
-        generation=sandbox.generation,
-        now=now,
+    ready = next_condition(
+        old, c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.INVALID_SPEC, sandbox.error, sandbox.generation,
+        now,
     )
     others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
     new = old.model_copy(
@@ -406,8 +377,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     ]
     generation = sandbox.generation
     conditions = [
-        _condition(kind, status, reason, text, old=old, generation=generation, now=now)
-        for kind, status, reason, text in wanted
+        next_condition(old, kind, status, reason, text, generation, now) for kind, status, reason, text in wanted
     ]
 
     pod_exists = pod is not None and pod.deletion_timestamp is None
@@ -503,7 +473,7 @@ def decide_safely(
 def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> Plan:
     """Ready=False/ReconcileError (with the error's type only: its text may quote the spec) and, past the deadline
     the stored status announced, the Sandbox's deletion; suspension on expiry is left to a pass that can decide."""
-    old = read_status(body)
+    old = read_status(SandboxStatus, body)
     generation = _int_or_none((body.get("metadata") or {}).get("generation")) or 0
     lifetime = ((body.get("spec") or {}).get("lifetime") or {}) if isinstance(body.get("spec"), Mapping) else {}
     deadline = old.expires_at
@@ -511,9 +481,8 @@ def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> 
     message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
     if delete:
         message += f"; deleting it: it expired at {format_time(deadline)}"  # type: ignore[arg-type]
-    ready = _condition(
-        c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.RECONCILE_ERROR, message,
-        old=old, generation=generation, now=now,
+    ready = next_condition(
+        old, c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.RECONCILE_ERROR, message, generation, now
     )
     others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
     new = old.model_copy(update={"conditions": [ready, *others], "message": message})
@@ -529,12 +498,3 @@ def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> 
         events=events,
         requeue_at=deadline if deadline is not None and not delete else None,
     )
-
-
-def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether `new` differs from the stored status in anything the operator owns (so it must be written)."""
-    try:
-        normalized = SandboxStatus.model_validate(old or {}).to_dict()
-    except ValidationError:
-        return True
-    return normalized != dict(new)

@@ -20,8 +20,8 @@ import kopf
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, load_sandbox
-from sandbox_operator.api.schema import optional_time
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
+from sandbox_operator.api.schema import optional_time, status_changed
 from sandbox_operator.api.tenant import sandbox_defaults
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
@@ -37,7 +37,6 @@ from sandbox_operator.sandbox.decide import (
     UpdateChild,
     decide_safely,
     secret_values,
-    status_changed,
 )
 from sandbox_operator.sandbox.render import owned_by, owning_sandbox
 
@@ -334,7 +333,7 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
                     name_conflict=refused.name_conflict,
                 ), now)
             state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
-            if status_changed(body.get("status"), plan.status):
+            if status_changed(SandboxStatus, body.get("status"), plan.status):
                 updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
                 if updated is not None:
                     _remember(state, updated)

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from sandbox_operator.api import names as c
-from sandbox_operator.api.schema import Condition, parse_quantity
-from sandbox_operator.api.tenant import InvalidTenant, TenantObject, TenantStatus, read_tenant_status
+from sandbox_operator.api.schema import next_condition, parse_quantity, read_status
+from sandbox_operator.api.tenant import InvalidTenant, TenantObject, TenantStatus
 from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view
 from sandbox_operator.tenant import render
 
@@ -184,22 +182,6 @@ def usage(quota: QuotaSummary | None) -> dict[str, dict[str, str]] | None:
     }
 
 
-def _condition(
-    previous: TenantStatus, ready: bool, reason: c.TenantReason, message: str, generation: int, now: datetime
-) -> Condition:
-    old = previous.condition(c.TenantConditionType.READY)
-    status = c.ConditionStatus.TRUE if ready else c.ConditionStatus.FALSE
-    unchanged = old is not None and old.status == status and old.reason == reason
-    return Condition(
-        type=c.TenantConditionType.READY.value,
-        status=status,
-        reason=reason.value,
-        message=message[: c.MAX_MESSAGE_LENGTH],
-        observed_generation=generation,
-        last_transition_time=old.last_transition_time if unchanged and old else now,
-    )
-
-
 def _status(
     tenant: TenantObject | InvalidTenant,
     ready: bool,
@@ -210,7 +192,17 @@ def _status(
 ) -> dict[str, Any]:
     status = TenantStatus.model_validate(
         {
-            "conditions": [_condition(tenant.status, ready, reason, message, tenant.generation, now)],
+            "conditions": [
+                next_condition(
+                    tenant.status,
+                    c.TenantConditionType.READY,
+                    c.ConditionStatus.TRUE if ready else c.ConditionStatus.FALSE,
+                    reason,
+                    message,
+                    tenant.generation,
+                    now,
+                )
+            ],
             "observedGeneration": tenant.generation,
             "namespace": tenant.spec.namespace if isinstance(tenant, TenantObject) else tenant.status.namespace,
             "usage": usage(observed.quota) if observed else None,
@@ -304,27 +296,17 @@ def decide_tenant_safely(
     try:
         return decide(), None
     except Exception as error:  # a bug or an input nobody foresaw: report it, the shell retries with backoff
-        old = read_tenant_status(body)
-        previous = old.condition(c.TenantConditionType.READY)
+        old = read_status(TenantStatus, body)
         generation = (body.get("metadata") or {}).get("generation")
         message = f"the operator could not reconcile this tenant ({type(error).__name__}); retrying with backoff"
-        unchanged = previous is not None and previous.reason == c.TenantReason.RECONCILE_ERROR
-        condition = Condition(
-            type=c.TenantConditionType.READY.value,
-            status=c.ConditionStatus.FALSE,
-            reason=c.TenantReason.RECONCILE_ERROR.value,
-            message=message,
-            observed_generation=generation if isinstance(generation, int) and generation >= 0 else None,
-            last_transition_time=previous.last_transition_time if unchanged and previous else now,
+        condition = next_condition(
+            old,
+            c.TenantConditionType.READY,
+            c.ConditionStatus.FALSE,
+            c.TenantReason.RECONCILE_ERROR,
+            message,
+            generation if isinstance(generation, int) else 0,
+            now,
         )
         status = old.model_copy(update={"conditions": [condition]})
         return TenantPlan((), status.to_dict()), error
-
-
-def tenant_status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether `new` differs from the stored status in anything the operator owns (so it must be written)."""
-    try:
-        normalized = TenantStatus.model_validate(old or {}).to_dict()
-    except ValidationError:
-        return True
-    return normalized != dict(new)

@@ -21,7 +21,8 @@ import kopf
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
-from sandbox_operator.api.tenant import TenantLifetime, TenantObject, load_tenant
+from sandbox_operator.api.schema import status_changed
+from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStatus, load_tenant
 from sandbox_operator.k8s.client import Kube, KubeError
 from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
 from sandbox_operator.operator import Runtime
@@ -33,7 +34,6 @@ from sandbox_operator.tenant.decide import (
     TenantPlan,
     decide_tenant,
     decide_tenant_safely,
-    tenant_status_changed,
 )
 from sandbox_operator.tenant.render import owning_tenant, policy_binding_name, render_admission_probe
 
@@ -195,7 +195,7 @@ async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) ->
         elif error is None:
             state.failures = 0
         old_status = body.get("status") or {}
-        if tenant_status_changed(old_status, plan.status):
+        if status_changed(TenantStatus, old_status, plan.status):
             updated = await runtime.kube.patch_tenant_status(name, old_status, plan.status)
             _post_event(body, old_status, plan.status)
             if updated is not None:
