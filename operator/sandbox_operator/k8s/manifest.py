@@ -68,6 +68,48 @@ class ChildSummary:
         )
 
 
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    """The controller owner reference to one of this API's objects: the garbage collector deletes the child with it."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def controller_name(child: Mapping[str, Any], kind: str) -> str | None:
+    """The name of the object of ``kind`` (this API's) that the child's controller owner reference names, if any."""
+    for ref in (child.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == kind and ref.get("apiVersion") == c.API_VERSION:
+            return str(ref.get("name"))
+    return None
+
+
+def owned_by(child: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller owner reference is the object with this uid."""
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
+def child_metadata(
+    name: str, namespace: str | None, labels: Mapping[str, str], owner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The metadata of a rendered child (namespaced unless ``namespace`` is None); the spec hash is added last."""
+    meta: dict[str, Any] = {"name": name, "labels": dict(labels), "annotations": {}, "ownerReferences": [dict(owner)]}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with the hash of everything else in it as its spec-hash annotation."""
+    manifest["metadata"].setdefault("annotations", {})[c.ANNOTATION_SPEC_HASH] = manifest_hash(manifest)
+    return manifest
+
+
 def _plain(value: Any) -> Any:
     """A deep copy made of dicts, lists and scalars (Kopf hands over read-only views)."""
     if isinstance(value, Mapping):

@@ -24,7 +24,7 @@ from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxS
 from sandbox_operator.api.schema import optional_time, status_changed
 from sandbox_operator.api.tenant import sandbox_defaults
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
+from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks, owned_by
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.operator import Runtime
 from sandbox_operator.sandbox.decide import (
@@ -38,7 +38,7 @@ from sandbox_operator.sandbox.decide import (
     decide_safely,
     secret_values,
 )
-from sandbox_operator.sandbox.render import owned_by, owning_sandbox
+from sandbox_operator.sandbox.render import owning_sandbox
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import EgressRule, SandboxObject
-from sandbox_operator.k8s.manifest import manifest_hash
+from sandbox_operator.k8s.manifest import child_metadata, controller_name, owner_reference, with_spec_hash
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,14 +64,7 @@ def owning_sandbox(child: Mapping[str, Any]) -> str | None:
     value of its sandbox label when it carries the operator's labels; None when it is no sandbox's child. Either way
     the object's name must be the one rendered for that Sandbox, so no other object is ever taken for a child."""
     meta = child.get("metadata") or {}
-    owner = next(
-        (
-            str(ref.get("name"))
-            for ref in meta.get("ownerReferences") or []
-            if ref.get("controller") and ref.get("kind") == c.KIND and ref.get("apiVersion") == c.API_VERSION
-        ),
-        None,
-    )
+    owner = controller_name(child, c.KIND)
     labels = meta.get("labels") or {}
     if owner is None and labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY:
         owner = labels.get(c.LABEL_SANDBOX) or None
@@ -80,37 +73,10 @@ def owning_sandbox(child: Mapping[str, Any]) -> str | None:
     return owner
 
 
-def owned_by(child: Mapping[str, Any], uid: str) -> bool:
-    """Whether the object's controller owner reference is the Sandbox with this uid."""
-    refs = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
-
-
-def owner_reference(sandbox: SandboxObject) -> dict[str, Any]:
-    """Owner reference that lets the garbage collector delete a child with its Sandbox."""
-    return {
-        "apiVersion": c.API_VERSION,
-        "kind": c.KIND,
-        "name": sandbox.name,
-        "uid": sandbox.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def _finish(manifest: dict[str, Any]) -> dict[str, Any]:
-    manifest["metadata"].setdefault("annotations", {})[c.ANNOTATION_SPEC_HASH] = manifest_hash(manifest)
-    return manifest
-
-
 def _metadata(sandbox: SandboxObject, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": sandbox.namespace,
-        "labels": child_labels(sandbox),
-        "annotations": {},
-        "ownerReferences": [owner_reference(sandbox)],
-    }
+    return child_metadata(
+        name, sandbox.namespace, child_labels(sandbox), owner_reference(c.KIND, sandbox.name, sandbox.uid)
+    )
 
 
 def _quantities(values: Mapping[str, int | str]) -> dict[str, str]:
@@ -203,7 +169,8 @@ def render_pod(sandbox: SandboxObject) -> dict[str, Any]:
         spec["nodeSelector"] = dict(sandbox.defaults.node_selector)
     if sandbox.defaults.tolerations:
         spec["tolerations"] = [dict(toleration) for toleration in sandbox.defaults.tolerations]
-    return _finish({"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(sandbox, pod_name(sandbox)), "spec": spec})
+    metadata = _metadata(sandbox, pod_name(sandbox))
+    return with_spec_hash({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
 
 
 def _networks(cidrs: Iterable[str]) -> list[IPNetwork]:
@@ -293,7 +260,7 @@ def ingress_rules(sandbox: SandboxObject) -> list[dict[str, Any]]:
 
 def render_network_policy(sandbox: SandboxObject) -> dict[str, Any]:
     """Default-deny NetworkPolicy of the sandbox pod, opened only as far as `spec.network` asks."""
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
@@ -313,7 +280,7 @@ def render_service(sandbox: SandboxObject) -> dict[str, Any] | None:
     ports = sandbox.spec.network.ports
     if not ports:
         return None
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -342,7 +309,7 @@ def render_pvc(sandbox: SandboxObject) -> dict[str, Any] | None:
     }
     if workspace.storage_class_name:
         spec["storageClassName"] = workspace.storage_class_name
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",

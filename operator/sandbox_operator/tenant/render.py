@@ -13,7 +13,7 @@ from typing import Any
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.tenant import Subject, TenantObject
-from sandbox_operator.k8s.manifest import manifest_hash
+from sandbox_operator.k8s.manifest import child_metadata, controller_name, owner_reference, with_spec_hash
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
@@ -23,29 +23,14 @@ def tenant_labels(tenant: TenantObject) -> dict[str, str]:
     return {c.LABEL_NAME: c.TENANT_NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_TENANT: tenant.name}
 
 
-def tenant_owner_reference(tenant: TenantObject) -> dict[str, Any]:
-    """Owner reference that lets the garbage collector delete a child with its Tenant."""
-    return {
-        "apiVersion": c.API_VERSION,
-        "kind": c.TENANT_KIND,
-        "name": tenant.name,
-        "uid": tenant.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def owning_tenant(child: Mapping[str, Any]) -> str | None:
     """The name of the Tenant an object was rendered for: the Tenant its controller owner reference names, else its
     tenant label when it carries the operator's labels (so one whose labels were removed is still found)."""
-    meta = child.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == c.TENANT_KIND and ref.get("apiVersion") == c.API_VERSION:
-            return str(ref.get("name"))
-    labels = meta.get("labels") or {}
-    if labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY and labels.get(c.LABEL_TENANT):
-        return str(labels[c.LABEL_TENANT])
-    return None
+    owner = controller_name(child, c.TENANT_KIND)
+    labels = (child.get("metadata") or {}).get("labels") or {}
+    if owner is None and labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY and labels.get(c.LABEL_TENANT):
+        owner = str(labels[c.LABEL_TENANT])
+    return owner
 
 
 def policy_binding_name(tenant: TenantObject) -> str:
@@ -54,20 +39,8 @@ def policy_binding_name(tenant: TenantObject) -> str:
 
 
 def _metadata(tenant: TenantObject, name: str, namespace: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "labels": tenant_labels(tenant),
-        "annotations": {},
-        "ownerReferences": [tenant_owner_reference(tenant)],
-    }
-    if namespace is not None:
-        meta["namespace"] = namespace
-    return meta
-
-
-def _finish(manifest: dict[str, Any]) -> dict[str, Any]:
-    manifest["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH] = manifest_hash(manifest)
-    return manifest
+    owner = owner_reference(c.TENANT_KIND, tenant.name, tenant.uid)
+    return child_metadata(name, namespace, tenant_labels(tenant), owner)
 
 
 def _strings(values: Mapping[str, int | str | None]) -> dict[str, str]:
@@ -80,7 +53,7 @@ def render_namespace(tenant: TenantObject) -> dict[str, Any]:
     for mode in c.POD_SECURITY_MODES:
         meta["labels"][f"pod-security.kubernetes.io/{mode}"] = c.POD_SECURITY_LEVEL
         meta["labels"][f"pod-security.kubernetes.io/{mode}-version"] = "latest"
-    return _finish({"apiVersion": "v1", "kind": c.TenantChildKind.NAMESPACE.value, "metadata": meta})
+    return with_spec_hash({"apiVersion": "v1", "kind": c.TenantChildKind.NAMESPACE.value, "metadata": meta})
 
 
 def quota_hard(tenant: TenantObject) -> dict[str, str]:
@@ -109,7 +82,7 @@ def quota_hard(tenant: TenantObject) -> dict[str, str]:
 
 def render_resource_quota(tenant: TenantObject) -> dict[str, Any]:
     """The ResourceQuota the API server enforces atomically at admission."""
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": c.TenantChildKind.RESOURCE_QUOTA.value,
@@ -136,7 +109,7 @@ def render_limit_range(tenant: TenantObject) -> dict[str, Any]:
     items = [container]
     if limits.workspace_size is not None:
         items.append({"type": "PersistentVolumeClaim", "max": {"storage": str(limits.workspace_size)}})
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": c.TenantChildKind.LIMIT_RANGE.value,
@@ -149,7 +122,7 @@ def render_limit_range(tenant: TenantObject) -> dict[str, Any]:
 def render_default_deny(tenant: TenantObject) -> dict[str, Any]:
     """A NetworkPolicy selecting every pod in the namespace with no rules: nothing in or out unless a sandbox's own
     policy allows it."""
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": c.TenantChildKind.NETWORK_POLICY.value,
@@ -167,7 +140,7 @@ def _rbac_subject(subject: Subject) -> dict[str, str]:
 
 def render_role_binding(tenant: TenantObject) -> dict[str, Any]:
     """The RoleBinding of the tenant's subjects to the ClusterRole that manages Sandboxes and nothing else."""
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": f"{RBAC_GROUP}/v1",
             "kind": c.TenantChildKind.ROLE_BINDING.value,
@@ -184,7 +157,7 @@ def render_policy_binding(tenant: TenantObject) -> dict[str, Any]:
     `kubernetes.io/metadata.name` is set by the API server and cannot be forged by whoever may label namespaces. With
     `parameterNotFoundAction: Deny`, Sandboxes are refused once the Tenant is gone.
     """
-    return _finish(
+    return with_spec_hash(
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": c.TenantChildKind.POLICY_BINDING.value,
