@@ -47,7 +47,7 @@ def test_a_new_tenant_gets_everything_but_access_first() -> None:
         "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "ValidatingAdmissionPolicyBinding"
     ]
     assert ready(plan) == ("False", c.TenantReason.PROVISIONING)
-    assert plan.retry_after is not None
+    assert plan.requeue_at is not None
 
 
 def test_access_waits_for_the_quota_status() -> None:
@@ -84,14 +84,14 @@ def test_access_waits_until_the_api_server_enforces_the_policy() -> None:
     plan = decide_tenant(t, provisioned(t, role_binding=None, policy_enforced=False), CREATED)
     assert kinds(plan) == []
     assert ready(plan) == ("False", c.TenantReason.WAITING_FOR_POLICY)
-    assert plan.retry_after is not None
+    assert plan.requeue_at is not None
 
 
 def test_a_provisioned_tenant_needs_nothing_and_reports_usage() -> None:
     t = tenant()
     plan = decide_tenant(t, provisioned(t, quota=computed_quota(t, {c.QUOTA_SANDBOXES: "3", "limits.cpu": "1500m"})),
                          CREATED)
-    assert plan.actions == () and plan.retry_after is None
+    assert plan.actions == () and plan.requeue_at is None
     assert ready(plan) == ("True", c.TenantReason.PROVISIONED)
     assert plan.status["usage"]["sandboxes"] == {"used": "3", "hard": "10"}
     assert plan.status["usage"]["cpu"] == {"used": "1500m", "hard": "8"}
@@ -188,7 +188,7 @@ def test_a_repair_made_moments_ago_waits_for_its_turn() -> None:
                        held={c.TenantChildKind.NETWORK_POLICY: CREATED + timedelta(seconds=8)})
     plan = decide_tenant(t, observed, CREATED)
     assert plan.actions == ()
-    assert plan.retry_after == 8
+    assert plan.requeue_at == CREATED + timedelta(seconds=8)
 
 
 def test_a_refused_apply_keeps_the_usage_in_status() -> None:

@@ -7,10 +7,8 @@ in Kopf's per-object ``memo``, which Kopf drops with the object: nothing here gr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -21,11 +19,11 @@ import kopf
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
-from sandbox_operator.api.schema import optional_time, status_changed
+from sandbox_operator.api.schema import optional_time, seconds_after, status_changed
 from sandbox_operator.api.tenant import sandbox_defaults
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks, owned_by
-from sandbox_operator.k8s.redaction import redact
+from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair, state_in
+from sandbox_operator.k8s.manifest import ChildSummary, owned_by
 from sandbox_operator.operator import Runtime
 from sandbox_operator.sandbox.decide import (
     CreateChild,
@@ -42,50 +40,24 @@ from sandbox_operator.sandbox.render import owning_sandbox
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRY_DELAY = 300.0
-QUOTA_RETRY_DELAY = 15.0
-# A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
-MAX_WAKEUP_DELAY = 86400.0
+QUOTA_RETRY_SECONDS = 15.0
 
 
 @dataclass
-class SandboxState:
+class SandboxState(ObjectState):
     """What one Sandbox's reconciliations share; lives in the Sandbox's Kopf memo and dies with it."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    body: dict[str, Any] | None = None
-    wakeup: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
-    failures: int = 0
     phase: str | None = None
-    deleted: bool = False
     # Children we created that the watch has not shown yet: without this, a reconcile in that window
     # would create them again (a harmless but wasted 409).
     expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
     indices: dict[str, Any] = field(default_factory=dict)
     # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
-    repairs: RepairStreaks = field(default_factory=RepairStreaks)
-
-
-def _resource_version(body: Mapping[str, Any] | None) -> int:
-    try:
-        return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _remember(state: SandboxState, body: Mapping[str, Any]) -> None:
-    """Keep the newest body seen, whether it came from the watch or from our own status write."""
-    if state.body is None or _resource_version(body) >= _resource_version(state.body):
-        state.body = {key: body[key] for key in body}
 
 
 def _state(memo: Any) -> SandboxState:
-    state = memo.get("sandbox")
-    if state is None:
-        state = memo["sandbox"] = SandboxState()
-    return state  # type: ignore[no-any-return]
+    return object_state(memo, "sandbox", SandboxState)
 
 
 # --- indices: the children as the API server has them, keyed by (namespace, sandbox name) ---------------
@@ -131,11 +103,6 @@ def sandbox_pvcs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, 
     return {_child_key(namespace, body): ChildSummary.from_body(body)}
 
 
-def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> Any:
-    store = index.get(key)
-    return next(iter(store), None) if store is not None else None
-
-
 EXPECTATION_SECONDS = 30.0
 INDEX_OF_KIND = {
     c.ChildKind.POD: "sandbox_pods",
@@ -147,7 +114,7 @@ INDEX_OF_KIND = {
 
 def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
     """The child as the index has it, else as we just created (or found) it (for a short while)."""
-    seen = _one(state.indices[INDEX_OF_KIND[kind]], key)
+    seen = state_in(state.indices[INDEX_OF_KIND[kind]], key)
     expected = state.expected.get(kind)
     if seen is not None or expected is None or time.monotonic() - expected[1] > EXPECTATION_SECONDS:
         state.expected.pop(kind, None)
@@ -161,12 +128,6 @@ def _summary(kind: c.ChildKind, body: Mapping[str, Any]) -> PodSummary | ChildSu
 
 def _expect(state: SandboxState, kind: c.ChildKind, body: Mapping[str, Any]) -> None:
     state.expected[kind] = (_summary(kind, body), time.monotonic())
-
-
-def _record_repair(state: SandboxState, kind: c.ChildKind, now: datetime) -> None:
-    metrics.REPAIRS.labels(kind.value).inc()
-    if state.repairs.record(kind, now):
-        metrics.REPAIR_CONFLICTS.labels(kind.value).inc()
 
 
 def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observed:
@@ -229,12 +190,12 @@ async def _apply(
             await runtime.kube.replace(kind, action.manifest)
             _expect(state, kind, action.manifest)
             if action.repair:
-                _record_repair(state, kind, now)
+                record_repair(state, kind, now)
         elif isinstance(action, DeleteChild):
             state.expected.pop(action.kind, None)
             await runtime.kube.delete(action.kind, namespace, action.name)
             if action.repair:
-                _record_repair(state, action.kind, now)
+                record_repair(state, action.kind, now)
         elif isinstance(action, DeleteSandbox):
             await runtime.kube.delete_sandbox(namespace, name, uid)
     return None
@@ -262,100 +223,48 @@ def _record(state: SandboxState, body: Mapping[str, Any], plan: Plan) -> None:
             metrics.EXPIRATIONS.labels(plan.expiry_reason.value, action).inc()
 
 
-def _schedule(
-    state: SandboxState, runtime: Runtime, key: tuple[str, str], at: datetime | None, delay: float | None
-) -> None:
-    """Wake this sandbox again at ``at`` (a deadline) or after ``delay`` seconds (a retry), whichever is first."""
-    if state.wakeup is not None:
-        state.wakeup.cancel()
-        state.wakeup = None
-    if state.deleted:
-        return
-    delays = [d for d in (delay, (at - datetime.now(UTC)).total_seconds() if at else None) if d is not None]
-    if not delays:
-        return
-    loop = asyncio.get_running_loop()
+async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> PassResult:
+    """One pass for one Sandbox: observe, decide (pure), act, write the status, post the Events."""
+    body = state.body
+    if body is None or not state.indices:
+        return PassResult()
 
-    def fire() -> None:
-        state.task = loop.create_task(reconcile_sandbox(state, runtime, key, trigger="timer"))
+    def load() -> SandboxObject | InvalidSandbox:
+        defaults = sandbox_defaults(state.indices["tenant_lifetimes"], key[0], runtime.defaults)
+        sandbox = load_sandbox(body, defaults)
+        state.secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
+        return sandbox
 
-    # +50ms: wake just after the deadline, never a hair before it.
-    state.wakeup = loop.call_later(min(MAX_WAKEUP_DELAY, max(0.0, min(delays))) + 0.05, fire)
-
-
-def _backoff(state: SandboxState) -> float:
-    state.failures += 1
-    return min(MAX_RETRY_DELAY, 2.0**state.failures)
+    now = datetime.now(UTC)
+    observed = _observe(state, key, now)
+    plan, error = decide_safely(load, body, observed, now)
+    refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan, now)
+    failed = "decide" if error is not None else None
+    if refused is not None:
+        # Report why, then look again: quota frees up, a refused spec may be fixed by a new generation.
+        plan, _ = decide_safely(load, body, replace(
+            observed,
+            quota_error=refused.quota_error,
+            create_error=refused.create_error,
+            name_conflict=refused.name_conflict,
+        ), now)
+        failed = None if refused.quota_error else "rejected"
+    requeue_at = plan.requeue_at
+    if refused is not None and refused.quota_error:
+        quota_retry = seconds_after(now, QUOTA_RETRY_SECONDS)
+        requeue_at = quota_retry if requeue_at is None else min(requeue_at, quota_retry)
+    state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
+    if status_changed(SandboxStatus, body.get("status"), plan.status):
+        updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
+        if updated is not None:
+            state.remember(updated)
+    _record(state, body, plan)
+    return PassResult(requeue_at=requeue_at, failed=failed, error=error)
 
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
-    """Decide and act for one Sandbox; serialised per Sandbox by its lock, retried with bounded backoff."""
-    async with state.lock:
-        body = state.body
-        if body is None or not state.indices or state.deleted:
-            return
-        metrics.RECONCILES.labels(trigger).inc()
-        retry: float | None = None
-        plan: Plan | None = None
-        secrets: list[str] = []
-
-        def load() -> SandboxObject | InvalidSandbox:
-            nonlocal secrets
-            defaults = sandbox_defaults(state.indices["tenant_lifetimes"], key[0], runtime.defaults)
-            sandbox = load_sandbox(body, defaults)
-            secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
-            return sandbox
-
-        try:
-            now = datetime.now(UTC)
-            observed = _observe(state, key, now)
-            plan, error = decide_safely(load, body, observed, now)
-            if error is not None:
-                metrics.RECONCILE_ERRORS.labels("decide").inc()
-                retry = _backoff(state)
-                # The traceback, not the error's text: that may quote the spec.
-                logger.error(
-                    "sandbox %s/%s: could not decide (%s); retrying in %.0fs\n%s", key[0], key[1],
-                    type(error).__name__, retry, "".join(traceback.format_tb(error.__traceback__)),
-                )
-            refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan, now)
-            if refused is not None:
-                # Report why, then retry later: quota frees up, a refused spec may be fixed by a new generation.
-                if refused.quota_error:
-                    retry = QUOTA_RETRY_DELAY
-                else:
-                    retry = _backoff(state)
-                    metrics.RECONCILE_ERRORS.labels("rejected").inc()
-                plan, _ = decide_safely(load, body, replace(
-                    observed,
-                    quota_error=refused.quota_error,
-                    create_error=refused.create_error,
-                    name_conflict=refused.name_conflict,
-                ), now)
-            state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
-            if status_changed(SandboxStatus, body.get("status"), plan.status):
-                updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
-                if updated is not None:
-                    _remember(state, updated)
-            _record(state, body, plan)
-            if refused is None and error is None:
-                state.failures = 0
-        except KubeError as failure:
-            metrics.RECONCILE_ERRORS.labels("temporary" if failure.transient else "rejected").inc()
-            retry = _backoff(state)
-            logger.warning(
-                "sandbox %s/%s: %s; retrying in %.0fs", key[0], key[1], redact(str(failure), secrets), retry
-            )
-            plan = None
-        except Exception as failure:
-            metrics.RECONCILE_ERRORS.labels("unexpected").inc()
-            retry = _backoff(state)
-            logger.error(
-                "sandbox %s/%s: reconcile failed (%s); retrying in %.0fs\n%s", key[0], key[1],
-                type(failure).__name__, retry, "".join(traceback.format_tb(failure.__traceback__)),
-            )
-            plan = None
-        _schedule(state, runtime, key, plan.requeue_at if plan else None, retry)
+    """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop)."""
+    await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
 
 @kopf.on.event("sandbox-operator.io", "v1alpha1", "sandboxes")
@@ -365,15 +274,13 @@ async def sandbox_changed(
     """Any change to a Sandbox (including its activity annotation): reconcile it."""
     state, namespace = _state(memo), namespace or ""
     if event["type"] == "DELETED":
-        state.deleted = True
-        if state.wakeup is not None:
-            state.wakeup.cancel()
+        state.forget()
         if state.phase is not None:
             metrics.SANDBOXES.labels(namespace, state.phase).dec()
             state.phase = None
         return
     state.indices = {k: kwargs[k] for k in (*INDEX_OF_KIND.values(), "tenant_lifetimes")}
-    _remember(state, body)
+    state.remember(body)
     await reconcile_sandbox(state, memo["runtime"], (namespace, name), trigger="sandbox")
 
 
@@ -381,7 +288,7 @@ async def _child_changed(
     namespace: str | None, body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str
 ) -> None:
     key = _child_key(namespace, body)
-    state = _one(indices["sandbox_states"], key)
+    state = state_in(indices["sandbox_states"], key)
     if state is not None:
         await reconcile_sandbox(state, memo["runtime"], key, trigger=trigger)
 

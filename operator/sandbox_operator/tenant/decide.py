@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.schema import next_condition, parse_quantity, read_status
+from sandbox_operator.api.schema import next_condition, parse_quantity, read_status, seconds_after
 from sandbox_operator.api.tenant import InvalidTenant, TenantObject, TenantStatus
 from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view
 from sandbox_operator.tenant import render
@@ -139,7 +139,7 @@ class TenantPlan:
 
     actions: tuple[TenantAction, ...]
     status: dict[str, Any]
-    retry_after: float | None = None
+    requeue_at: datetime | None = None
 
 
 def _hash(manifest: Mapping[str, Any]) -> str:
@@ -223,11 +223,11 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
             "an existing namespace is never adopted"
         )
         status = _status(tenant, False, c.TenantReason.NAMESPACE_CONFLICT, message, now)
-        return TenantPlan((), status, CONFLICT_RETRY_SECONDS)
+        return TenantPlan((), status, seconds_after(now, CONFLICT_RETRY_SECONDS))
     if found is not None and found.terminating:
         message = f"namespace {namespace} is being deleted; it is created again once it is gone"
         status = _status(tenant, False, c.TenantReason.NAMESPACE_TERMINATING, message, now, observed)
-        return TenantPlan((), status, WAIT_RETRY_SECONDS)
+        return TenantPlan((), status, seconds_after(now, WAIT_RETRY_SECONDS))
     if observed.apply_error:
         status = _status(tenant, False, c.TenantReason.APPLY_FAILED, observed.apply_error, now, observed)
         return TenantPlan((), status)
@@ -266,7 +266,7 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
     else:
         bring(role_binding, observed.role_binding)
     # With nothing to apply but held repairs, look again when the first may be made.
-    held_wait = max(0.0, (min(held_until) - now).total_seconds()) if held_until else None
+    first_held = min(held_until, default=None)
 
     if observed.role_binding is not None and found is not None:
         # Access is granted: changes being applied do not make the tenant unusable meanwhile.
@@ -274,7 +274,7 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
         if actions:
             message += f"; applying changes to {', '.join(a.manifest['kind'] for a in actions)}"
         status = _status(tenant, True, c.TenantReason.PROVISIONED, message, now, observed)
-        return TenantPlan(tuple(actions), status, WAIT_RETRY_SECONDS if actions else held_wait)
+        return TenantPlan(tuple(actions), status, seconds_after(now, WAIT_RETRY_SECONDS) if actions else first_held)
     if observed.role_binding is None and not enforced and found is not None:
         message = (
             f"waiting for the ResourceQuota {c.TENANT_QUOTA_NAME} in {namespace} to be computed before granting access"
@@ -285,7 +285,8 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
         reason = c.TenantReason.WAITING_FOR_POLICY
     else:
         message, reason = f"provisioning namespace {namespace}", c.TenantReason.PROVISIONING
-    return TenantPlan(tuple(actions), _status(tenant, False, reason, message, now, observed), WAIT_RETRY_SECONDS)
+    status = _status(tenant, False, reason, message, now, observed)
+    return TenantPlan(tuple(actions), status, seconds_after(now, WAIT_RETRY_SECONDS))
 
 
 def decide_tenant_safely(

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import status_changed
 from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStatus, load_tenant
 from sandbox_operator.k8s.client import Kube, KubeError
-from sandbox_operator.k8s.manifest import ChildSummary, RepairStreaks
+from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair, state_in
+from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
 from sandbox_operator.tenant.decide import (
     ApplyObject,
@@ -39,7 +38,6 @@ from sandbox_operator.tenant.render import owning_tenant, policy_binding_name, r
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRY_DELAY = 300.0
 WARNING_REASONS = frozenset(
     {
         c.TenantReason.NAMESPACE_CONFLICT,
@@ -51,24 +49,12 @@ WARNING_REASONS = frozenset(
 
 
 @dataclass
-class TenantState:
+class TenantState(ObjectState):
     """What one Tenant's reconciliations share; lives in the Tenant's Kopf memo and dies with it."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    body: dict[str, Any] | None = None
-    wakeup: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
-    dirty: bool = False
-    failures: int = 0
-    deleted: bool = False
-    repairs: RepairStreaks = field(default_factory=RepairStreaks)
 
 
 def _state(memo: Any) -> TenantState:
-    state = memo.get("tenant")
-    if state is None:
-        state = memo["tenant"] = TenantState()
-    return state  # type: ignore[no-any-return]
+    return object_state(memo, "tenant", TenantState)
 
 
 @kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
@@ -123,9 +109,7 @@ async def _apply(kube: Kube, state: TenantState, plan: TenantPlan, now: datetime
                 kind = c.TenantChildKind(action.manifest["kind"])
                 await kube.apply(kind, action.manifest)
                 if action.repair:
-                    metrics.REPAIRS.labels(kind.value).inc()
-                    if state.repairs.record(kind, now):
-                        metrics.REPAIR_CONFLICTS.labels(kind.value).inc()
+                    record_repair(state, kind, now)
             else:
                 await kube.create_object(c.TenantChildKind(action.manifest["kind"]), action.manifest)
         except KubeError as error:
@@ -148,90 +132,40 @@ def _post_event(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[st
     kopf.event(body, type=kind.value, reason=new_reason, message=message)  # type: ignore[arg-type]
 
 
-def _schedule(state: TenantState, runtime: Runtime, delay: float | None) -> None:
-    """Look at this Tenant again after ``delay`` seconds (None: only on the next event)."""
-    if state.wakeup is not None:
-        state.wakeup.cancel()
-        state.wakeup = None
-    if state.deleted or delay is None:
-        return
-    loop = asyncio.get_running_loop()
-
-    def fire() -> None:
-        state.task = loop.create_task(reconcile_tenant(state, runtime, trigger="tenant-timer"))
-
-    state.wakeup = loop.call_later(delay, fire)
-
-
-async def _reconcile_once(state: TenantState, runtime: Runtime, trigger: str) -> None:
+async def _pass(state: TenantState, runtime: Runtime) -> PassResult:
+    """One pass for one Tenant: observe its objects, decide (pure), apply, write the status, post the Event."""
     body = state.body
     if body is None:
-        return
-    metrics.RECONCILES.labels(trigger).inc()
+        return PassResult()
     name = body["metadata"]["name"]
-    retry: float | None = None
-    try:
-        now = datetime.now(UTC)
-        tenant = load_tenant(body)
-        observed = await _observe(runtime.kube, tenant) if isinstance(tenant, TenantObject) else TenantObserved()
-        held = {c.TenantChildKind(kind): until for kind, until in state.repairs.held(now).items()}
-        observed = replace(observed, held=held)
-        plan, error = decide_tenant_safely(body, lambda: decide_tenant(tenant, observed, now), now)
-        if error is not None:
-            metrics.RECONCILE_ERRORS.labels("decide").inc()
-            state.failures += 1
-            logger.error("tenant %s: could not decide (%s); retrying\n%s", name, type(error).__name__,
-                         "".join(traceback.format_tb(error.__traceback__)))
-            plan = TenantPlan(plan.actions, plan.status, min(MAX_RETRY_DELAY, 2.0**state.failures))
-        refused = await _apply(runtime.kube, state, plan, now)
-        if refused is not None:
-            metrics.RECONCILE_ERRORS.labels("rejected").inc()
-            state.failures += 1
-            why = f"{refused.verb} {refused.resource}: {refused.status} {refused.message}"
-            # Everything else observed still holds (the quota's usage stays in status while the write fails).
-            refusal = replace(observed, apply_error=why)
-            plan, _ = decide_tenant_safely(body, lambda: decide_tenant(tenant, refusal, now), now)
-            plan = TenantPlan(plan.actions, plan.status, min(MAX_RETRY_DELAY, 2.0**state.failures))
-        elif error is None:
-            state.failures = 0
-        old_status = body.get("status") or {}
-        if status_changed(TenantStatus, old_status, plan.status):
-            updated = await runtime.kube.patch_tenant_status(name, old_status, plan.status)
-            _post_event(body, old_status, plan.status)
-            if updated is not None:
-                state.body = updated
-        retry = plan.retry_after
-    except KubeError as error:
-        metrics.RECONCILE_ERRORS.labels("temporary" if error.transient else "rejected").inc()
-        state.failures += 1
-        retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
-        logger.warning("tenant %s: %s; retrying in %.0fs", name, error, retry)
-    except Exception as failure:
-        metrics.RECONCILE_ERRORS.labels("unexpected").inc()
-        state.failures += 1
-        retry = min(MAX_RETRY_DELAY, 2.0**state.failures)
-        logger.error("tenant %s: reconcile failed (%s); retrying in %.0fs\n%s", name, type(failure).__name__, retry,
-                     "".join(traceback.format_tb(failure.__traceback__)))
-    _schedule(state, runtime, retry)
+    now = datetime.now(UTC)
+    tenant = load_tenant(body)
+    observed = await _observe(runtime.kube, tenant) if isinstance(tenant, TenantObject) else TenantObserved()
+    held = {c.TenantChildKind(kind): until for kind, until in state.repairs.held(now).items()}
+    observed = replace(observed, held=held)
+    plan, error = decide_tenant_safely(body, lambda: decide_tenant(tenant, observed, now), now)
+    failed = "decide" if error is not None else None
+    refused = await _apply(runtime.kube, state, plan, now)
+    if refused is not None:
+        why = f"{refused.verb} {refused.resource}: {refused.status} {refused.message}"
+        # Everything else observed still holds (the quota's usage stays in status while the write fails).
+        refusal = replace(observed, apply_error=why)
+        plan, _ = decide_tenant_safely(body, lambda: decide_tenant(tenant, refusal, now), now)
+        failed = "rejected"
+    old_status = body.get("status") or {}
+    if status_changed(TenantStatus, old_status, plan.status):
+        updated = await runtime.kube.patch_tenant_status(name, old_status, plan.status)
+        _post_event(body, old_status, plan.status)
+        if updated is not None:
+            state.remember(updated)
+    return PassResult(requeue_at=plan.requeue_at, failed=failed, error=error)
 
 
 async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -> None:
-    """Decide and act for one Tenant. Triggers arriving while a pass runs are folded into one more pass, so a burst
-    of quota updates (fifty sandboxes created at once) costs a few passes, not fifty."""
-    state.dirty = True
-    if state.lock.locked():
-        return
-    async with state.lock:
-        while state.dirty and not state.deleted:
-            state.dirty = False
-            await _reconcile_once(state, runtime, trigger)
-
-
-def _resource_version(body: Mapping[str, Any] | None) -> int:
-    try:
-        return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
-        return 0
+    """Decide and act for one Tenant (one pass at a time, triggers folded, bounded backoff: k8s.loop); a burst of
+    quota updates (fifty sandboxes created at once) costs a few passes, not fifty."""
+    name = (state.body or {}).get("metadata", {}).get("name", "")
+    await reconcile(state, lambda: _pass(state, runtime), what=f"tenant {name}", trigger=trigger)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.TENANT_PLURAL)
@@ -239,12 +173,9 @@ async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: 
     """Any change to a Tenant: reconcile it. On deletion only stop: the garbage collector removes its objects."""
     state = _state(memo)
     if event["type"] == "DELETED":
-        state.deleted = True
-        if state.wakeup is not None:
-            state.wakeup.cancel()
+        state.forget()
         return
-    if state.body is None or _resource_version(body) >= _resource_version(state.body):
-        state.body = {key: body[key] for key in body}
+    state.remember(body)
     await reconcile_tenant(state, memo["runtime"], trigger="tenant")
 
 
@@ -254,8 +185,7 @@ def is_tenant_child(body: kopf.Body, **_: Any) -> bool:
 
 
 async def _child_changed(body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str) -> None:
-    store = indices["tenant_states"].get(owning_tenant(body))
-    state = next(iter(store), None) if store is not None else None
+    state = state_in(indices["tenant_states"], owning_tenant(body))
     if state is not None:
         await reconcile_tenant(state, memo["runtime"], trigger=trigger)
 
