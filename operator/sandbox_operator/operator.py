@@ -12,6 +12,7 @@ import kopf
 from sandbox_operator import metrics
 from sandbox_operator.api.sandbox import OperatorDefaults
 from sandbox_operator.k8s.client import Kube
+from sandbox_operator.sandbox.defaults import operator_defaults
 from sandbox_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,13 +32,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: Settings = memo["settings"]
     memo["runtime"] = Runtime(
         kube=await Kube.connect(),
-        defaults=OperatorDefaults(
-            allow_dns=config.default_allow_dns,
-            ttl_seconds=config.default_ttl_seconds,
-            node_selector=config.pod_node_selector,
-            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in config.pod_tolerations),
-            forbidden_egress=tuple(config.forbidden_egress_cidrs),
-        ),
+        defaults=operator_defaults(config),
     )
     metrics.serve(config.metrics_port)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition

@@ -10,15 +10,16 @@ import yaml
 
 from sandbox_operator.api.sandbox import OperatorDefaults
 from sandbox_operator.api.tenant import (
+    QUOTA_RESOURCES,
     InvalidTenant,
     TenantLifetime,
     TenantObject,
+    TenantUsage,
     glob_to_regex,
     image_allowed,
     load_tenant,
-    sandbox_defaults,
-    with_tenant_defaults,
 )
+from sandbox_operator.sandbox.defaults import sandbox_defaults, with_tenant_defaults
 from tests.unit.tenant_builders import tenant_body
 
 
@@ -132,3 +133,8 @@ def test_a_sandbox_gets_the_default_ttl_of_the_tenant_owning_its_namespace() -> 
     assert sandbox_defaults(index, "team-a", base).max_lifetime_seconds == 900
     assert sandbox_defaults(index, "team-b", base) is base
     assert sandbox_defaults(index, "elsewhere", base) is base
+
+
+def test_the_usage_status_reports_exactly_the_quota_table() -> None:
+    fields = {info.alias or name for name, info in TenantUsage.model_fields.items()}
+    assert fields == {row.field for row in QUOTA_RESOURCES}

@@ -4,7 +4,6 @@ and a Sandbox as the operator reads it. Imports no Kopf and no Kubernetes client
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +14,6 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_v
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import (
     CONFIG_KEY_PATTERN,
-    DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     EARLIEST_TIME,
     ENV_NAME_PATTERN,
@@ -33,6 +31,7 @@ from sandbox_operator.api.schema import (
     cel,
     describe_validation_error,
     format_time,
+    name_error,
     optional_time,
     parse_quantity,
     read_status,
@@ -559,8 +558,9 @@ class SandboxObject:
         meta = body.get("metadata") or {}
         defaults = defaults or OperatorDefaults()
         name = str(meta.get("name", ""))
-        if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
-            raise InvalidSandboxError("metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars")
+        wrong_name = name_error(body)
+        if wrong_name is not None:
+            raise InvalidSandboxError(wrong_name)
         try:
             spec = SandboxSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:

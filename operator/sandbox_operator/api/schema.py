@@ -30,7 +30,7 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PORT_NAME_PATTERN = DNS_LABEL_PATTERN  # an IANA service name is a DNS label of at most 15 characters
 MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$"
 IMAGE_PATTERN = r"^[^\s]+$"
 # Mounting over these would hide or subvert what the container runtime and the sandbox itself rely on.
@@ -180,6 +180,15 @@ class Condition(StatusModel):
     last_transition_time: Timestamp = Field(
         alias="lastTransitionTime", description="When status or reason last changed."
     )
+
+
+NAME_ERROR = "metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars"
+
+
+def name_error(body: Mapping[str, Any]) -> str | None:
+    """Why the object's name cannot serve (it becomes part of other objects' names and label values), or None."""
+    name = str((body.get("metadata") or {}).get("name", ""))
+    return None if len(name) <= c.MAX_NAME_LENGTH and re.match(DNS_LABEL_PATTERN, name) else NAME_ERROR
 
 
 def next_condition(

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import OperatorDefaults
 from sandbox_operator.api.schema import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -26,6 +25,7 @@ from sandbox_operator.api.schema import (
     StatusModel,
     cel,
     describe_validation_error,
+    name_error,
     parse_quantity,
     read_status,
 )
@@ -229,7 +229,7 @@ class TenantSpec(SpecModel):
         json_schema_extra=cel(
             ("self == oldSelf", "namespace is immutable"),
             (
-                "!(self in ['default', 'kube-system', 'kube-public', 'kube-node-lease']) && !self.startsWith('kube-')",
+                f"!(self in [{', '.join(repr(name) for name in RESERVED_NAMESPACES)}]) && !self.startsWith('kube-')",
                 "must not be default or a kube-* namespace",
             ),
         ),
@@ -293,6 +293,37 @@ class ResourceUsage(StatusModel):
     hard: str = Field(description="The limit.", max_length=64)
 
 
+@dataclass(frozen=True)
+class QuotaResource:
+    """One quota'd resource: the TenantQuota field that sets it, the ResourceQuota resources it becomes (usage reports
+    the first: limits, not requests; a sandbox's requests never exceed its limits, so limits run out first), and the
+    TenantUsage field it is reported in (the same name)."""
+
+    field: str
+    resources: tuple[str, ...]
+
+
+# The one table of what a Tenant's quota limits: ResourceQuota `hard` and `status.usage` are both derived from it.
+QUOTA_RESOURCES: tuple[QuotaResource, ...] = (
+    QuotaResource("sandboxes", (c.QUOTA_SANDBOXES,)),
+    QuotaResource("pods", (c.QUOTA_PODS,)),
+    QuotaResource("cpu", ("limits.cpu", "requests.cpu")),
+    QuotaResource("memory", ("limits.memory", "requests.memory")),
+    QuotaResource("ephemeralStorage", ("limits.ephemeral-storage", "requests.ephemeral-storage")),
+    QuotaResource("storage", (c.QUOTA_STORAGE,)),
+    QuotaResource("persistentVolumeClaims", (c.QUOTA_PVCS,)),
+    QuotaResource("gpus", (f"requests.{c.GPU_RESOURCE}",)),
+)
+
+
+def quota_total(quota: TenantQuota, row: QuotaResource) -> int | str | None:
+    """The total the tenant's quota sets for ``row`` (None: not limited); pods count like Sandboxes."""
+    alias = "maxSandboxes" if row.field in ("sandboxes", "pods") else row.field
+    name = next(name for name, info in TenantQuota.model_fields.items() if (info.alias or name) == alias)
+    value: int | str | None = getattr(quota, name)
+    return value
+
+
 class TenantUsage(StatusModel):
     """Use of each limited resource; a resource without a limit is absent."""
 
@@ -352,8 +383,8 @@ def load_tenant(body: Mapping[str, Any]) -> TenantObject | InvalidTenant:
     meta = body.get("metadata") or {}
     name, generation = str(meta.get("name", "")), int(meta.get("generation") or 0)
     status = read_status(TenantStatus, body)
-    if len(name) > c.MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
-        error = "metadata.name: must be a DNS label (lowercase, digits, '-') of at most 63 chars"
+    error = name_error(body)
+    if error is not None:
         return InvalidTenant(name=name, generation=generation, error=error, status=status)
     try:
         spec = TenantSpec.model_validate(body.get("spec") or {})
@@ -382,26 +413,3 @@ class TenantLifetime:
             return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
         return cls(seconds("defaults", "ttlSeconds"), seconds("limits", "maxLifetimeSeconds"))
-
-
-def with_tenant_defaults(base: OperatorDefaults, lifetime: TenantLifetime | None) -> OperatorDefaults:
-    """The operator's defaults for a Sandbox in a tenant namespace: the tenant's default TTL, if set, wins; the
-    tenant's maximum lifetime becomes a deadline of its own."""
-    if lifetime is None or lifetime == TenantLifetime():
-        return base
-    return replace(
-        base,
-        ttl_seconds=lifetime.default_ttl_seconds if lifetime.default_ttl_seconds is not None else base.ttl_seconds,
-        max_lifetime_seconds=lifetime.max_lifetime_seconds,
-    )
-
-
-def sandbox_defaults(
-    lifetimes: Mapping[str, Iterable[TenantLifetime]], namespace: str, base: OperatorDefaults
-) -> OperatorDefaults:
-    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's lifetime rules if it has one.
-
-    ``lifetimes`` is Kopf's ``tenant_lifetimes`` index (tenant_handlers), which Kopf hands every handler.
-    """
-    store = lifetimes.get(namespace)
-    return with_tenant_defaults(base, next(iter(store), None) if store is not None else None)

@@ -20,7 +20,6 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
 from sandbox_operator.api.schema import optional_time, seconds_after, status_changed
-from sandbox_operator.api.tenant import sandbox_defaults
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair, state_in
 from sandbox_operator.k8s.manifest import ChildSummary, owned_by
@@ -36,6 +35,7 @@ from sandbox_operator.sandbox.decide import (
     decide_safely,
     secret_values,
 )
+from sandbox_operator.sandbox.defaults import sandbox_defaults
 from sandbox_operator.sandbox.render import owning_sandbox
 
 logger = logging.getLogger(__name__)

@@ -24,22 +24,10 @@ from typing import Any
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import next_condition, parse_quantity, read_status, seconds_after
-from sandbox_operator.api.tenant import InvalidTenant, TenantObject, TenantStatus
+from sandbox_operator.api.tenant import QUOTA_RESOURCES, InvalidTenant, TenantObject, TenantStatus
 from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view
 from sandbox_operator.tenant import render
 
-# Status usage entries: (status field, ResourceQuota resource). Limits, not requests: a sandbox's requests never
-# exceed its limits, so the limits are what the quota runs out of first.
-USAGE_RESOURCES = (
-    ("sandboxes", c.QUOTA_SANDBOXES),
-    ("pods", c.QUOTA_PODS),
-    ("cpu", "limits.cpu"),
-    ("memory", "limits.memory"),
-    ("ephemeralStorage", "limits.ephemeral-storage"),
-    ("storage", c.QUOTA_STORAGE),
-    ("persistentVolumeClaims", c.QUOTA_PVCS),
-    ("gpus", f"requests.{c.GPU_RESOURCE}"),
-)
 WAIT_RETRY_SECONDS = 2.0
 # Fields where an addition changes meaning: the default-deny policy's rules and selector, who the RoleBinding lets in,
 # which namespace the admission policy binding covers. The API server treats each as atomic, so an apply replaces it.
@@ -176,9 +164,9 @@ def usage(quota: QuotaSummary | None) -> dict[str, dict[str, str]] | None:
         return None
     used = quota.used or {}
     return {
-        name: {"used": used.get(resource, "0"), "hard": quota.status_hard[resource]}
-        for name, resource in USAGE_RESOURCES
-        if resource in quota.status_hard
+        row.field: {"used": used.get(row.resources[0], "0"), "hard": quota.status_hard[row.resources[0]]}
+        for row in QUOTA_RESOURCES
+        if row.resources[0] in quota.status_hard
     }
 
 

@@ -65,7 +65,7 @@ def tenant_states(name: str, memo: Any, **_: Any) -> dict[str, TenantState]:
 
 @kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
 def tenant_lifetimes(spec: kopf.Spec, **_: Any) -> dict[str, TenantLifetime]:
-    """Each tenant namespace's lifetime rules (default TTL, maximum), for ``tenant_models.sandbox_defaults``."""
+    """Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``."""
     namespace = spec.get("namespace")
     return {namespace: TenantLifetime.from_spec(spec)} if isinstance(namespace, str) and namespace else {}
 

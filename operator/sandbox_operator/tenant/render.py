@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.tenant import Subject, TenantObject
+from sandbox_operator.api.tenant import QUOTA_RESOURCES, Subject, TenantObject, quota_total
 from sandbox_operator.k8s.manifest import child_metadata, controller_name, owner_reference, with_spec_hash
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -62,21 +62,9 @@ def quota_hard(tenant: TenantObject) -> dict[str, str]:
     limits, so the limits are what binds)."""
     quota = tenant.spec.quota
     hard: dict[str, int | str | None] = {
-        c.QUOTA_SANDBOXES: quota.max_sandboxes,
-        c.QUOTA_PODS: quota.max_sandboxes,
-        c.QUOTA_SERVICES: quota.max_sandboxes,
-        c.QUOTA_LOAD_BALANCERS: 0,
-        c.QUOTA_NODE_PORTS: 0,
-        c.QUOTA_PVCS: quota.persistent_volume_claims,
-        c.QUOTA_STORAGE: quota.storage,
-        f"requests.{c.GPU_RESOURCE}": quota.gpus,
+        resource: quota_total(quota, row) for row in QUOTA_RESOURCES for resource in row.resources
     }
-    for resource, total in (
-        ("cpu", quota.cpu),
-        ("memory", quota.memory),
-        ("ephemeral-storage", quota.ephemeral_storage),
-    ):
-        hard[f"requests.{resource}"] = hard[f"limits.{resource}"] = total
+    hard |= {c.QUOTA_SERVICES: quota.max_sandboxes, c.QUOTA_LOAD_BALANCERS: 0, c.QUOTA_NODE_PORTS: 0}
     return _strings(hard)
 
 

@@ -1,0 +1,180 @@
+"""The reconcile loop every kind shares, driven by fake passes: folded triggers, backoff, wake-ups, one error policy;
+and the Sandbox shell's handling of a create that finds the name taken, against a fake API door."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sandbox_operator import metrics
+from sandbox_operator.api import names as c
+from sandbox_operator.k8s.client import KubeError
+from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, reconcile
+from sandbox_operator.operator import Runtime
+from sandbox_operator.sandbox.handlers import SandboxState, _create
+from sandbox_operator.sandbox.render import render_network_policy
+from tests.unit.builders import sandbox
+
+
+def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (the loop's timers need one)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def delay_of(state: ObjectState) -> float | None:
+    """Seconds until the scheduled wake-up, or None when none is scheduled."""
+    if state.wakeup is None:
+        return None
+    return state.wakeup.when() - asyncio.get_running_loop().time()
+
+
+def metric(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@run
+async def test_triggers_during_a_pass_fold_into_one_more_pass() -> None:
+    state, release, runs = ObjectState(), asyncio.Event(), []
+
+    async def one_pass() -> PassResult:
+        runs.append(len(runs))
+        await release.wait()
+        return PassResult()
+
+    first = asyncio.create_task(reconcile(state, one_pass, what="x", trigger="test"))
+    await asyncio.sleep(0)
+    for _ in range(5):
+        await reconcile(state, one_pass, what="x", trigger="test")  # returns at once: a pass is running
+    release.set()
+    await first
+    assert runs == [0, 1]
+
+
+@run
+async def test_failures_back_off_exponentially_and_a_success_resets_them() -> None:
+    state, results = ObjectState(), [PassResult(failed="rejected"), PassResult(failed="rejected"), PassResult()]
+    before = metric("sandbox_operator_reconcile_errors_total", kind="rejected")
+
+    async def one_pass() -> PassResult:
+        return results.pop(0)
+
+    await reconcile(state, one_pass, what="x", trigger="test")
+    assert state.failures == 1 and 1.9 < (delay_of(state) or 0) <= 2.1
+    await reconcile(state, one_pass, what="x", trigger="test")
+    assert state.failures == 2 and 3.9 < (delay_of(state) or 0) <= 4.1
+    await reconcile(state, one_pass, what="x", trigger="test")
+    assert state.failures == 0 and state.wakeup is None
+    assert metric("sandbox_operator_reconcile_errors_total", kind="rejected") == before + 2
+
+
+@run
+async def test_the_backoff_is_bounded() -> None:
+    state = ObjectState(failures=30)
+
+    async def one_pass() -> PassResult:
+        return PassResult(failed="rejected")
+
+    await reconcile(state, one_pass, what="x", trigger="test")
+    assert (delay_of(state) or 0) <= MAX_RETRY_DELAY + 1
+
+
+@run
+async def test_a_pass_is_run_again_at_the_time_it_asks_for() -> None:
+    state, runs = ObjectState(), []
+
+    async def one_pass() -> PassResult:
+        runs.append(datetime.now(UTC))
+        return PassResult(requeue_at=datetime.now(UTC) + timedelta(seconds=0.2)) if len(runs) == 1 else PassResult()
+
+    await reconcile(state, one_pass, what="x", trigger="test")
+    await asyncio.sleep(0.5)
+    assert len(runs) == 2 and runs[1] - runs[0] >= timedelta(seconds=0.2)
+
+
+@run
+async def test_a_deleted_object_is_not_woken() -> None:
+    state = ObjectState()
+
+    async def one_pass() -> PassResult:
+        return PassResult(requeue_at=datetime.now(UTC) + timedelta(seconds=5))
+
+    await reconcile(state, one_pass, what="x", trigger="test")
+    assert state.wakeup is not None
+    state.forget()
+    assert state.wakeup is None and state.deleted
+
+
+@run
+async def test_api_errors_and_bugs_are_counted_backed_off_and_logged_without_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "hunter2-" + "secret"  # the traceback quotes source lines: keep the value out of them
+    state = ObjectState(secrets=[secret])
+    temporary = metric("sandbox_operator_reconcile_errors_total", kind="temporary")
+    unexpected = metric("sandbox_operator_reconcile_errors_total", kind="unexpected")
+
+    async def api_down() -> PassResult:
+        raise KubeError("create", "Pod", 503, f"webhook echoed {secret}")
+
+    async def bug() -> PassResult:
+        raise ValueError(f"value {secret} is odd")
+
+    with caplog.at_level(logging.WARNING):
+        await reconcile(state, api_down, what="sandbox ns/a", trigger="test")
+        await reconcile(state, bug, what="sandbox ns/a", trigger="test")
+    assert metric("sandbox_operator_reconcile_errors_total", kind="temporary") == temporary + 1
+    assert metric("sandbox_operator_reconcile_errors_total", kind="unexpected") == unexpected + 1
+    assert state.failures == 2
+    assert secret not in caplog.text
+    assert "ValueError" in caplog.text and "sandbox ns/a" in caplog.text
+
+
+class FakeKube:
+    """The API door with a name already taken: create answers "exists", get returns what holds the name."""
+
+    def __init__(self, holder: dict[str, Any] | None) -> None:
+        self.holder = holder
+        self.calls: list[str] = []
+
+    async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> bool:
+        self.calls.append(f"create {kind}")
+        return False
+
+    async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get {kind}")
+        return self.holder
+
+
+@run
+async def test_a_taken_name_held_by_the_sandbox_is_observed_as_it_is() -> None:
+    sbx = sandbox()
+    policy = render_network_policy(sbx)
+    live = {**policy, "spec": {**policy["spec"], "egress": [{}]}}
+    state = SandboxState()
+    runtime = Runtime(kube=FakeKube(live), defaults=sbx.defaults)  # type: ignore[arg-type]
+    refusal = await _create(runtime, state, sbx.uid, policy)
+    assert refusal is None
+    summary, _ = state.expected[c.ChildKind.NETWORK_POLICY]
+    assert summary.owned is not None and summary.owned["spec"]["egress"] == [{}]  # type: ignore[union-attr]
+
+
+@run
+async def test_a_taken_name_held_by_another_object_is_a_conflict() -> None:
+    sbx = sandbox()
+    policy = render_network_policy(sbx)
+    foreign = {**policy, "metadata": {**policy["metadata"], "ownerReferences": []}}
+    runtime = Runtime(kube=FakeKube(foreign), defaults=sbx.defaults)  # type: ignore[arg-type]
+    refusal = await _create(runtime, SandboxState(), sbx.uid, policy)
+    assert refusal is not None and refusal.name_conflict is not None
+    assert "never adopted" in refusal.name_conflict
