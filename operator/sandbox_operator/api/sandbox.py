@@ -34,6 +34,7 @@ from sandbox_operator.api.schema import (
     name_error,
     optional_time,
     parse_quantity,
+    quantity_not_above,
     read_status,
 )
 
@@ -117,22 +118,14 @@ class ResourceRequests(SpecModel):
     )
 
 
-def _request_within_limit(resource: str, field_name: str) -> tuple[str, str]:
-    rule = (
-        f"!has(self.requests) || !has(self.requests.{field_name}) || !has(self.{field_name}) || "
-        f"quantity(string(self.requests.{field_name})).compareTo(quantity(string(self.{field_name}))) <= 0"
-    )
-    return rule, f"requests.{field_name} must not exceed {field_name}"
-
-
 class Resources(SpecModel):
     """Limits of the sandbox container. Requests equal the limits unless `requests` lowers them."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            _request_within_limit("cpu", "cpu"),
-            _request_within_limit("memory", "memory"),
-            _request_within_limit("ephemeral-storage", "ephemeralStorage"),
+            quantity_not_above("requests.cpu", "cpu"),
+            quantity_not_above("requests.memory", "memory"),
+            quantity_not_above("requests.ephemeralStorage", "ephemeralStorage"),
         )
     )
 

@@ -191,6 +191,18 @@ def name_error(body: Mapping[str, Any]) -> str | None:
     return None if len(name) <= c.MAX_NAME_LENGTH and re.match(DNS_LABEL_PATTERN, name) else NAME_ERROR
 
 
+def quantity_not_above(value: str, limit: str) -> tuple[str, str]:
+    """A CEL rule (and its message): the quantity at path ``value`` under self is at most the one at ``limit``, when
+    both are set."""
+    def present(path: str) -> list[str]:
+        parts = path.split(".")
+        return [f"has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts))]
+
+    unset = " || ".join(f"!{check}" for check in (*present(value), *present(limit)))
+    rule = f"{unset} || quantity(string(self.{value})).compareTo(quantity(string(self.{limit}))) <= 0"
+    return rule, f"{value} must not exceed {limit}"
+
+
 def next_condition(
     old: StatusModel, kind: str, status: c.ConditionStatus, reason: str, message: str, generation: int, now: datetime
 ) -> Condition:

@@ -27,6 +27,7 @@ from sandbox_operator.api.schema import (
     describe_validation_error,
     name_error,
     parse_quantity,
+    quantity_not_above,
     read_status,
 )
 
@@ -193,23 +194,14 @@ ImagePattern = Annotated[
 ]
 
 
-def _not_above(field_name: str, limit_path: str) -> tuple[str, str]:
-    rule = (
-        f"!has(self.defaults) || !has(self.defaults.{field_name}) || !has(self.limits) || "
-        f"!has(self.limits.{limit_path}) || "
-        f"quantity(string(self.defaults.{field_name})).compareTo(quantity(string(self.limits.{limit_path}))) <= 0"
-    )
-    return rule, f"defaults.{field_name} must not exceed limits.{limit_path}"
-
-
 class TenantSpec(SpecModel):
     """What a tenant gets: an owned namespace with quota, limits, policy and access for its subjects."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            _not_above("cpu", "cpu"),
-            _not_above("memory", "memory"),
-            _not_above("ephemeralStorage", "ephemeralStorage"),
+            quantity_not_above("defaults.cpu", "limits.cpu"),
+            quantity_not_above("defaults.memory", "limits.memory"),
+            quantity_not_above("defaults.ephemeralStorage", "limits.ephemeralStorage"),
             (
                 "!has(self.defaults) || !has(self.defaults.ttlSeconds) || !has(self.limits) || "
                 "!has(self.limits.maxLifetimeSeconds) || self.defaults.ttlSeconds <= self.limits.maxLifetimeSeconds",
