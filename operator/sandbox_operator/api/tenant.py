@@ -33,7 +33,7 @@ from sandbox_operator.api.schema import (
 
 # Glob patterns for images: `*` matches any run of characters (including `/` and `:`), everything else is literal.
 # The character set leaves `.` as the only regex metacharacter, so the admission policy can turn a pattern into an
-# anchored regex with two replace() calls (see admission.py and glob_to_regex below).
+# anchored regex with two replace() calls (see tenant/admission.py and glob_to_regex below).
 IMAGE_GLOB_PATTERN = r"^[a-zA-Z0-9._/:@*-]+$"
 # Namespaces a Tenant may never claim: the cluster's own.
 RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")

@@ -49,7 +49,7 @@ def sandbox_defaults(
 ) -> OperatorDefaults:
     """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's lifetime rules if it has one.
 
-    ``lifetimes`` is Kopf's ``tenant_lifetimes`` index (tenant_handlers), which Kopf hands every handler.
+    ``lifetimes`` is Kopf's ``tenant_lifetimes`` index (tenant.handlers), which Kopf hands every handler.
     """
     store = lifetimes.get(namespace)
     return with_tenant_defaults(base, next(iter(store), None) if store is not None else None)

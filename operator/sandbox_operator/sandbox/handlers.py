@@ -1,4 +1,4 @@
-"""Kopf wiring: watch Sandboxes and their children, call the pure ``reconcile.decide``, apply its plan.
+"""Kopf wiring: watch Sandboxes and their children, call the pure ``sandbox.decide.decide``, apply its plan.
 
 No finalizers are used (only event and index handlers), so deleting a Sandbox never waits for the
 operator; owner references let the garbage collector remove the children. Per-sandbox state lives

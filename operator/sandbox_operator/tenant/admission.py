@@ -1,7 +1,7 @@
 """The ValidatingAdmissionPolicy that checks every Sandbox in a tenant's namespace against its Tenant.
 
 The policy is static and shipped in deploy/ (`paramKind: Tenant`); the operator renders one binding per tenant
-(`tenant_render.render_policy_binding`) with `paramRef` to the Tenant and a namespaceSelector on the tenant's namespace.
+(`tenant.render.render_policy_binding`) with `paramRef` to the Tenant and a namespaceSelector on the tenant's namespace.
 The API server evaluates the CEL itself, so the rules hold while the operator is down, for every client, atomically
 with the write; a violating Sandbox is refused with a message naming the field and the limit, and nothing is created.
 
@@ -9,7 +9,7 @@ Everything the policy checks is a comparison CEL can express: quantities (`quant
 times (`timestamp()` + `duration()`) and image globs, which become anchored regexes: a pattern may hold only
 `[a-zA-Z0-9._/:@*-]` (the Tenant schema says so), so escaping `.` and turning `*` into `.*` is the whole translation.
 
-The first rule refuses the operator's admission probe (see constants.LABEL_ADMISSION_PROBE): the operator grants a
+The first rule refuses the operator's admission probe (see api.names.LABEL_ADMISSION_PROBE): the operator grants a
 tenant's subjects access only once this refusal shows the binding is loaded.
 
 Only metadata changes (the activity annotation, labels) skip the policy: a Sandbox accepted under looser limits may
