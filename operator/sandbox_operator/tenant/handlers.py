@@ -3,8 +3,8 @@
 Like the Sandbox side: event handlers only, no finalizers (deleting a Tenant never waits for the operator; owner
 references let the garbage collector delete its namespace and policy binding), per-Tenant state in Kopf's memo.
 Events of the objects rendered for a tenant (found by their owner reference, else their tenant label) wake that
-Tenant, so a deleted RoleBinding is put back and a ResourceQuota's new usage reaches the Tenant's status. Nothing here takes part in admission: quota
-and policy are enforced by the API server, whether or not the operator runs.
+Tenant, so a deleted RoleBinding is put back and a ResourceQuota's new usage reaches the Tenant's status. Nothing here
+takes part in admission: quota and policy are enforced by the API server, whether or not the operator runs.
 """
 
 from __future__ import annotations
