@@ -16,8 +16,9 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, reconcile
+from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
-from sandbox_operator.sandbox.handlers import SandboxState, _create
+from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, INDEX_OF_KIND, SandboxState, _child, _create, _expect
 from sandbox_operator.sandbox.render import render_network_policy
 from tests.unit.builders import sandbox
 
@@ -178,3 +179,29 @@ async def test_a_taken_name_held_by_another_object_is_a_conflict() -> None:
     refusal = await _create(runtime, SandboxState(), sbx.uid, policy)
     assert refusal is not None and refusal.name_conflict is not None
     assert "never adopted" in refusal.name_conflict
+
+
+def test_a_just_created_child_counts_as_observed_until_the_watch_shows_it() -> None:
+    sbx = sandbox()
+    policy = render_network_policy(sbx)
+    key = (sbx.namespace, sbx.name)
+    index: dict[tuple[str, str], list[Any]] = {}
+    state = SandboxState(indices={name: index for name in INDEX_OF_KIND.values()})
+    assert _child(state, key, c.ChildKind.NETWORK_POLICY) is None
+    _expect(state, c.ChildKind.NETWORK_POLICY, policy)
+    expected = _child(state, key, c.ChildKind.NETWORK_POLICY)
+    assert expected is not None and expected.name == policy["metadata"]["name"]
+    seen = ChildSummary.from_body(policy)
+    index[key] = [seen]  # the watch caught up: the index wins and the expectation is dropped
+    assert _child(state, key, c.ChildKind.NETWORK_POLICY) is seen
+    assert c.ChildKind.NETWORK_POLICY not in state.expected
+
+
+def test_an_expectation_the_watch_never_confirms_lapses() -> None:
+    sbx = sandbox()
+    key = (sbx.namespace, sbx.name)
+    state = SandboxState(indices={name: {} for name in INDEX_OF_KIND.values()})
+    _expect(state, c.ChildKind.POD, render_network_policy(sbx) | {"kind": "Pod"})
+    summary, made = state.expected[c.ChildKind.POD]
+    state.expected[c.ChildKind.POD] = (summary, made - EXPECTATION_SECONDS - 1)
+    assert _child(state, key, c.ChildKind.POD) is None
