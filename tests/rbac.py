@@ -129,7 +129,8 @@ def kube_calls() -> dict[str, set[str] | None]:
             continue
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in methods and node.func.attr not in ("connect", "close")):
+                    and node.func.attr in methods and node.func.attr not in ("connect", "close", "peering_present")):
+                # peering_present lists the peering objects: Kopf's own peering permission (kopf_framework_permissions)
                 continue
             receiver = node.func.value
             if not ((isinstance(receiver, ast.Name) and receiver.id == "kube")

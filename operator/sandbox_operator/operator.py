@@ -4,14 +4,16 @@ start-up and shutdown."""
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from sandbox_operator import metrics
+from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults
-from sandbox_operator.k8s.client import Kube
+from sandbox_operator.k8s.client import Kube, KubeError
 from sandbox_operator.sandbox.defaults import operator_defaults
 from sandbox_operator.settings import Settings
 
@@ -36,6 +38,8 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     metrics.serve(config.metrics_port)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition
+    settings.posting.reporting_component = c.MANAGED_BY  # `kubectl describe` shows "From: sandbox-operator"
+    settings.posting.reporting_instance = socket.gethostname()  # the replica (its pod name under the chart)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -45,7 +49,26 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
     settings.peering.stealth = True
+    if not config.standalone:
+        await _warn_without_peering(memo["runtime"].kube, config)
     logger.info("sandbox-operator started; metrics on :%d", config.metrics_port)
+
+
+async def _warn_without_peering(kube: Kube, config: Settings) -> None:
+    """Say plainly when the peering object is missing: without it Kopf waits and the operator does nothing."""
+    try:
+        scopes: list[str | None] = list(config.namespaces) or [None]
+        missing = [ns or "cluster-wide" for ns in scopes if not await kube.peering_present(config.peering_name, ns)]
+    except KubeError as error:
+        logger.warning("could not check for the Kopf peering object %r: %s", config.peering_name, error)
+        return
+    if missing:
+        logger.warning(
+            "the Kopf peering object %r does not exist (%s): this replica will wait for it and reconcile nothing. "
+            "The Helm chart creates it; without the chart create it (kind %s, see crds/kopf.dev_peerings.yaml) or "
+            "run a single replica with SANDBOX_OPERATOR_STANDALONE=true",
+            config.peering_name, ", ".join(missing), "ClusterKopfPeering" if not config.namespaces else "KopfPeering",
+        )
 
 
 @kopf.on.cleanup()

@@ -172,6 +172,9 @@ def test_ready_event_is_emitted_once_not_per_reconcile(sandboxes: Sandboxes) -> 
              what="the activity annotation to reach status")
     assert sandboxes.events("eventful").count("Ready") == 1
     assert sandboxes.events("eventful").count("Created") == 1
+    posted = sandboxes.core.list_namespaced_event(
+        sandboxes.namespace, field_selector="involvedObject.name=eventful,reason=Ready").items
+    assert [(e.source.component, e.reporting_component) for e in posted] == [("sandbox-operator", "sandbox-operator")]
 
 
 def test_invalid_spec_is_refused_with_the_field_path_and_nothing_is_created(sandboxes: Sandboxes) -> None:

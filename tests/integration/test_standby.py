@@ -91,3 +91,29 @@ def test_a_clean_shutdown_hands_over_at_once(
             assert handover < 30, "a clean shutdown must not wait for the peering lifetime"
         finally:
             standby.stop()
+
+
+def test_a_replica_without_its_peering_object_says_so_at_start(
+    cluster: Cluster, crds: None, tmp_path: Path
+) -> None:
+    absent = OperatorProcess(cluster, tmp_path / "absent.log", STANDALONE="false", PEERING_NAME="no-such-peering")
+    absent.start()
+    try:
+        wait_for(lambda: "does not exist" in absent.log(), timeout=30, what="the missing-peering warning")
+    finally:
+        absent.stop()
+    assert "'no-such-peering' does not exist (cluster-wide)" in absent.log()
+    assert "SANDBOX_OPERATOR_STANDALONE=true" in absent.log()
+
+
+def test_a_replica_with_its_peering_object_does_not_warn(
+    cluster: Cluster, api: client.ApiClient, crds: None, exclusive: None, tmp_path: Path
+) -> None:
+    with cluster_peering(api) as peering:
+        present = OperatorProcess(cluster, tmp_path / "present.log", STANDALONE="false", PEERING_NAME=peering)
+        present.start()
+        try:
+            wait_for(lambda: "sandbox-operator started" in present.log(), timeout=30, what="the start-up to finish")
+        finally:
+            present.stop()
+    assert "does not exist" not in present.log()

@@ -65,6 +65,7 @@ PATHS: dict[str, tuple[str, str]] = {
 # Kinds without a namespace: their paths have no /namespaces/<ns> part.
 CLUSTER_SCOPED = frozenset({c.TENANT_KIND, c.TenantChildKind.NAMESPACE, c.TenantChildKind.POLICY_BINDING})
 MERGE_PATCH = "application/merge-patch+json"
+PEERING_GROUP = "kopf.dev/v1"
 # The children that are brought back to their rendering in place; a pod is immutable, a claim's size only grows.
 REPLACEABLE = frozenset({c.ChildKind.NETWORK_POLICY, c.ChildKind.SERVICE})
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -150,6 +151,15 @@ class Kube:
             raise ValueError(f"{kind} is never replaced: pods are recreated, claims kept")
         meta = manifest["metadata"]
         await self._request("update", kind, "PUT", _path(kind, meta["namespace"], meta["name"]), dict(manifest))
+
+    async def peering_present(self, name: str, namespace: str | None) -> bool:
+        """Whether Kopf's peering object exists (cluster-wide when ``namespace`` is None). It lists with the
+        permission Kopf's own peering holds anyway, so it needs no grant of its own."""
+        path = (f"/apis/{PEERING_GROUP}/clusterkopfpeerings" if namespace is None
+                else f"/apis/{PEERING_GROUP}/namespaces/{namespace}/kopfpeerings")
+        found = await self._request("list", "KopfPeering", "GET", path,
+                                    query=[("fieldSelector", f"metadata.name={name}")], ok=frozenset({404}))
+        return bool((found or {}).get("items"))  # 404: not even the peering CRD is installed
 
     async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
         """Read a Sandbox's child (or whatever holds its name); None when there is none."""
