@@ -119,6 +119,13 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
     if "description" in node:
         # Docstrings wrap at the source's line length; kubectl explain re-wraps, so one line reads best.
         node["description"] = " ".join(node["description"].split())
+        # kubectl explain shows an int-or-string as <Object> and no default: the description says both.
+        if node.get("x-kubernetes-int-or-string"):
+            node["description"] += " A Kubernetes quantity: an integer or a string (500m, 2, 512Mi, 1Gi)."
+        default = node.get("default")
+        if isinstance(default, bool | int | str) and default != "" and "Default" not in node["description"]:
+            shown = str(default).lower() if isinstance(default, bool) else default
+            node["description"] += f" Default: {shown}."
     return {key: node[key] for key in sorted(node, key=_KEY_ORDER.index)}
 
 
