@@ -138,6 +138,7 @@ POLICY_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"network": {"egress": {"mode": "AllowList", "allow": [{"cidr": "203.0.112.0/23"}]}}},
      {"network": {"egress": {"mode": "AllowList", "allow": [{"cidr": "203.0.113.0/24"}]}}}),
     ("spec.runtimeClassName", {"runtimeClassName": "runc"}, {"runtimeClassName": "gvisor"}),
+    ("spec.imagePullPolicy", {"imagePullPolicy": "IfNotPresent"}, {"imagePullPolicy": "Always"}),
 ]
 
 
@@ -158,7 +159,7 @@ def strict_tenant(cluster: Cluster, operator: OperatorProcess, tenant_policy: No
               "maxLifetimeSeconds": 3600}
     network = {"allowedEgressCIDRs": ["203.0.113.0/24"]}
     with tenant(cluster.api_client(), limits=limits, network=network, runtimeClassName="gvisor",
-                allowedImages=["busybox:1.*", "docker.io/library/python:*"]) as t:
+                requireImagePullAlways=True, allowedImages=["busybox:1.*", "docker.io/library/python:*"]) as t:
         yield t
 
 
@@ -166,7 +167,7 @@ def strict_tenant(cluster: Cluster, operator: OperatorProcess, tenant_policy: No
 def test_policy_refuses_a_violating_sandbox_naming_the_field_and_accepts_the_boundary(
     strict_tenant: TenantHandle, field: str, violating: dict[str, Any], boundary: dict[str, Any]
 ) -> None:
-    base = {"image": "busybox:1.36", "runtimeClassName": "gvisor"}
+    base = {"image": "busybox:1.36", "runtimeClassName": "gvisor", "imagePullPolicy": "Always"}
     refused = api_error(lambda: strict_tenant.create_sandbox(
         sandbox_body("violating", **{**base, **_with_times(violating)}), dry_run=True))
     assert refused.status == 422
@@ -179,7 +180,7 @@ def test_a_tightened_limit_does_not_block_metadata_updates_of_existing_sandboxes
     strict_tenant: TenantHandle, operator: OperatorProcess
 ) -> None:
     body = sandbox_body("before-tightening", image="busybox:1.36", runtimeClassName="gvisor",
-                        resources={"cpu": "1", "memory": "64Mi"})
+                        imagePullPolicy="Always", resources={"cpu": "1", "memory": "64Mi"})
     strict_tenant.create_sandbox(body)
     try:
         strict_tenant.patch({"limits": {"cpu": "500m"}})

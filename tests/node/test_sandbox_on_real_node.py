@@ -3,6 +3,7 @@ its memory limit is enforced and reported, and its NetworkPolicy is enforced by 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -138,3 +139,17 @@ def test_a_pod_whose_label_was_removed_is_replaced_by_a_fenced_one(
     assert replacement is not None and replacement.metadata.labels[c.LABEL_SANDBOX] == "escapee"
     wait_for(lambda: not fetch("escapee"), timeout=60, what="the replacement pod to be fenced")
     assert fetch("reacher"), "the listener still answers the allowed client"
+
+
+def test_a_sandbox_with_a_readiness_port_is_ready_only_once_it_listens(node_sandboxes: Sandboxes) -> None:
+    late = ["sh", "-c", "sleep 6 && " + LISTENER[2]]  # the server comes up 6 s after the container starts
+    node_sandboxes.create(sandbox("late", image=BUSYBOX, resources=SMALL, command=late,
+                                  network={**HTTP, "readinessPort": "http"}))
+    waiting = node_sandboxes.wait_condition("late", "False", "PodNotReady", timeout=120)
+    assert "running but not ready" in waiting["message"]
+    node_sandboxes.wait_condition("late", "True", "PodReady", timeout=60)
+    status = node_sandboxes.status("late")
+    started = dt.datetime.fromisoformat(status["startedAt"].replace("Z", "+00:00"))
+    ready = next(cond for cond in status["conditions"] if cond["type"] == "Ready")
+    became_ready = dt.datetime.fromisoformat(ready["lastTransitionTime"].replace("Z", "+00:00"))
+    assert (became_ready - started).total_seconds() >= 5, (started, became_ready)

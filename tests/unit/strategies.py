@@ -94,6 +94,9 @@ def network(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     result: dict[str, Any] = {"egress": egress, "ports": ports}
+    tcp = [port["name"] for port in ports if port["protocol"] == "TCP"]
+    if tcp and draw(st.booleans()):
+        result["readinessPort"] = draw(st.sampled_from(tcp))
     dns = draw(st.none() | st.booleans())
     if dns is not None:
         result["allowDNS"] = dns

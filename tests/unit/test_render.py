@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import OperatorDefaults, SandboxObject
+from sandbox_operator.api.sandbox import InvalidSandbox, OperatorDefaults, SandboxObject, load_sandbox
 from sandbox_operator.sandbox.render import (
     child_name,
     ip_block,
@@ -257,3 +257,24 @@ def test_platform_forbidden_egress_is_carved_out_of_allow_lists_and_internet() -
     v4 = next(p["ipBlock"] for r in internet["spec"]["egress"] for p in r["to"]
               if p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0")
     assert "203.0.113.0/24" in v4["except"]
+
+
+def test_a_readiness_port_makes_the_pod_ready_only_when_it_listens() -> None:
+    sbx = sandbox({"network": {"ports": [{"name": "http", "port": 8080}], "readinessPort": "http"}})
+    probe = render_pod(sbx)["spec"]["containers"][0]["readinessProbe"]
+    assert probe["tcpSocket"] == {"port": 8080}
+    assert "readinessProbe" not in render_pod(sandbox())["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        {"readinessPort": "http"},
+        {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}], "readinessPort": "dns"},
+        {"ports": [{"name": "http", "port": 8080}], "readinessPort": "web"},
+    ],
+)
+def test_a_readiness_port_must_name_an_exposed_tcp_port(network: dict[str, Any]) -> None:
+    loaded = load_sandbox(body({"network": network}))
+    assert isinstance(loaded, InvalidSandbox)
+    assert "spec.network: readinessPort must name an exposed TCP port" in loaded.error

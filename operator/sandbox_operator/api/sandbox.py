@@ -337,6 +337,26 @@ class Network(SpecModel):
             **cel(("self.all(p, self.exists_one(q, q.name == p.name))", "port names must be unique")),
         },
     )
+    readiness_port: str | None = Field(
+        None,
+        alias="readinessPort",
+        description=(
+            "Name of an exposed TCP port: the sandbox is Ready only once something listens on it (a TCP readiness "
+            "check every 2 s). Unset: Ready as soon as the container runs."
+        ),
+        max_length=15,
+        pattern=PORT_NAME_PATTERN,
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.readinessPort) || (has(self.ports) && self.ports.exists(p, p.name == self.readinessPort "
+                "&& (!has(p.protocol) || p.protocol == 'TCP')))",
+                "readinessPort must name an exposed TCP port",
+            )
+        )
+    )
 
     @model_validator(mode="after")
     def _unique_ports(self) -> Network:
@@ -344,7 +364,15 @@ class Network(SpecModel):
             raise ValueError("port names must be unique")
         if len({(p.port, p.protocol) for p in self.ports}) != len(self.ports):
             raise ValueError("each port and protocol may be listed once")
+        if self.readiness_port is not None and self.readiness_port_number() is None:
+            raise ValueError("readinessPort must name an exposed TCP port")
         return self
+
+    def readiness_port_number(self) -> int | None:
+        """The number of the port the readiness check connects to, if one is named."""
+        return next(
+            (p.port for p in self.ports if p.name == self.readiness_port and p.protocol is c.Protocol.TCP), None
+        )
 
 
 def _check_mount_path(value: str) -> str:

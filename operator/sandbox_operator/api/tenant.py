@@ -264,6 +264,14 @@ class TenantSpec(SpecModel):
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
     )
+    require_image_pull_always: bool = Field(
+        False,
+        alias="requireImagePullAlways",
+        description=(
+            "Every Sandbox must set imagePullPolicy Always, so the registry checks the tenant's right to each image "
+            "on every start: otherwise a private image another tenant pulled onto a node could be run from its cache."
+        ),
+    )
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> TenantSpec:

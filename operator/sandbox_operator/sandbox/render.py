@@ -15,6 +15,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Short grace: the sandbox holds no state outside its workspace, and suspension should free resources quickly.
 TERMINATION_GRACE_SECONDS = 10
+# How often the kubelet checks a declared readiness port: a sandbox is usually waited for by a program.
+READINESS_PERIOD_SECONDS = 2
 MAX_K8S_NAME = 63
 
 
@@ -119,6 +121,13 @@ def _container(sandbox: SandboxObject) -> dict[str, Any]:
     if spec.env:
         # Passed through as given: a valueFrom stays a reference, the operator never reads a Secret.
         container["env"] = [var.model_dump(mode="json", by_alias=True, exclude_none=True) for var in spec.env]
+    readiness_port = spec.network.readiness_port_number()
+    if readiness_port is not None:
+        container["readinessProbe"] = {
+            "tcpSocket": {"port": readiness_port},
+            "periodSeconds": READINESS_PERIOD_SECONDS,
+            "timeoutSeconds": 1,
+        }
     if spec.network.ports:
         container["ports"] = [
             {"name": port.name, "containerPort": port.port, "protocol": str(port.protocol)}

@@ -141,6 +141,17 @@ def validations() -> list[dict[str, str]]:
         },
         {
             "expression": (
+                "!has(params.spec.requireImagePullAlways) || !params.spec.requireImagePullAlways || "
+                f"(has(object.spec.imagePullPolicy) && object.spec.imagePullPolicy == '{c.PullPolicy.ALWAYS}')"
+            ),
+            "messageExpression": (
+                f"'spec.imagePullPolicy must be {c.PullPolicy.ALWAYS}: the tenant requires every image to be pulled "
+                f"with its own credentials' + {_TENANT}"
+            ),
+            "reason": "Invalid",
+        },
+        {
+            "expression": (
                 "!has(params.spec.runtimeClassName) || (has(object.spec.runtimeClassName) && "
                 "object.spec.runtimeClassName == params.spec.runtimeClassName)"
             ),
