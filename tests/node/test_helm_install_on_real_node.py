@@ -95,6 +95,7 @@ def _values(work_namespace: str) -> dict[str, Any]:
         "peering.lifetimeSeconds": LIFETIME,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
         "tenants.enabled": False,  # deploy/ is applied cluster-wide by other tests; Helm cannot adopt it
+        "test.sandboxImage": BUSYBOX,
     }
 
 
@@ -206,6 +207,13 @@ def test_helm_install_runs_the_operator_image_on_the_real_node_and_uninstall_lea
 
         first = _ready_sandbox(cluster, api, work_ns, "first")
         print(f"first Sandbox Ready {first:.1f}s after creation")
+        began = time.monotonic()
+        # The hook's objects are deleted once it succeeds, its logs with them: the phase is what remains.
+        tested = helm("test", release, "--namespace", release_ns, "--timeout", "180s",
+                      kubeconfig=cluster.kubeconfig, check=False)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "Phase:          Succeeded" in tested.stdout, tested.stdout
+        print(f"helm test passed in {time.monotonic() - began:.1f}s")
 
         active = _active_pod(api, work_ns, peering)
         by_name = {p.metadata.name: p for p in pods}

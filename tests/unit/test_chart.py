@@ -157,3 +157,46 @@ def test_chart_version_follows_the_project() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
+
+
+def _operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+
+def test_the_image_registry_can_be_set_for_the_chart_or_globally() -> None:
+    assert _operator_container(template({"image.registry": "registry.example.com"}))["image"] == (
+        "registry.example.com/localhost/sandbox-operator:0.1.0")
+    both = {"image.registry": "registry.example.com", "global.imageRegistry": "mirror.internal/"}
+    assert _operator_container(template(both))["image"] == "mirror.internal/localhost/sandbox-operator:0.1.0"
+
+
+def test_common_labels_reach_every_object() -> None:
+    objects = template({**EVERYTHING_ON, "commonLabels": {"team": "platform"}})
+    unlabelled = [f"{o['kind']}/{o['metadata']['name']}" for o in objects
+                  if (o["metadata"].get("labels") or {}).get("team") != "platform"]
+    assert unlabelled == []
+
+
+def test_security_contexts_come_from_values_and_openshift_can_leave_the_uid_unset() -> None:
+    default = find(template({}), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert default["runAsUser"] == 65532 and default["runAsNonRoot"] is True
+    openshift = template({"podSecurityContext.runAsUser": None, "podSecurityContext.runAsGroup": None})
+    context = find(openshift, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert "runAsUser" not in context and "runAsGroup" not in context and context["runAsNonRoot"] is True
+    assert _operator_container(openshift)["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_helm_test_creates_a_sandbox_with_its_own_account_and_labels_no_selector_takes() -> None:
+    objects = template({})
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    selector = find(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    role = next(o for o in objects if o["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": ["sandbox-operator.io"], "resources": ["sandboxes"],
+                              "verbs": ["create", "get", "delete"]}]
+
+
+def test_notes_need_no_file_from_the_repository() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()  # rendering NOTES needs a cluster (helm install)
+    assert "examples/" not in notes and "kind: Sandbox" in notes and "helm test {{ .Release.Name }}" in notes
