@@ -6,9 +6,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
 from localcluster.helm import find, template
 from localcluster.operator_process import OperatorProcess
@@ -40,9 +42,23 @@ def chart_role_user(cluster: Cluster, api: client.ApiClient, tmp_path: Path) -> 
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}],
     })
+    # The chart's guard policy too, aimed at this user instead of the chart's ServiceAccount.
+    guard = [o for o in template() if o["metadata"]["name"].endswith("-operator-guard")]
+    policy, binding = (next(o for o in guard if o["kind"] == kind) for kind in (
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
+    policy["metadata"] = {"name": name}
+    who = f"request.userInfo.username == '{name}'"
+    policy["spec"]["matchConditions"] = [{"name": "the-operator", "expression": who}]
+    binding["metadata"] = {"name": name}
+    binding["spec"]["policyName"] = name
+    admission = client.AdmissionregistrationV1Api(api)
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
     try:
         yield cluster.user_kubeconfig(tmp_path / "operator.kubeconfig", name)
     finally:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)
         rbac.delete_cluster_role_binding(name)
         rbac.delete_cluster_role(name)
 
@@ -80,3 +96,39 @@ def test_operator_with_only_the_chart_cluster_role_makes_sandboxes_and_tenants_r
                 assert sum(v for code, v in answered.items() if code != "403") >= 1, (verb, resource, answered)
         finally:
             process.stop()
+
+
+def test_the_operators_account_cannot_change_what_it_does_not_manage(
+    api: client.ApiClient, cluster: Cluster, namespace: str, chart_role_user: Path
+) -> None:
+    as_operator = cluster.api_client(chart_role_user)
+    core, rbac = client.CoreV1Api(as_operator), client.RbacAuthorizationV1Api(as_operator)
+    binding = "someone-elses"
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(namespace, {
+        "metadata": {"name": binding},
+        # The role the operator may bind (tenant access), so RBAC's escalation check lets the write reach the guard.
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sandbox-operator-tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    })
+
+    def refused(call: Any) -> str:
+        # The guard is loaded asynchronously after it is written: wait for it to bite.
+        def attempt() -> str | None:
+            try:
+                call()
+            except ApiException as error:
+                return str(error.body) if error.status == 403 else None
+            return None
+        return wait_for(attempt, timeout=30, what="the guard policy to refuse")
+
+    lowered = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    assert "may write only objects it manages" in refused(lambda: core.patch_namespace(namespace, lowered))
+    claimed = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}}}
+    assert "may write only objects it manages" in refused(lambda: core.patch_namespace(namespace, claimed))
+    widened = {"subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}
+    assert "may write only objects it manages" in refused(
+        lambda: rbac.patch_namespaced_role_binding(binding, namespace, widened))
+    labels = core.read_namespace(namespace).metadata.labels or {}
+    assert "pod-security.kubernetes.io/enforce" not in labels and "app.kubernetes.io/managed-by" not in labels
+    subjects = client.RbacAuthorizationV1Api(api).read_namespaced_role_binding(binding, namespace).subjects
+    assert [s.name for s in subjects] == ["alice"]

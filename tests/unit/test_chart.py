@@ -131,7 +131,8 @@ def test_tenant_policy_objects_are_the_deploy_manifests() -> None:
     for source in deploy.glob("*.yaml"):
         for expected in yaml.safe_load_all(source.read_text()):
             assert find(objects, expected["kind"], expected["metadata"]["name"]) == expected
-    assert not {o["kind"] for o in template({"tenants.enabled": False})} & {"ValidatingAdmissionPolicy"}
+    names = {o["metadata"]["name"] for o in template({"tenants.enabled": False})}
+    assert not names & {"tenant-policy.sandbox-operator.io", "sandbox-operator-tenant"}
 
 
 @pytest.mark.parametrize(("values", "complaint"), [
@@ -200,3 +201,11 @@ def test_helm_test_creates_a_sandbox_with_its_own_account_and_labels_no_selector
 def test_notes_need_no_file_from_the_repository() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()  # rendering NOTES needs a cluster (helm install)
     assert "examples/" not in notes and "kind: Sandbox" in notes and "helm test {{ .Release.Name }}" in notes
+
+
+def test_the_operator_guard_binds_the_charts_service_account_and_can_be_switched_off() -> None:
+    policy = find(template({}), "ValidatingAdmissionPolicy", "-operator-guard")
+    [condition] = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:sandbox-system:sbx-sandbox-operator'")
+    assert not [o for o in template({"operatorGuard.enabled": False}) if o["metadata"]["name"].endswith("-guard")]
