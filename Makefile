@@ -20,7 +20,15 @@ $(VENV)/.installed: pyproject.toml tools/localcluster/pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
 
-deps: venv ## install everything the tests need (Debian packages, Python packages; Go must be on PATH)
+# checkov (the manifest scanner tests/unit/test_checkov.py runs) in a virtualenv of its own: its pins clash with ours.
+CHECKOV_VERSION := 3.3.30
+.venv-checkov/.installed:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip==25.3
+	.venv-checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+deps: venv .venv-checkov/.installed ## install everything the tests need (Debian packages, Python packages; Go must be on PATH)
 	@command -v go >/dev/null || { echo "the Go toolchain is required to build the local cluster (go.dev/doc/install)" >&2; exit 1; }
 	bash tools/localcluster/localcluster/node-deps.sh
 
@@ -31,7 +39,7 @@ test: deps ## the full suite: lint, types, unit tests, local-cluster tests, real
 	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "node" $(PYTEST_ARGS)
 
-unit: venv ## the fast unit tests only (no cluster)
+unit: venv .venv-checkov/.installed ## the fast unit tests only (no cluster)
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy --strict on the operator package
@@ -79,4 +87,4 @@ helm: venv ## build helm from its pinned Go module and print its path
 	@$(PY) -c "from localcluster.helm import helm_binary; print(helm_binary())"
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache .hypothesis
