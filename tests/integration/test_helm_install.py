@@ -67,6 +67,13 @@ def test_helm_install_runs_with_the_chart_identity_and_uninstall_leaves_only_crd
         deployment = client.AppsV1Api(api).read_namespaced_deployment(fullname, namespace)
         assert deployment.status.available_replicas == 2
 
+        # A second release with the same peering name is refused before anything is written, saying what to change.
+        second = helm("install", f"{release}-b", str(CHART), "--namespace", namespace, *set_args(values),
+                      kubeconfig=cluster.kubeconfig, check=False)
+        assert second.returncode != 0
+        assert f"ClusterKopfPeering {peering} belongs to release {namespace}/{release}" in second.stderr, second.stderr
+        assert "needs its own peering.name" in second.stderr
+
         kubeconfig = _token_kubeconfig(cluster, namespace, fullname, tmp_path / "sa.kubeconfig")
         process = OperatorProcess(cluster, tmp_path / "operator.log", kubeconfig=kubeconfig, STANDALONE="false",
                                   PEERING_NAME=peering, PEERING_LIFETIME="15", PRIORITY="1000")
