@@ -96,7 +96,7 @@ def main() -> int:
             submitted[name] = time.monotonic()
             custom.create_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, {
                 "apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
-                "spec": {"image": "localhost/sandbox-busybox:1.0", "command": ["sleep", "3600"],
+                "spec": {"image": "busybox:1.35.0", "command": ["sleep", "3600"],
                          "resources": {"cpu": "10m", "memory": "16Mi", "ephemeralStorage": "64Mi"}},
             })
         submit_seconds = time.monotonic() - started

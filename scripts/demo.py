@@ -46,7 +46,7 @@ def tenant_demo(cluster: Cluster, kubectl: list[str]) -> None:
     show(as_alice, "get", "sbx")
     say("... and is refused by the API server when she asks for more than the tenant allows")
     show(as_alice, "apply", "-f", "-", input=SCRATCH.replace("name: scratch", "name: greedy")
-         .replace("cpu: 250m", 'cpu: "3"').replace("localhost/sandbox-busybox:1.0", "evil.example/miner:latest"))
+         .replace("cpu: 250m", 'cpu: "3"').replace("busybox:1.35.0", "evil.example/miner:latest"))
     say("... and cannot create pods or read secrets directly")
     show(as_alice, "auth", "can-i", "create", "pods")
     show(as_alice, "auth", "can-i", "get", "secrets")
@@ -61,7 +61,7 @@ kind: Sandbox
 metadata:
   name: scratch
 spec:
-  image: localhost/sandbox-busybox:1.0
+  image: busybox:1.35.0
   command: ["sleep", "3600"]
   resources:
     cpu: 250m

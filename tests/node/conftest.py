@@ -14,7 +14,7 @@ from localcluster.handle import Cluster
 
 from tests.waiting import wait_for
 
-BUSYBOX = "localhost/sandbox-busybox:1.0"
+BUSYBOX = "busybox:1.35.0"  # the local node holds it under its public name
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.node
 
-BUSYBOX = "localhost/sandbox-busybox:1.0"
+BUSYBOX = "busybox:1.35.0"  # the local node holds it under its public name
 SMALL = {"cpu": "50m", "memory": "32Mi", "ephemeralStorage": "256Mi"}  # the real node has 2 cores
 LIFETIME = 10  # peering.lifetimeSeconds: the bound on a takeover after a crash
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "sandbox-operator.io/test": "helm-real-node"}

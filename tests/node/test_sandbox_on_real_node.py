@@ -22,7 +22,7 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.node
 
-BUSYBOX = "localhost/sandbox-busybox:1.0"
+BUSYBOX = "busybox:1.35.0"  # the local node holds it under its public name
 LISTENER = ["sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
 HTTP = {"ports": [{"name": "http", "port": 8080}]}
 SMALL = {"cpu": "50m", "memory": "32Mi", "ephemeralStorage": "256Mi"}  # the real node has 2 cores

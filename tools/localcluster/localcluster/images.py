@@ -6,10 +6,10 @@ of its inputs, and imported into containerd's ``k8s.io`` namespace with ``ctr im
 
 Images (pods must use ``imagePullPolicy: IfNotPresent`` or ``Never``; there is no registry):
 
-- ``localhost/sandbox-busybox:1.0``: Debian's static ``/bin/busybox`` (package ``busybox-static``)
+- ``docker.io/library/busybox:1.35.0``: Debian's static ``/bin/busybox`` (package ``busybox-static``)
   with an applet symlink for each command, ``/etc/passwd`` with ``nobody`` (65534), a 1777 ``/tmp``.
 - ``localhost/sandbox-pause:1.0``: ``images/pause.c`` built with ``gcc -static``; the pod sandbox image.
-- ``localhost/sandbox-python:3.11``: Debian's ``python3.11`` and its library closure, unpacked from
+- ``docker.io/library/python:3.11-slim``: Debian's ``python3.11`` and its library closure, unpacked from
   the ``.deb`` files ``apt-get download`` fetches (no maintainer scripts run; none are needed).
 """
 
@@ -34,9 +34,10 @@ IMAGE_CACHE = CACHE_ROOT / "images"
 SOURCES = Path(__file__).resolve().parent / "images"
 FORMAT_VERSION = "2"  # bump to rebuild every cached archive after a change to the assembly below
 
-BUSYBOX = "localhost/sandbox-busybox:1.0"
+# Named like the public images they stand in for, so examples written for any cluster run here unchanged.
+BUSYBOX = "docker.io/library/busybox:1.35.0"
 PAUSE = "localhost/sandbox-pause:1.0"
-PYTHON = "localhost/sandbox-python:3.11"
+PYTHON = "docker.io/library/python:3.11-slim"
 
 BUSYBOX_BINARY = Path("/bin/busybox")
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")

@@ -1,7 +1,7 @@
 """The operator's container image, built offline: Debian's python3.11 + the project's wheel + pinned dependencies.
 
 The equivalent of the top-level ``Dockerfile`` for machines with no Docker engine and no registry. It reuses
-``localcluster.images``: the bottom layer is the cached ``localhost/sandbox-python:3.11`` layer (Debian
+``localcluster.images``: the bottom layer is the cached ``python:3.11-slim`` layer (Debian
 packages, no maintainer scripts), the top layer holds ``/opt/sandbox-operator/site-packages`` (the wheel and
 the dependencies pinned in ``image/requirements.txt``, byte-compiled) and a ``nonroot`` user (65532).
 
