@@ -111,17 +111,24 @@ def test_the_operators_account_cannot_change_what_it_does_not_manage(
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
     })
 
-    def refused(call: Any) -> str:
-        # The guard is loaded asynchronously after it is written: wait for it to bite.
-        def attempt() -> str | None:
-            try:
-                call()
-            except ApiException as error:
-                return str(error.body) if error.status == 403 else None
-            return None
-        return wait_for(attempt, timeout=30, what="the guard policy to refuse")
-
     lowered = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+
+    def guard_in_force() -> bool:
+        # The API server loads a new policy asynchronously: probe with a dry run (admission runs, nothing is stored).
+        try:
+            core.patch_namespace(namespace, lowered, dry_run="All")
+        except ApiException as error:
+            return error.status == 403
+        return False
+
+    wait_for(guard_in_force, timeout=30, what="the guard policy to be in force")
+
+    def refused(call: Any) -> str:
+        with pytest.raises(ApiException) as error:
+            call()
+        assert error.value.status == 403
+        return str(error.value.body)
+
     assert "may write only objects it manages" in refused(lambda: core.patch_namespace(namespace, lowered))
     claimed = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "sandbox-operator"}}}
     assert "may write only objects it manages" in refused(lambda: core.patch_namespace(namespace, claimed))
