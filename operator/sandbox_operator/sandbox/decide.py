@@ -7,7 +7,7 @@ Rules, in order:
   onExpiry Suspend behaves like `suspended: true` with Expired=True until the deadline moves later.
 - Suspended: the pod is deleted; the PVC, NetworkPolicy and Service stay.
 - Otherwise children are created in the order PVC, NetworkPolicy, Service, Pod, so the pod never runs unfenced.
-  A child is compared field by field with its rendering (drift.differences), not by a stored annotation:
+  A child is compared field by field with its rendering (k8s.manifest.differences), not by a stored annotation:
   a NetworkPolicy or Service that differs is replaced with the rendering; a pod whose spec hash differs (the Sandbox
   changed) or whose owned fields differ (someone changed its image, labels, resources...) is deleted (pods are
   immutable) and recreated once gone. A child changed again soon after a repair is held back (``Observed.held``):
@@ -71,7 +71,7 @@ class PodSummary:
     waiting_message: str | None = None
     terminated_reason: str | None = None
     exit_code: int | None = None
-    # The fields the operator owns, as the API server has them (drift.owned_view); None: not known.
+    # The fields the operator owns, as the API server has them (k8s.manifest.owned_view); None: not known.
     owned: Mapping[str, Any] | None = None
 
     @classmethod
@@ -264,7 +264,7 @@ def _events(old: SandboxStatus, new: SandboxStatus, created: bool) -> tuple[Even
 
 
 def tampered_fields(kind: c.ChildKind, desired: Mapping[str, Any], owned: Mapping[str, Any] | None) -> list[str]:
-    """The owned fields of a live child (``owned``: its drift.owned_view) that differ from its rendering."""
+    """The owned fields of a live child (``owned``: its k8s.manifest.owned_view) that differ from its rendering."""
     if owned is None:
         return []
     return differences(owned_view(desired), owned, EXACT_FIELDS[kind])

@@ -6,7 +6,7 @@ Rules, in order:
   /NamespaceConflict and nothing is touched. A terminating namespace is waited for.
 - The ResourceQuota, LimitRange, default-deny NetworkPolicy and the admission policy binding are applied whenever
   missing, rendered from another spec (the spec hash annotation tells) or changed by someone else (their fields are
-  compared with the rendering, drift.differences).
+  compared with the rendering, k8s.manifest.differences).
 - The RoleBinding that lets the tenant's subjects in is created only once the admission policy is in effect in the
   namespace (the API server refused the operator's dry-run probe: it loads bindings asynchronously) and the
   ResourceQuota's status shows every rendered limit and its usage: before the resourcequota controller has computed
