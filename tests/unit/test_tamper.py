@@ -153,3 +153,11 @@ def test_redaction_that_lengthens_a_message_still_gives_a_status_the_api_server_
     plan = decide(sbx, Observed(create_error="abcd " * 400), at(0))
     assert len(ready(plan)["message"]) <= c.MAX_MESSAGE_LENGTH
     assert "abcd" not in str(plan.status)
+
+
+def test_the_fallback_reads_any_body_without_raising() -> None:
+    raw = body({"lifetime": {"ttlSeconds": 60}})
+    raw["status"] = decide(load_sandbox(raw), Observed(), at(0)).status
+    for spec in ({"lifetime": "Suspend"}, "not a spec", {"lifetime": {"onExpiry": ["Suspend"]}}):
+        plan, _ = decide_safely(broken, {**raw, "spec": spec}, Observed(), at(61))
+        assert plan.actions == (DeleteSandbox(),)

@@ -475,9 +475,12 @@ def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> 
     the stored status announced, the Sandbox's deletion; suspension on expiry is left to a pass that can decide."""
     old = read_status(SandboxStatus, body)
     generation = _int_or_none((body.get("metadata") or {}).get("generation")) or 0
-    lifetime = ((body.get("spec") or {}).get("lifetime") or {}) if isinstance(body.get("spec"), Mapping) else {}
+    # The body failed to load or decide: read it defensively, anything unexpected counts as unset.
+    spec = body.get("spec")
+    lifetime = spec.get("lifetime") if isinstance(spec, Mapping) else None
+    on_expiry = lifetime.get("onExpiry") if isinstance(lifetime, Mapping) else None
     deadline = old.expires_at
-    delete = deadline is not None and now >= deadline and lifetime.get("onExpiry") != c.OnExpiry.SUSPEND
+    delete = deadline is not None and now >= deadline and on_expiry != c.OnExpiry.SUSPEND
     message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
     if delete:
         message += f"; deleting it: it expired at {format_time(deadline)}"  # type: ignore[arg-type]

@@ -48,10 +48,9 @@ def last_activity(
     first_seen: Mapping[datetime, datetime] | None = None,
 ) -> datetime:
     """Latest sign of use; a time beyond now + MAX_CLOCK_SKEW counts as when it was first seen (now if never)."""
-    seen = first_seen or {}
-    future = future_times(activity_times(sandbox, started_at), now)
+    seen, latest_trusted = first_seen or {}, now + MAX_CLOCK_SKEW
     return max(
-        min(seen.get(moment, now), now) if moment in future else moment
+        min(seen.get(moment, now), now) if moment > latest_trusted else moment
         for moment in activity_times(sandbox, started_at)
     )
 
