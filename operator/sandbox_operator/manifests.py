@@ -12,7 +12,7 @@ import yaml
 
 from sandbox_operator.api.crd import sandbox_crd_yaml, tenant_crd_yaml
 from sandbox_operator.tenant.admission import render_admission_policy
-from sandbox_operator.tenant.render import render_tenant_cluster_role
+from sandbox_operator.tenant.render import render_tenant_cluster_role, render_tenant_exec_cluster_role
 
 
 def _yaml(generator: Callable[[], dict[str, Any]], source: str) -> Callable[[], str]:
@@ -28,6 +28,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "crds/sandbox-operator.io_sandboxes.yaml": sandbox_crd_yaml,
     "crds/sandbox-operator.io_tenants.yaml": tenant_crd_yaml,
     "deploy/tenant-clusterrole.yaml": _yaml(render_tenant_cluster_role, "sandbox_operator.tenant.render"),
+    "deploy/tenant-exec-clusterrole.yaml": _yaml(render_tenant_exec_cluster_role, "sandbox_operator.tenant.render"),
     "deploy/tenant-admission-policy.yaml": _yaml(render_admission_policy, "sandbox_operator.tenant.admission"),
 }
 

@@ -67,6 +67,8 @@ def test_tenant_gets_a_restricted_fenced_namespace_with_quota_limits_policy_and_
         binding = rbac.read_namespaced_role_binding(c.TENANT_ROLE_BINDING_NAME, t.namespace)
         assert binding.role_ref.name == c.TENANT_CLUSTER_ROLE
         assert [(s.kind, s.name) for s in binding.subjects] == [("Group", "team-x")]
+        exec_binding = rbac.read_namespaced_role_binding(c.TENANT_EXEC_ROLE_BINDING_NAME, t.namespace)
+        assert exec_binding.role_ref.name == c.TENANT_EXEC_CLUSTER_ROLE and not exec_binding.subjects  # off by default
         policy_binding = client.AdmissionregistrationV1Api(api).read_validating_admission_policy_binding(
             f"{c.TENANT_POLICY_BINDING_PREFIX}{t.name}")
         assert policy_binding.spec.param_ref.name == t.name
@@ -294,6 +296,45 @@ def test_tenant_subject_manages_sandboxes_in_its_namespace_and_nothing_else(
             c.GROUP, c.VERSION, theirs.namespace, c.PLURAL)).status == 403
         assert api_error(lambda: custom.patch_cluster_custom_object(
             c.GROUP, c.VERSION, c.TENANT_PLURAL, ours.name, {"spec": {"quota": {"maxSandboxes": 99}}})).status == 403
+
+
+def test_exec_access_lets_the_subjects_run_commands_in_their_namespace_only_while_it_is_on(
+    api: client.ApiClient, cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    with tenant(api, subjects=[{"kind": "Group", "name": "team-exec"}], execAccess=True) as ours:
+        rbac = client.RbacAuthorizationV1Api(api)
+        kubeconfig = cluster.user_kubeconfig(tmp_path / "bob.kubeconfig", "bob", ("team-exec",))
+        as_bob = client.AuthorizationV1Api(cluster.api_client(kubeconfig))
+
+        def exec_subjects() -> list[tuple[str, str]] | None:
+            try:
+                binding = rbac.read_namespaced_role_binding(c.TENANT_EXEC_ROLE_BINDING_NAME, ours.namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            assert binding.role_ref.name == c.TENANT_EXEC_CLUSTER_ROLE
+            return [(s.kind, s.name) for s in binding.subjects or []]
+
+        def may(verb: str, resource: str, namespace: str) -> bool:
+            """`kubectl auth can-i` as bob: a SelfSubjectAccessReview."""
+            group_resource, _, subresource = resource.partition("/")
+            review = as_bob.create_self_subject_access_review({"spec": {"resourceAttributes": {
+                "verb": verb, "resource": group_resource, "subresource": subresource, "namespace": namespace}}})
+            return bool(review.status.allowed)
+
+        wait_for(lambda: exec_subjects() == [("Group", "team-exec")], what="the exec binding to name the subjects")
+        wait_for(lambda: may("create", "pods/exec", ours.namespace), what="bob to be allowed to exec")
+        assert may("get", "pods/log", ours.namespace) and may("list", "pods", ours.namespace)
+        assert not may("create", "pods/exec", "default")  # a RoleBinding: the tenant's namespace only
+        assert not may("create", "pods", ours.namespace) and not may("delete", "pods", ours.namespace)
+        assert not may("get", "secrets", ours.namespace)
+
+        ours.patch({"execAccess": False})
+        wait_for(lambda: exec_subjects() == [], what="the exec binding's subjects to be removed")
+        wait_for(lambda: not may("create", "pods/exec", ours.namespace), what="bob's exec access to end")
+        assert not may("get", "pods/log", ours.namespace) and not may("list", "pods", ours.namespace)
+        assert may("create", "sandboxes", ours.namespace)  # managing Sandboxes is unaffected
 
 
 def test_policy_and_quota_hold_while_the_operator_is_down(api: client.ApiClient, operator: OperatorProcess) -> None:

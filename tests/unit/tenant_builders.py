@@ -10,6 +10,7 @@ from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.tenant.decide import NamespaceSummary, QuotaSummary, TenantObserved
 from sandbox_operator.tenant.render import (
     render_default_deny,
+    render_exec_role_binding,
     render_limit_range,
     render_namespace,
     render_policy_binding,
@@ -71,6 +72,7 @@ def provisioned(t: TenantObject, **overrides: Any) -> TenantObserved:
         "network_policy": _child(render_default_deny(t)),
         "policy_binding": _child(render_policy_binding(t)),
         "role_binding": _child(render_role_binding(t)),
+        "exec_role_binding": _child(render_exec_role_binding(t)),
         "policy_enforced": True,
     }
     observed.update(overrides)

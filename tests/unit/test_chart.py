@@ -132,7 +132,7 @@ def test_tenant_policy_objects_are_the_deploy_manifests() -> None:
         for expected in yaml.safe_load_all(source.read_text()):
             assert find(objects, expected["kind"], expected["metadata"]["name"]) == expected
     names = {o["metadata"]["name"] for o in template({"tenants.enabled": False})}
-    assert not names & {"tenant-policy.sandbox-operator.io", "sandbox-operator-tenant"}
+    assert not names & {"tenant-policy.sandbox-operator.io", "sandbox-operator-tenant", "sandbox-operator-tenant-exec"}
 
 
 @pytest.mark.parametrize(("values", "complaint"), [

@@ -12,7 +12,9 @@ from localcluster.helm import find, template
 
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s import client as kube
+from sandbox_operator.tenant.render import render_exec_role_binding, render_role_binding
 from tests import rbac
+from tests.unit.tenant_builders import tenant
 
 
 def _chart_rules(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -27,10 +29,13 @@ def test_cluster_role_grants_exactly_what_the_code_calls(namespaces: list[str]) 
     assert not granted - needed, f"the chart's ClusterRole grants what no code uses: {sorted(granted - needed)}"
 
 
-def test_bind_is_granted_only_on_the_tenant_role() -> None:
+def test_bind_is_granted_only_on_the_tenant_roles() -> None:
     (rule,) = [r for r in _chart_rules() if "clusterroles" in r["resources"]]
     assert rule["verbs"] == ["bind"]
-    assert rule["resourceNames"] == [c.TENANT_CLUSTER_ROLE]
+    assert rule["resourceNames"] == [c.TENANT_CLUSTER_ROLE, c.TENANT_EXEC_CLUSTER_ROLE]
+    granted_by_the_operator = {render(tenant())["roleRef"]["name"]
+                               for render in (render_role_binding, render_exec_role_binding)}
+    assert set(rule["resourceNames"]) == granted_by_the_operator
 
 
 def test_every_other_rule_applies_to_all_names() -> None:

@@ -35,6 +35,10 @@ def kinds(plan: TenantPlan) -> list[str]:
     return [action.manifest["kind"] for action in plan.actions]
 
 
+def bindings(plan: TenantPlan) -> list[str]:
+    return [action.manifest["metadata"]["name"] for action in plan.actions if action.manifest["kind"] == "RoleBinding"]
+
+
 def ready(plan: TenantPlan) -> tuple[str, str]:
     [condition] = plan.status["conditions"]
     return condition["status"], condition["reason"]
@@ -85,6 +89,59 @@ def test_access_waits_until_the_api_server_enforces_the_policy() -> None:
     assert kinds(plan) == []
     assert ready(plan) == ("False", c.TenantReason.WAITING_FOR_POLICY)
     assert plan.requeue_at is not None
+
+
+def test_exec_binding_is_applied_together_with_first_access() -> None:
+    t = tenant({"execAccess": True})
+    plan = decide_tenant(t, provisioned(t, role_binding=None, exec_role_binding=None), CREATED)
+    assert bindings(plan) == [c.TENANT_ROLE_BINDING_NAME, c.TENANT_EXEC_ROLE_BINDING_NAME]
+    assert plan.actions[-1].manifest["subjects"] == render_role_binding(t)["subjects"]
+
+
+def test_exec_binding_waits_for_access_like_the_main_binding() -> None:
+    t = tenant({"execAccess": True})
+    uncomputed = QuotaSummary.from_body(render_resource_quota(t))
+    for waiting in (provisioned(t, role_binding=None, exec_role_binding=None, policy_enforced=False),
+                    provisioned(t, role_binding=None, exec_role_binding=None, quota=uncomputed)):
+        assert bindings(decide_tenant(t, waiting, CREATED)) == []
+    assert bindings(decide_tenant(t, TenantObserved(), CREATED)) == []
+
+
+def test_a_tenant_with_access_but_no_exec_binding_gets_one() -> None:
+    t = tenant()
+    plan = decide_tenant(t, provisioned(t, exec_role_binding=None), CREATED)
+    assert bindings(plan) == [c.TENANT_EXEC_ROLE_BINDING_NAME]
+    assert plan.actions[0].manifest["subjects"] == []
+    assert ready(plan) == ("True", c.TenantReason.PROVISIONED)
+
+
+def test_turning_exec_access_on_and_off_updates_only_the_exec_binding() -> None:
+    off, on = tenant(), tenant({"execAccess": True})
+    granted = decide_tenant(on, provisioned(off, namespace=provisioned(on).namespace), CREATED)
+    assert bindings(granted) == [c.TENANT_EXEC_ROLE_BINDING_NAME] and kinds(granted) == ["RoleBinding"]
+    assert granted.actions[0].manifest["subjects"] == render_role_binding(on)["subjects"]
+    assert "run commands in its pods" in granted.status["conditions"][0]["message"]
+    revoked = decide_tenant(off, provisioned(on, namespace=provisioned(off).namespace), CREATED)
+    assert bindings(revoked) == [c.TENANT_EXEC_ROLE_BINDING_NAME] and kinds(revoked) == ["RoleBinding"]
+    assert revoked.actions[0].manifest["subjects"] == []
+
+
+def test_turning_exec_access_off_is_not_held_back_while_the_main_binding_waits() -> None:
+    off, on = tenant(), tenant({"execAccess": True})
+    observed = provisioned(on, namespace=provisioned(off).namespace, role_binding=None, policy_enforced=False)
+    plan = decide_tenant(off, observed, CREATED)
+    assert bindings(plan) == [c.TENANT_EXEC_ROLE_BINDING_NAME]
+    assert plan.actions[0].manifest["subjects"] == []
+
+
+def test_a_subject_change_reaches_the_exec_binding_when_exec_access_is_on() -> None:
+    before = tenant({"execAccess": True})
+    after = tenant({"execAccess": True, "subjects": [{"kind": "User", "name": "ann"}]})
+    plan = decide_tenant(after, provisioned(before, namespace=provisioned(after).namespace), CREATED)
+    assert bindings(plan) == [c.TENANT_ROLE_BINDING_NAME, c.TENANT_EXEC_ROLE_BINDING_NAME]
+    assert plan.actions[-1].manifest["subjects"] == [
+        {"kind": "User", "name": "ann", "apiGroup": "rbac.authorization.k8s.io"}
+    ]
 
 
 def test_a_provisioned_tenant_needs_nothing_and_reports_usage() -> None:

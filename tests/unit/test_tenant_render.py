@@ -9,12 +9,14 @@ from sandbox_operator.api import names as c
 from sandbox_operator.tenant.render import (
     quota_hard,
     render_default_deny,
+    render_exec_role_binding,
     render_limit_range,
     render_namespace,
     render_policy_binding,
     render_resource_quota,
     render_role_binding,
     render_tenant_cluster_role,
+    render_tenant_exec_cluster_role,
 )
 from tests.unit.tenant_builders import UID, tenant
 
@@ -66,6 +68,17 @@ def test_role_binding_binds_the_subjects_to_the_sandbox_only_cluster_role() -> N
     ]
 
 
+def test_exec_binding_has_no_subjects_unless_the_tenant_grants_exec_access() -> None:
+    binding = render_exec_role_binding(tenant())
+    assert binding["metadata"]["name"] == c.TENANT_EXEC_ROLE_BINDING_NAME
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert binding["roleRef"]["name"] == c.TENANT_EXEC_CLUSTER_ROLE
+    assert binding["subjects"] == []
+    granted = render_exec_role_binding(tenant({"execAccess": True}))
+    assert granted["subjects"] == render_role_binding(tenant())["subjects"]
+    assert granted["roleRef"] == binding["roleRef"]  # roleRef is immutable: turning exec access on is an apply
+
+
 def test_policy_binding_passes_this_tenant_to_the_policy_for_its_namespace_only() -> None:
     spec = render_policy_binding(tenant())["spec"]
     assert spec["policyName"] == c.TENANT_POLICY_NAME
@@ -80,6 +93,18 @@ def test_cluster_role_grants_sandboxes_and_nothing_else() -> None:
     assert all(rule["apiGroups"] == [c.GROUP] for rule in rules)
 
 
+def test_exec_cluster_role_grants_commands_and_logs_in_pods_and_nothing_else() -> None:
+    rules = render_tenant_exec_cluster_role()["rules"]
+    granted = {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {
+        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
+        ("", "pods/exec", "create"), ("", "pods/exec", "get"), ("", "pods/log", "get"),
+    }
+    # Only namespaced resources, so the RoleBinding confines it to the tenant's namespace.
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in rules)
+
+
 def test_a_changed_spec_changes_the_hash_of_what_it_affects_only() -> None:
     before, after = tenant(), tenant({"quota": {"maxSandboxes": 11}})
     hash_of = lambda m: m["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]  # noqa: E731
@@ -90,7 +115,7 @@ def test_a_changed_spec_changes_the_hash_of_what_it_affects_only() -> None:
 @pytest.mark.parametrize(
     "render",
     [render_namespace, render_resource_quota, render_limit_range, render_default_deny, render_role_binding,
-     render_policy_binding],
+     render_exec_role_binding, render_policy_binding],
 )
 def test_rendered_objects_are_valid_kubernetes(render: object) -> None:
     manifest = render(tenant())  # type: ignore[operator]

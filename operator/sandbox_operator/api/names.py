@@ -243,9 +243,13 @@ TENANT_QUOTA_NAME: Final = "sandbox-tenant"
 TENANT_LIMIT_RANGE_NAME: Final = "sandbox-tenant"
 TENANT_NETWORK_POLICY_NAME: Final = "sandbox-tenant-default-deny"
 TENANT_ROLE_BINDING_NAME: Final = "sandbox-tenant"
+# Always rendered; it names the tenant's subjects only when the Tenant sets execAccess (no subjects grant nothing).
+TENANT_EXEC_ROLE_BINDING_NAME: Final = "sandbox-tenant-exec"
 
-# Shipped in deploy/: the role the tenant's subjects are bound to, and the admission policy checking their Sandboxes.
+# Shipped in deploy/: the roles the tenant's subjects are bound to (Sandboxes; with execAccess, also commands and logs
+# in the namespace's pods), and the admission policy checking their Sandboxes.
 TENANT_CLUSTER_ROLE: Final = "sandbox-operator-tenant"
+TENANT_EXEC_CLUSTER_ROLE: Final = "sandbox-operator-tenant-exec"
 TENANT_POLICY_NAME: Final = f"tenant-policy.{GROUP}"
 TENANT_POLICY_BINDING_PREFIX: Final = "tenant-policy-"
 # A Sandbox carrying this label is always refused by the tenant policy. Before granting access the operator dry-runs

@@ -2,7 +2,8 @@
 
 A Tenant is cluster-scoped. It names one namespace that the operator creates and owns (an existing namespace is never
 adopted), the quota of that namespace, per-sandbox limits and defaults, allowed images, network permissions, a
-required runtime class, and the users, groups or service accounts that may manage Sandboxes there.
+required runtime class, and the users, groups or service accounts that may manage Sandboxes there (and, if it says
+so, run commands in its pods).
 """
 
 from __future__ import annotations
@@ -270,6 +271,15 @@ class TenantSpec(SpecModel):
         description=(
             "Every Sandbox must set imagePullPolicy Always, so the registry checks the tenant's right to each image "
             "on every start: otherwise a private image another tenant pulled onto a node could be run from its cache."
+        ),
+    )
+    exec_access: bool = Field(
+        False,
+        alias="execAccess",
+        description=(
+            "When true, the tenant's subjects may also run commands in the namespace's pods and read their logs "
+            "(pods get/list/watch, pods/exec and pods/log in this namespace only; bound to the ClusterRole "
+            f"{c.TENANT_EXEC_CLUSTER_ROLE}), as the Python SDK, the CLI and the MCP server need."
         ),
     )
 

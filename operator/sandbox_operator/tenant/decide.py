@@ -12,6 +12,9 @@ Rules, in order:
   ResourceQuota's status shows every rendered limit and its usage: before the resourcequota controller has computed
   a quota, admission does not enforce it, so granting access earlier could over-admit. Once granted, access stays
   while later quota edits propagate (admission keeps enforcing the previous status meanwhile).
+- The exec RoleBinding (the subjects when the Tenant sets execAccess, else none) is applied together with that
+  first grant, never before it; once either binding exists it is kept current like the other objects, so turning
+  execAccess on or off, or changing the subjects, reaches it at once.
 - Status: Ready and usage against each limit, copied from the ResourceQuota's status.
 """
 
@@ -96,6 +99,7 @@ class TenantObserved:
     network_policy: ChildSummary | None = None
     policy_binding: ChildSummary | None = None
     role_binding: ChildSummary | None = None
+    exec_role_binding: ChildSummary | None = None
     policy_enforced: bool = False
     apply_error: str | None = None
     # Kinds whose next repair must wait (another writer keeps changing them), and until when.
@@ -248,17 +252,23 @@ def decide_tenant(tenant: TenantObject | InvalidTenant, observed: TenantObserved
 
     enforced = _current(observed.quota, quota) and quota_computed(quota["spec"]["hard"], observed.quota)
     role_binding = render.render_role_binding(tenant)
+    granting = False
     if observed.role_binding is None:
-        if enforced and _current(observed.policy_binding, binding) and observed.policy_enforced:
+        granting = enforced and _current(observed.policy_binding, binding) and observed.policy_enforced
+        if granting:
             actions.append(ApplyObject(role_binding))
     else:
         bring(role_binding, observed.role_binding)
+    if granting or observed.role_binding is not None or observed.exec_role_binding is not None:
+        bring(render.render_exec_role_binding(tenant), observed.exec_role_binding)
     # With nothing to apply but held repairs, look again when the first may be made.
     first_held = min(held_until, default=None)
 
     if observed.role_binding is not None and found is not None:
         # Access is granted: changes being applied do not make the tenant unusable meanwhile.
         message = f"namespace {namespace} is ready; its subjects may manage Sandboxes there"
+        if tenant.spec.exec_access:
+            message += " and run commands in its pods"
         if actions:
             message += f"; applying changes to {', '.join(a.manifest['kind'] for a in actions)}"
         status = _status(tenant, True, c.TenantReason.PROVISIONED, message, now, observed)

@@ -80,11 +80,12 @@ async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
     binding = await kube.get(c.TenantChildKind.POLICY_BINDING, None, policy_binding_name(tenant))
     if namespace is None:
         return TenantObserved(policy_binding=ChildSummary.from_body(binding) if binding else None)
-    quota, limit_range, policy, role_binding = await asyncio.gather(
+    quota, limit_range, policy, role_binding, exec_role_binding = await asyncio.gather(
         kube.get(c.TenantChildKind.RESOURCE_QUOTA, name, c.TENANT_QUOTA_NAME),
         kube.get(c.TenantChildKind.LIMIT_RANGE, name, c.TENANT_LIMIT_RANGE_NAME),
         kube.get(c.TenantChildKind.NETWORK_POLICY, name, c.TENANT_NETWORK_POLICY_NAME),
         kube.get(c.TenantChildKind.ROLE_BINDING, name, c.TENANT_ROLE_BINDING_NAME),
+        kube.get(c.TenantChildKind.ROLE_BINDING, name, c.TENANT_EXEC_ROLE_BINDING_NAME),
     )
     enforced = False
     if role_binding is None and binding is not None:
@@ -98,6 +99,7 @@ async def _observe(kube: Kube, tenant: TenantObject) -> TenantObserved:
         network_policy=ChildSummary.from_body(policy) if policy else None,
         policy_binding=ChildSummary.from_body(binding) if binding else None,
         role_binding=ChildSummary.from_body(role_binding) if role_binding else None,
+        exec_role_binding=ChildSummary.from_body(exec_role_binding) if exec_role_binding else None,
     )
 
 
@@ -216,7 +218,7 @@ async def tenant_policy_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> No
 
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", when=is_tenant_child)
 async def tenant_role_binding_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """A tenant RoleBinding changed or vanished: put it back."""
+    """A tenant RoleBinding (access to Sandboxes, or exec) changed or vanished: put it back."""
     await _child_changed(body, memo, kwargs, "tenant-rolebinding")
 
 

@@ -1,9 +1,10 @@
-"""Pure functions from a Tenant to the manifests the operator creates for it, and the ClusterRole shipped in deploy/.
+"""Pure functions from a Tenant to the manifests the operator creates for it, and the ClusterRoles shipped in deploy/.
 
 For each Tenant: its Namespace (Pod Security `restricted`), a ResourceQuota, a LimitRange, a default-deny
-NetworkPolicy, the ValidatingAdmissionPolicyBinding tying the tenant policy to the namespace, and a RoleBinding of
-the tenant's subjects to the ClusterRole. Every one carries an owner reference to the Tenant, so deleting the Tenant
-lets the garbage collector delete the namespace (and with it every Sandbox, pod and volume) and the binding.
+NetworkPolicy, the ValidatingAdmissionPolicyBinding tying the tenant policy to the namespace, a RoleBinding of the
+tenant's subjects to the Sandbox ClusterRole, and one to the exec ClusterRole (with no subjects unless the Tenant sets
+execAccess). Every one carries an owner reference to the Tenant, so deleting the Tenant lets the garbage collector
+delete the namespace (and with it every Sandbox, pod and volume) and the binding.
 """
 
 from __future__ import annotations
@@ -126,17 +127,29 @@ def _rbac_subject(subject: Subject) -> dict[str, str]:
     return {"kind": subject.kind.value, "name": subject.name, "apiGroup": RBAC_GROUP}
 
 
-def render_role_binding(tenant: TenantObject) -> dict[str, Any]:
-    """The RoleBinding of the tenant's subjects to the ClusterRole that manages Sandboxes and nothing else."""
+def _role_binding(tenant: TenantObject, name: str, cluster_role: str, subjects: list[Subject]) -> dict[str, Any]:
     return with_spec_hash(
         {
             "apiVersion": f"{RBAC_GROUP}/v1",
             "kind": c.TenantChildKind.ROLE_BINDING.value,
-            "metadata": _metadata(tenant, c.TENANT_ROLE_BINDING_NAME, tenant.spec.namespace),
-            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": c.TENANT_CLUSTER_ROLE},
-            "subjects": [_rbac_subject(subject) for subject in tenant.spec.subjects],
+            "metadata": _metadata(tenant, name, tenant.spec.namespace),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [_rbac_subject(subject) for subject in subjects],
         }
     )
+
+
+def render_role_binding(tenant: TenantObject) -> dict[str, Any]:
+    """The RoleBinding of the tenant's subjects to the ClusterRole that manages Sandboxes and nothing else."""
+    return _role_binding(tenant, c.TENANT_ROLE_BINDING_NAME, c.TENANT_CLUSTER_ROLE, tenant.spec.subjects)
+
+
+def render_exec_role_binding(tenant: TenantObject) -> dict[str, Any]:
+    """The RoleBinding of the tenant's subjects to the exec ClusterRole: always rendered, with no subjects (granting
+    nothing) unless the Tenant sets execAccess, so turning it off is an apply like any other (no deletion, and the
+    immutable roleRef never changes)."""
+    subjects = tenant.spec.subjects if tenant.spec.exec_access else []
+    return _role_binding(tenant, c.TENANT_EXEC_ROLE_BINDING_NAME, c.TENANT_EXEC_CLUSTER_ROLE, subjects)
 
 
 def render_policy_binding(tenant: TenantObject) -> dict[str, Any]:
@@ -175,6 +188,22 @@ def render_tenant_cluster_role() -> dict[str, Any]:
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
             },
             {"apiGroups": [c.GROUP], "resources": [f"{c.PLURAL}/status"], "verbs": ["get"]},
+        ],
+    }
+
+
+def render_tenant_exec_cluster_role() -> dict[str, Any]:
+    """The ClusterRole shipped in deploy/ that a tenant's subjects are bound to when it sets execAccess: read pods and
+    their logs and run commands in them (bound by a RoleBinding, so in the tenant's namespace only)."""
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": c.TENANT_EXEC_CLUSTER_ROLE, "labels": {c.LABEL_NAME: c.MANAGED_BY}},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            # The exec upgrade is authorised as `create` by newer API servers and as `get` by older ones (WebSocket).
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         ],
     }
 
