@@ -23,6 +23,12 @@ LABEL_SANDBOX: Final = f"{GROUP}/sandbox"
 
 # Clients bump this annotation on the Sandbox (RFC 3339 time) to show activity and push back the idle timeout.
 ANNOTATION_LAST_ACTIVITY: Final = f"{GROUP}/last-activity"
+# A Sandbox made by a client's get-or-create for a key (e.g. user and project): the key as canonical JSON, and one
+# label per key part holding a hash of its value (label values cannot hold arbitrary strings), so clients can list by
+# part. api.keys derives the Sandbox's name from the key; the API server's "already exists" makes it unique.
+ANNOTATION_KEY: Final = f"{GROUP}/key"
+KEY_LABEL_PREFIX: Final = f"key.{GROUP}/"
+LABEL_KEYED: Final = f"{GROUP}/keyed"
 # Hash of the rendered child; a different hash means the child no longer matches the spec.
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 

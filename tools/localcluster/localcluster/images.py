@@ -10,7 +10,9 @@ Images (pods must use ``imagePullPolicy: IfNotPresent`` or ``Never``; there is n
   with an applet symlink for each command, ``/etc/passwd`` with ``nobody`` (65534), a 1777 ``/tmp``.
 - ``localhost/sandbox-pause:1.0``: ``images/pause.c`` built with ``gcc -static``; the pod sandbox image.
 - ``docker.io/library/python:3.11-slim``: Debian's ``python3.11`` and its library closure, unpacked from
-  the ``.deb`` files ``apt-get download`` fetches (no maintainer scripts run; none are needed).
+  the ``.deb`` files ``apt-get download`` fetches (no maintainer scripts run; none are needed), with the busybox
+  layer on top for the shell and tools the real image has (``sh``, ``setsid``, ``cat``, ``tar``...): the SDK runs
+  commands and moves files through them.
 """
 
 from __future__ import annotations
@@ -235,8 +237,8 @@ IMAGES: dict[str, ImageSpec] = {
         ),
         ImageSpec(
             reference=PYTHON,
-            layers=lambda: [_python_layer()],
-            inputs=_python_inputs,
+            layers=lambda: [_python_layer(), _busybox_layer()],
+            inputs=lambda: _python_inputs() + BUSYBOX_BINARY.read_bytes(),
             cmd=("python3",),
         ),
     )

@@ -1,0 +1,698 @@
+"""Sandboxes through the Kubernetes API, with the caller's own credentials: create, get-or-create by key, list, wait,
+suspend, resume, delete; and a handle per Sandbox to run commands and move files over the exec subresource."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, Final, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client import ApiClient, Configuration, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.stream import WsApiClient
+from pydantic import ValidationError
+
+from sandbox_operator.api import keys
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxSpec
+from sandbox_operator.api.schema import describe_validation_error, format_time
+from sandbox_operator.sdk import shell
+from sandbox_operator.sdk.commands import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_TIMEOUT,
+    CommandResult,
+    OutputCallback,
+    Process,
+    command_argv,
+    wrapped_argv,
+)
+from sandbox_operator.sdk.errors import (
+    AccessDeniedError,
+    ExecError,
+    KeyConflictError,
+    SandboxError,
+    SandboxFailedError,
+    SandboxNotFoundError,
+    WaitTimeoutError,
+)
+from sandbox_operator.sdk.files import ExecOutput, Files
+from sandbox_operator.sdk.wire import Channel, ExecSession, open_exec
+
+log = logging.getLogger("sandbox_operator.sdk")
+
+DEFAULT_READY_TIMEOUT: Final = 180.0
+# Activity is reported at most this often per sandbox: enough for idle timeouts of a minute or more.
+ACTIVITY_INTERVAL: Final = 5.0
+# Keeps the container alive for exec when no command is given, and ends at once on SIGTERM (no 30 s grace wait).
+KEEPALIVE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done")
+TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+SERVICE_ACCOUNT_NAMESPACE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+STDIN_READ_CHUNK: Final = 1024 * 1024
+
+T = TypeVar("T")
+
+
+class InvalidSpecError(SandboxError, ValueError):
+    """The arguments would make a Sandbox the API server refuses; the message names each field."""
+
+
+def _seconds(value: float | timedelta | None, name: str) -> int | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if seconds <= 0:
+        raise InvalidSpecError(f"{name} must be positive, not {value!r}")
+    return int(-(-seconds // 1))
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def build_spec(
+    *,
+    image: str,
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    ttl: float | timedelta | None = None,
+    idle_timeout: float | timedelta | None = None,
+    cpu: str | None = None,
+    memory: str | None = None,
+    spec: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Sandbox spec from the SDK's arguments, checked against the API's model: InvalidSpecError names each bad
+    field before anything is sent. ``spec`` adds any other field in its YAML form (e.g. {"network": {...}})."""
+    body: dict[str, Any] = {
+        "image": image,
+        "command": list(command) if command is not None else list(KEEPALIVE_COMMAND),
+    }
+    if args is not None:
+        body["args"] = list(args)
+    if env:
+        body["env"] = [{"name": name, "value": value} for name, value in env.items()]
+    lifetime = {"ttlSeconds": _seconds(ttl, "ttl"), "idleTimeoutSeconds": _seconds(idle_timeout, "idle_timeout")}
+    if any(value is not None for value in lifetime.values()):
+        body["lifetime"] = {k: v for k, v in lifetime.items() if v is not None}
+    resources = {"cpu": cpu, "memory": memory}
+    if any(value is not None for value in resources.values()):
+        body["resources"] = {k: v for k, v in resources.items() if v is not None}
+    _merge(body, spec or {})
+    try:
+        SandboxSpec.model_validate(body)
+    except ValidationError as error:
+        raise InvalidSpecError(describe_validation_error(error, "spec")) from None
+    return body
+
+
+def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
+class Sandbox:
+    """One Sandbox: its last known state, and what can be done in it."""
+
+    def __init__(self, client: SandboxClient, body: Mapping[str, Any]) -> None:
+        self._client = client
+        self.body: Mapping[str, Any] = body
+        self.files = Files(self._exec_output)
+
+    @property
+    def name(self) -> str:
+        """The Sandbox's name."""
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        """The Sandbox's namespace."""
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def key(self) -> dict[str, str] | None:
+        """The key it was made for by get_or_create, if any."""
+        return keys.key_of(self.body)
+
+    @property
+    def phase(self) -> str | None:
+        """Pending, Ready, Suspended, Expired, Failed or Terminating."""
+        return (self.body.get("status") or {}).get("phase")
+
+    @property
+    def ready(self) -> bool:
+        """Whether the pod runs and is ready, for the current spec."""
+        condition = _condition(self.body, c.ConditionType.READY)
+        return condition.get("status") == c.ConditionStatus.TRUE and self._observed()
+
+    @property
+    def pod_name(self) -> str:
+        """The sandbox pod's name."""
+        return str((self.body.get("status") or {}).get("podName") or f"{c.CHILD_PREFIX}{self.name}")
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the sandbox expires, as the operator last computed it."""
+        text = (self.body.get("status") or {}).get("expiresAt")
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+
+    def _observed(self) -> bool:
+        generation = self.body["metadata"].get("generation")
+        observed = (self.body.get("status") or {}).get("observedGeneration")
+        return generation is None or (isinstance(observed, int) and observed >= generation)
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self.namespace}/{self.name}, phase={self.phase})"
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def refresh(self) -> Sandbox:
+        """Read the Sandbox again."""
+        self.body = await self._client._get_body(self.name, self.namespace)
+        return self
+
+    async def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> Sandbox:
+        """Return once Ready. SandboxFailedError at once if it cannot become Ready (Failed, Expired, suspended),
+        WaitTimeoutError after ``timeout`` seconds; both carry the Ready condition's reason and message."""
+        self.body = await self._client._wait(self.name, self.namespace, timeout)
+        return self
+
+    async def suspend(self) -> Sandbox:
+        """Delete the pod, keep the workspace; ``resume`` brings it back."""
+        self.body = await self._client._patch(self.name, self.namespace, {"spec": {"suspended": True}})
+        return self
+
+    async def resume(self, *, wait: bool = True, timeout: float = DEFAULT_READY_TIMEOUT) -> Sandbox:
+        """Start the pod again; by default wait until it is Ready."""
+        self.body = await self._client._patch(self.name, self.namespace, {"spec": {"suspended": False}})
+        return await self.wait_ready(timeout) if wait else self
+
+    async def delete(self, *, wait: bool = False, timeout: float = 60.0) -> None:
+        """Delete the Sandbox (its pod and children go with it); with ``wait``, until it is gone."""
+        await self._client.delete(self.name, wait=wait, timeout=timeout, namespace=self.namespace)
+
+    async def touch(self) -> None:
+        """Report activity now (pushes back the idle timeout); commands and file operations do it themselves."""
+        await self._client._activity(self.namespace, self.name, force=True)
+
+    # --- commands -----------------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        shell: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> CommandResult:
+        """Run a command to its end. ``command`` is an argv list; a string needs ``shell=True`` (then ``sh -c``).
+        At ``timeout`` seconds its whole process group is killed inside the sandbox and ``timed_out`` is set.
+        Each stream keeps at most ``max_output_bytes``; the callbacks get every chunk as it arrives."""
+        process = await self.start(
+            command,
+            shell=shell,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            stdin=stdin is not None,
+            max_output_bytes=max_output_bytes,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+        )
+        if stdin is not None:
+            await process.write(stdin)
+            await process.close_stdin()
+        return await process.wait()
+
+    async def start(
+        self,
+        command: str | Sequence[str],
+        *,
+        shell: bool = False,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bool = False,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> Process:
+        """Start a command and return at once with a handle to wait for it, read its output, write to its stdin
+        (``stdin=True``) and kill it. ``timeout`` (None: none) still kills it inside the sandbox."""
+        if max_output_bytes < 0:
+            raise ValueError(f"max_output_bytes must be 0 or more, not {max_output_bytes}")
+        argv = wrapped_argv(command_argv(command, shell_command=shell), timeout, cwd, env)
+        session = await self._open(argv, stdin=stdin)
+        return Process(session, self._signal, timeout, max_output_bytes, on_stdout, on_stderr, cwd or "")
+
+    async def _signal(self, signal: str, pgid: int) -> None:
+        session = await self._open(shell.argv(shell.SIGNAL, "sandbox-signal", signal, str(pgid)), stdin=False)
+        try:
+            async for _ in session.frames():
+                pass
+        finally:
+            await session.close()
+
+    async def _open(self, argv: Sequence[str], *, stdin: bool, tty: bool = False) -> ExecSession:
+        self._client._report_activity(self.namespace, self.name)
+        return await open_exec(
+            self._client.ws_api, self.namespace, self.pod_name, c.CONTAINER_NAME, argv, stdin=stdin, tty=tty
+        )
+
+    async def open_terminal(self, command: Sequence[str] = ("sh",)) -> ExecSession:
+        """An interactive session with a TTY (stdin and stdout only), for shells: the CLI's ``shell``."""
+        return await self._open(command_argv(command, shell_command=False), stdin=True, tty=True)
+
+    async def _exec_output(self, argv: Sequence[str], stdin: bytes | IO[bytes] | None, max_stdout: int) -> ExecOutput:
+        """Run a helper script; stdout beyond ``max_stdout`` ends the read (``overflow``)."""
+        session = await self._open(argv, stdin=stdin is not None)
+        stdout, stderr, overflow = bytearray(), bytearray(), False
+
+        async def feed() -> None:
+            if isinstance(stdin, bytes):
+                await session.write(stdin)
+            elif stdin is not None:
+                while chunk := stdin.read(STDIN_READ_CHUNK):
+                    await session.write(chunk)
+            await session.close_stdin()
+
+        writer = asyncio.create_task(feed()) if stdin is not None else None
+        try:
+            async for channel, data in session.frames():
+                if channel is Channel.STDOUT:
+                    stdout += data
+                    if len(stdout) > max_stdout:
+                        overflow = True
+                        break
+                elif len(stderr) < 64 * 1024:
+                    stderr += data
+            if writer is not None:
+                await writer
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
+            await session.close()
+        if overflow:
+            return ExecOutput(-1, bytes(stdout), bytes(stderr), overflow=True)
+        if session.status is None:
+            raise ExecError("the exec connection ended without an exit status")
+        return ExecOutput(session.status.code, bytes(stdout), bytes(stderr))
+
+
+class SandboxClient:
+    """Sandboxes in one namespace, through the Kubernetes API with the caller's credentials.
+
+    ``async with await SandboxClient.connect() as client: sandbox = await client.get_or_create({"user": "alice"},
+    image="python:3.11-slim")``.
+    """
+
+    def __init__(self, api_client: ApiClient, ws_api: WsApiClient, namespace: str) -> None:
+        self.api_client, self.ws_api, self.namespace = api_client, ws_api, namespace
+        self._objects = CustomObjectsApi(api_client)
+        self._untyped_objects: Any = self._objects  # the stubs omit _content_type, which a merge patch needs
+        self._last_activity: dict[tuple[str, str], float] = {}
+        self._activity_tasks: set[asyncio.Task[None]] = set()
+        self._activity_warned = False
+
+    @classmethod
+    async def connect(
+        cls, *, namespace: str | None = None, kubeconfig: str | None = None, context: str | None = None
+    ) -> SandboxClient:
+        """A client with the caller's credentials: the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod,
+        its service account. The namespace defaults to the kubeconfig context's, or the pod's."""
+        configuration = Configuration()
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
+        if in_cluster:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            default_namespace = _read_text(SERVICE_ACCOUNT_NAMESPACE) or "default"
+        else:
+            await kube_config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+            _, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = active
+            if context is not None:
+                contexts, _ = kube_config.list_kube_config_contexts(config_file=kubeconfig)
+                chosen = next((item for item in contexts if item["name"] == context), active)
+            default_namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+        return cls(ApiClient(configuration), WsApiClient(configuration), namespace or default_namespace)
+
+    async def close(self) -> None:
+        """Finish pending activity reports and close the connections."""
+        if self._activity_tasks:
+            await asyncio.gather(*self._activity_tasks, return_exceptions=True)
+        await self.api_client.close()
+        await self.ws_api.close()
+
+    async def __aenter__(self) -> SandboxClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # --- sandboxes ----------------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str | None = None,
+        *,
+        image: str,
+        command: Sequence[str] | None = None,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        ttl: float | timedelta | None = None,
+        idle_timeout: float | timedelta | None = None,
+        cpu: str | None = None,
+        memory: str | None = None,
+        spec: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        wait: bool = True,
+        timeout: float = DEFAULT_READY_TIMEOUT,
+    ) -> Sandbox:
+        """Create a Sandbox (named ``name``, or ``sandbox-<random>``) and, by default, wait until it is Ready.
+        Without ``command`` the container idles (a shell loop), ready for commands."""
+        body = self._manifest(
+            name,
+            namespace,
+            labels,
+            annotations,
+            build_spec(
+                image=image,
+                command=command,
+                args=args,
+                env=env,
+                ttl=ttl,
+                idle_timeout=idle_timeout,
+                cpu=cpu,
+                memory=memory,
+                spec=spec,
+            ),
+        )
+        created = await self._call(
+            "create",
+            namespace or self.namespace,
+            lambda: self._objects.create_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace or self.namespace, c.PLURAL, body
+            ),
+        )
+        sandbox = Sandbox(self, created)
+        return await sandbox.wait_ready(timeout) if wait else sandbox
+
+    async def get_or_create(
+        self,
+        key: Mapping[str, str],
+        *,
+        image: str,
+        name_prefix: str = keys.DEFAULT_NAME_PREFIX,
+        namespace: str | None = None,
+        wait: bool = True,
+        timeout: float = DEFAULT_READY_TIMEOUT,
+        **options: Any,
+    ) -> Sandbox:
+        """The Sandbox for ``key`` (e.g. {"user": ..., "project": ...}): the existing one, or a new one made with
+        ``image`` and ``options`` (those of ``create``). Safe from any number of processes at once: the name comes
+        from the key, and the API server creates it once. A Sandbox being deleted is waited for, then made again."""
+        name = keys.sandbox_name(key, name_prefix)
+        namespace = namespace or self.namespace
+        deadline = time.monotonic() + timeout
+        spec = build_spec(image=image, **{k: options.pop(k) for k in list(options) if k in _SPEC_OPTIONS})
+        if options:
+            raise TypeError(f"get_or_create() got unexpected arguments: {', '.join(sorted(options))}")
+        metadata = keys.key_metadata(key)
+        body = self._manifest(name, namespace, metadata["labels"], metadata["annotations"], spec)
+        while True:
+            try:
+                found = await self._call(
+                    "create",
+                    namespace,
+                    lambda: self._objects.create_namespaced_custom_object(
+                        c.GROUP, c.VERSION, namespace, c.PLURAL, body
+                    ),
+                )
+            except _AlreadyExistsError:
+                found = await self._get_body(name, namespace)
+                if keys.key_of(found) != keys.validate_key(key):
+                    raise KeyConflictError(
+                        f"sandbox {namespace}/{name} exists and was not made for this key; "
+                        "pass another name_prefix or remove it"
+                    ) from None
+                if found["metadata"].get("deletionTimestamp"):
+                    await self._wait_gone(name, namespace, deadline - time.monotonic())
+                    continue
+            sandbox = Sandbox(self, found)
+            return await sandbox.wait_ready(max(deadline - time.monotonic(), 1.0)) if wait else sandbox
+
+    async def get(self, name: str, *, namespace: str | None = None) -> Sandbox:
+        """An existing Sandbox by name (reconnect after a restart); SandboxNotFoundError if there is none."""
+        return Sandbox(self, await self._get_body(name, namespace or self.namespace))
+
+    async def find(
+        self, key: Mapping[str, str], *, name_prefix: str = keys.DEFAULT_NAME_PREFIX, namespace: str | None = None
+    ) -> Sandbox | None:
+        """The Sandbox for ``key`` if there is one."""
+        try:
+            sandbox = await self.get(keys.sandbox_name(key, name_prefix), namespace=namespace)
+        except SandboxNotFoundError:
+            return None
+        return sandbox if sandbox.key == keys.validate_key(key) else None
+
+    async def list(
+        self, key: Mapping[str, str] | None = None, *, label_selector: str | None = None, namespace: str | None = None
+    ) -> list[Sandbox]:
+        """Sandboxes in the namespace; with ``key``, those whose key has these parts (e.g. {"user": "alice"})."""
+        selectors = [keys.key_selector(key)] if key is not None else []
+        if label_selector:
+            selectors.append(label_selector)
+        namespace = namespace or self.namespace
+        query: dict[str, Any] = {"label_selector": ",".join(selectors)} if selectors else {}
+        listed = await self._call(
+            "list",
+            namespace,
+            lambda: self._objects.list_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                **query,
+            ),
+        )
+        wanted = keys.validate_key(key, partial=True) if key is not None else {}
+        found = [Sandbox(self, item) for item in listed.get("items") or []]
+        # Labels hold hashes of the values: compare the values themselves too.
+        return [s for s in found if all((s.key or {}).get(part) == value for part, value in wanted.items())]
+
+    async def delete(
+        self, name: str, *, wait: bool = False, timeout: float = 60.0, namespace: str | None = None
+    ) -> None:
+        """Delete a Sandbox by name (nothing if it is already gone); with ``wait``, until it is gone."""
+        namespace = namespace or self.namespace
+        try:
+            await self._call(
+                "delete",
+                namespace,
+                lambda: self._objects.delete_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name),
+            )
+        except SandboxNotFoundError:
+            return
+        if wait:
+            await self._wait_gone(name, namespace, timeout)
+
+    # --- plumbing -----------------------------------------------------------------------------------------------
+
+    def _manifest(
+        self,
+        name: str | None,
+        namespace: str | None,
+        labels: Mapping[str, str] | None,
+        annotations: Mapping[str, str] | None,
+        spec: dict[str, Any],
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"namespace": namespace or self.namespace}
+        if name is None:
+            metadata["generateName"] = f"{keys.DEFAULT_NAME_PREFIX}-"
+        else:
+            metadata["name"] = name
+        if labels:
+            metadata["labels"] = dict(labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": metadata, "spec": spec}
+
+    async def _call(self, verb: str, namespace: str, request: Callable[[], Awaitable[T]], retries: int = 4) -> T:
+        """One API request, retried on throttling, server errors and lost connections (not a create's lost
+        connection: it may have happened); errors become SDK errors naming what was refused."""
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                return await request()
+            except ApiException as error:
+                if error.status == 403:
+                    raise AccessDeniedError(verb, c.PLURAL, namespace) from None
+                if error.status == 404:
+                    raise SandboxNotFoundError(_api_message(error) or f"not found in {namespace}") from None
+                if error.status == 409 and verb == "create":
+                    raise _AlreadyExistsError() from None
+                if error.status == 422 or error.status == 400:
+                    raise InvalidSpecError(_api_message(error)) from None
+                if error.status not in TRANSIENT_STATUSES or attempt == retries:
+                    raise SandboxError(
+                        f"{verb} {c.PLURAL} in {namespace}: HTTP {error.status} {_api_message(error)}"
+                    ) from None
+            except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                if attempt == retries:
+                    raise SandboxError(f"{verb} {c.PLURAL} in {namespace}: {error}") from error
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _get_body(self, name: str, namespace: str) -> dict[str, Any]:
+        return await self._call(
+            "get",
+            namespace,
+            lambda: self._objects.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name),
+        )
+
+    async def _patch(self, name: str, namespace: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            "patch",
+            namespace,
+            lambda: self._untyped_objects.patch_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name, patch, _content_type="application/merge-patch+json"
+            ),
+        )
+
+    async def _events(self, name: str, namespace: str, timeout: float) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
+        """Watch events of one Sandbox (its current state first), until ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                async with watch.Watch() as watcher, asyncio.timeout(left + 5):
+                    stream = watcher.stream(
+                        self._objects.list_namespaced_custom_object,
+                        c.GROUP,
+                        c.VERSION,
+                        namespace,
+                        c.PLURAL,
+                        field_selector=f"metadata.name={name}",
+                        timeout_seconds=max(1, int(left)),
+                    )
+                    async for event in stream:
+                        yield str(event["type"]), dict(event["object"])
+            except ApiException as error:
+                if error.status == 403:
+                    raise AccessDeniedError("watch", c.PLURAL, namespace) from None
+                if error.status not in TRANSIENT_STATUSES and error.status != 410:
+                    raise
+            except TimeoutError:
+                return
+
+    async def _wait(self, name: str, namespace: str, timeout: float) -> dict[str, Any]:
+        last: Mapping[str, Any] = {"metadata": {"name": name, "namespace": namespace}}
+        async with contextlib.aclosing(self._events(name, namespace, timeout)) as events:
+            async for kind, body in events:
+                if kind == "DELETED":
+                    raise SandboxNotFoundError(f"sandbox {namespace}/{name} was deleted while waiting for it")
+                if kind == "ERROR":
+                    continue
+                last = body
+                if _verdict(Sandbox(self, body)):
+                    return body
+        condition = _condition(last, c.ConditionType.READY)
+        phase = (last.get("status") or {}).get("phase")
+        raise WaitTimeoutError(
+            name, phase, condition.get("reason"), condition.get("message"), f"was not ready within {timeout:.0f}s"
+        )
+
+    async def _wait_gone(self, name: str, namespace: str, timeout: float) -> None:
+        async with contextlib.aclosing(self._events(name, namespace, max(timeout, 1.0))) as events:
+            async for kind, _ in events:
+                if kind == "DELETED":
+                    return
+        try:
+            await self._get_body(name, namespace)
+        except SandboxNotFoundError:
+            return
+        raise WaitTimeoutError(name, "Terminating", None, None, f"was not deleted within {timeout:.0f}s")
+
+    def _report_activity(self, namespace: str, name: str) -> None:
+        """Bump the last-activity annotation in the background, at most every ACTIVITY_INTERVAL per sandbox."""
+        now = time.monotonic()
+        if now - self._last_activity.get((namespace, name), -ACTIVITY_INTERVAL) < ACTIVITY_INTERVAL:
+            return
+        self._last_activity[(namespace, name)] = now
+        task = asyncio.create_task(self._activity(namespace, name))
+        self._activity_tasks.add(task)
+        task.add_done_callback(self._activity_tasks.discard)
+
+    async def _activity(self, namespace: str, name: str, force: bool = False) -> None:
+        patch = {"metadata": {"annotations": {c.ANNOTATION_LAST_ACTIVITY: format_time(datetime.now(UTC))}}}
+        if force:
+            self._last_activity[(namespace, name)] = time.monotonic()
+            await self._patch(name, namespace, patch)
+            return
+        try:
+            await self._patch(name, namespace, patch)
+        except SandboxError as error:
+            if not self._activity_warned:  # idle expiry then counts from the last reported activity
+                log.warning("cannot report activity on sandbox %s/%s: %s", namespace, name, error)
+                self._activity_warned = True
+
+
+_SPEC_OPTIONS: Final = frozenset({"command", "args", "env", "ttl", "idle_timeout", "cpu", "memory", "spec"})
+
+
+# Phases a Sandbox does not leave by itself once the operator has seen its current spec.
+_FINAL_PHASES: Final = frozenset(
+    {c.SandboxPhase.FAILED, c.SandboxPhase.EXPIRED, c.SandboxPhase.SUSPENDED, c.SandboxPhase.TERMINATING}
+)
+
+
+def _verdict(sandbox: Sandbox) -> bool:
+    """True when Ready; SandboxFailedError when it cannot become Ready; False to keep waiting."""
+    if sandbox.ready:
+        return True
+    if sandbox._observed() and sandbox.phase in _FINAL_PHASES:
+        condition = _condition(sandbox.body, c.ConditionType.READY)
+        raise SandboxFailedError(
+            sandbox.name, sandbox.phase, condition.get("reason"), condition.get("message"), "cannot become ready"
+        )
+    return False
+
+
+class _AlreadyExistsError(SandboxError):
+    """A create found the name taken (409)."""
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason or "")
+    except ValueError:
+        return str(error.reason or "")
+
+
+def _read_text(path: str) -> str | None:
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
+    return None
