@@ -6,10 +6,15 @@ import asyncio
 import logging
 import sys
 
-import kopf
 from pydantic import ValidationError
 
-from sandbox_operator.settings import Settings
+try:
+    import kopf
+
+    from sandbox_operator.settings import Settings
+except ModuleNotFoundError as missing:  # `pip install sandbox-operator` is the SDK alone
+    sys.exit(f"sandbox-operator: {missing.name} is not installed; run the operator from the image, or install it "
+             "with: pip install 'sandbox-operator[operator]'")
 
 
 def main() -> int:

@@ -59,17 +59,18 @@ def _log(message: str) -> None:
 def locked_requirements() -> list[str]:
     """``name==version`` for every distribution the installed ``sandbox-operator`` needs at run time."""
     seen: dict[str, str] = {}
-    stack = ["sandbox-operator"]
+    stack = [("sandbox-operator", "operator")]  # the image runs the operator: its extra's dependencies too
     while stack:
-        dist = metadata.distribution(stack.pop())
+        wanted, extra = stack.pop()
+        dist = metadata.distribution(wanted)
         name = dist.metadata["Name"].lower().replace("_", "-")
         if name in seen:
             continue
         seen[name] = dist.version
         for line in dist.requires or []:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate(IMAGE_MARKERS):
-                stack.append(requirement.name)
+            if requirement.marker is None or requirement.marker.evaluate({**IMAGE_MARKERS, "extra": extra}):
+                stack.append((requirement.name, ""))
     del seen["sandbox-operator"]
     return [f"{name}=={version}" for name, version in sorted(seen.items())]
 
