@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
+from localcluster import images
 from localcluster import node as real_node_module
 from localcluster.controlplane import ClusterState
 from localcluster.handle import Cluster
+from localcluster.operator_process import OperatorProcess, install_crds
 
 from tests.waiting import wait_for
 
@@ -43,6 +46,35 @@ def real_node(cluster: Cluster) -> Iterator[str]:
         if started_here and not cluster.owned:
             leftovers = real_node_module.stop_real_node(state)
             assert not leftovers, f"teardown left {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def sdk_namespace(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh restricted namespace served by an operator of its own that places sandbox pods on the real node, with
+    the python image (python:3.11-slim) present there: for clients (SDK, CLI) using the admin kubeconfig."""
+    if not cluster.external:
+        assert cluster.control_plane is not None
+        state = ClusterState.load(cluster.control_plane.state_dir)
+        assert state is not None
+        real_node_module.import_images(state, (images.PYTHON,))
+    core = client.CoreV1Api(cluster.api_client())
+    name = f"node-sdk-{uuid.uuid4().hex[:8]}"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted", "sandbox-operator.io/test": "node"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    install_crds(cluster)
+    placement = real_node_module.pod_placement()
+    operator = OperatorProcess(
+        cluster, tmp_path_factory.mktemp("sdk-operator") / "operator.log",
+        NAMESPACES=name,
+        POD_NODE_SELECTOR=json.dumps(placement["nodeSelector"]),
+        POD_TOLERATIONS=json.dumps(placement["tolerations"]),
+    )
+    operator.start()
+    try:
+        yield name
+    finally:
+        operator.stop()
+        core.delete_namespace(name, grace_period_seconds=0, propagation_policy="Background")
 
 
 @pytest.fixture
