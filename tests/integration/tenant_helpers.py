@@ -124,9 +124,12 @@ def tenant_spec(namespace: str, **overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def tenant(api: client.ApiClient, wait: bool = True, **overrides: Any) -> Iterator[TenantHandle]:
-    """A Tenant with a fresh name and namespace, Ready unless ``wait`` is false; deleted (with its namespace) after."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
+def tenant(
+    api: client.ApiClient, wait: bool = True, name: str | None = None, **overrides: Any
+) -> Iterator[TenantHandle]:
+    """A Tenant with a fresh name (or ``name``) and namespace ``<name>-ns``, Ready unless ``wait`` is false; deleted
+    (with its namespace) after."""
+    name = name or f"t-{uuid.uuid4().hex[:8]}"
     handle = TenantHandle(api, name, f"{name}-ns")
     body = {"apiVersion": c.API_VERSION, "kind": c.TENANT_KIND, "metadata": {"name": name},
             "spec": tenant_spec(handle.namespace, **overrides)}
