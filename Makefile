@@ -43,7 +43,7 @@ unit: venv .venv-checkov/.installed ## the fast unit tests only (no cluster)
 	$(PY) -m pytest -m "not cluster and not node" $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy --strict on the operator package
-	$(VENV)/bin/ruff check operator tests bench scripts tools
+	$(VENV)/bin/ruff check operator tests bench scripts tools examples
 	$(VENV)/bin/mypy operator/sandbox_operator
 
 cluster-test: venv ## the tests that need a real API server (starts the local cluster if none runs)

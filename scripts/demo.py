@@ -1,11 +1,16 @@
 """`make demo`: the local cluster, the CRDs, the operator, a Sandbox that becomes Ready and then expires, a Tenant.
 
-Set NODE=real to run the sandbox as a real container on a kubelet + containerd node (root needed),
-KEEP=1 to leave the cluster running afterwards.
+Where this machine can run the real node (root on Linux, with the packages `make deps` installs), sandboxes are real
+containers on a kubelet + containerd node and the demo also uses the Python SDK: a sandbox made by get_or_create,
+Python code run in it, a file written and read back, then the sandbox expiring by itself. Elsewhere the node is
+simulated (kwok): pods are scheduled and reported running, nothing runs, and the SDK part is skipped (it says so).
+NODE=real or NODE=fake forces a choice; KEEP=1 leaves the cluster running afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -69,8 +74,55 @@ spec:
 """
 
 
+SDK_TTL_SECONDS = 40
+
+
+async def sdk_demo(cluster: Cluster) -> str:
+    """The main job through the SDK: a sandbox per user and project, code run in it, a file in and out."""
+    from sandbox_operator.sdk import SandboxClient
+
+    async with await SandboxClient.connect(namespace="default", kubeconfig=str(cluster.kubeconfig)) as sandboxes:
+        say(f"SDK: get_or_create(key={{'user': 'alice', 'project': 'demo'}}, image='python:3.11-slim', "
+            f"ttl={SDK_TTL_SECONDS})")
+        started = time.monotonic()
+        sandbox = await sandboxes.get_or_create({"user": "alice", "project": "demo"}, image="python:3.11-slim",
+                                                ttl=SDK_TTL_SECONDS, cpu="500m", memory="256Mi")
+        print(f"  {sandbox.name} is {sandbox.phase} after {time.monotonic() - started:.1f}s", flush=True)
+        code = "import platform, sys; print('hello from', platform.python_version(), 'on', platform.node())"
+        say(f"SDK: sandbox.run(['python3', '-c', {code!r}], timeout=10)")
+        result = await sandbox.run(["python3", "-c", code], timeout=10)
+        print(f"  exit {result.exit_code} in {result.duration * 1000:.0f} ms: {result.text.strip()}", flush=True)
+        say("SDK: a runaway command is killed with everything it started at its timeout")
+        result = await sandbox.run(["sh", "-c", "sleep 600 & sleep 601"], timeout=2)
+        listing = (await sandbox.run(["ps", "-o", "args"])).text.splitlines()
+        left = sum(line.split() in (["sleep", "600"], ["sleep", "601"]) for line in listing)
+        print(f"  timed_out={result.timed_out} exit {result.exit_code} after {result.duration:.1f}s; "
+              f"sleep processes left: {left}", flush=True)
+        say("SDK: files.write('/tmp/notes/hello.json', ...) and files.read() back")
+        payload = json.dumps({"answer": 42}).encode()
+        await sandbox.files.write("/tmp/notes/hello.json", payload)
+        back = await sandbox.files.read("/tmp/notes/hello.json")
+        print(f"  wrote {len(payload)} bytes, read back {back.decode()} (equal: {back == payload})", flush=True)
+        print(f"  it expires by itself at {sandbox.expires_at} (ttl {SDK_TTL_SECONDS}s); nothing cleans it up here")
+        return sandbox.name
+
+
+def real_node_possible() -> tuple[bool, str]:
+    """Whether this machine can run the real node, and if not, why."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False, "the real node needs root on Linux"
+    from localcluster import node as real_node
+
+    missing = real_node.missing_dependencies()
+    return (not missing, f"missing {', '.join(missing)} (make deps installs them)" if missing else "")
+
+
 def main() -> int:
-    node = os.environ.get("NODE", "fake")
+    possible, why_not = real_node_possible()
+    node = os.environ.get("NODE") or ("real" if possible else "fake")
+    if node == "fake":
+        print(f"note: the node is simulated (kwok): no container runs, so the SDK part (code, files) is skipped"
+              f"{'; ' + why_not if why_not else ' (NODE=fake)'}", flush=True)
     plane = ControlPlane()
     was_running = bool(plane.status().get("running"))
     say(f"local cluster ({'already running' if was_running else 'starting'}; node={node})")
@@ -89,7 +141,16 @@ def main() -> int:
 
     log = Path(tempfile.gettempdir()) / "sandbox-operator-demo.log"
     say(f"starting the operator (python -m sandbox_operator; log: {log})")
-    operator = OperatorProcess(cluster, log)
+    settings: dict[str, str] = {}
+    if node == "real":
+        from localcluster import images
+        from localcluster import node as real_node
+
+        real_node.import_images(state, (images.PYTHON,))
+        placement = real_node.pod_placement()
+        settings = {"POD_NODE_SELECTOR": json.dumps(placement["nodeSelector"]),
+                    "POD_TOLERATIONS": json.dumps(placement["tolerations"])}
+    operator = OperatorProcess(cluster, log, **settings)
     operator.start()
     try:
         say("applying examples/sandbox.yaml (ttlSeconds: 60)")
@@ -101,14 +162,17 @@ def main() -> int:
         show(kubectl, "get", "pod,networkpolicy", "-n", "default", "-l", "sandbox-operator.io/sandbox=hello")
         show(kubectl, "get", "pod", "sbx-hello", "-n", "default", "-o",
              "jsonpath={.spec.containers[0].securityContext}{'\\n'}")
-        say("waiting for the TTL to run out (the operator acts at the deadline) ...")
+        names = ["hello"]
+        if node == "real":
+            names.append(asyncio.run(sdk_demo(cluster)))
+        say("waiting for the TTLs to run out (the operator acts at the deadline) ...")
         started = time.monotonic()
-        while time.monotonic() - started < 120:
-            result = subprocess.run([*kubectl, "get", "sbx", "hello", "-n", "default", "--no-headers"],
-                                    capture_output=True, text=True, check=False)
-            if result.returncode != 0:
+        while time.monotonic() - started < 150:
+            result = subprocess.run([*kubectl, "get", "sbx", *names, "-n", "default", "--no-headers",
+                                     "--ignore-not-found"], capture_output=True, text=True, check=False)
+            if not result.stdout.strip():
                 break
-            print(f"  {result.stdout.strip()}", flush=True)
+            print("  " + result.stdout.strip().replace("\n", "\n  "), flush=True)
             time.sleep(5)
         show(kubectl, "get", "sbx,pod,networkpolicy", "-n", "default")
         say("events of the sandbox's life")
