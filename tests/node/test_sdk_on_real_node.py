@@ -379,3 +379,22 @@ def test_exec_needs_the_tenants_exec_access_and_is_refused_with_the_missing_perm
 
 def _succeeded(outcome: Any) -> Any:
     return None if isinstance(outcome, Exception) else outcome
+
+
+def test_the_ported_agent_manager_example_runs_code_for_a_user_and_project(
+    cluster: Cluster, sdk_namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_bytes(cluster.kubeconfig.read_bytes())
+    cluster.kubectl("config", "set-context", "--current", f"--namespace={sdk_namespace}",
+                    f"--kubeconfig={kubeconfig}")
+    example = Path(__file__).resolve().parents[2] / "examples" / "agent_manager.py"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    answer = subprocess.run([sys.executable, str(example), "ada", "engine", "print(6 * 7)"],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert (answer.returncode, answer.stdout) == (0, "42\n"), answer.stderr
+    runaway = subprocess.run(
+        [sys.executable, str(example), "ada", "engine", "import time; time.sleep(600)"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert runaway.returncode == 124, "the example's 30 s timeout kills the code and reports it"
