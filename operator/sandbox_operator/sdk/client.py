@@ -40,6 +40,7 @@ from sandbox_operator.sdk.errors import (
     ExecError,
     KeyConflictError,
     SandboxError,
+    SandboxExistsError,
     SandboxFailedError,
     SandboxNotFoundError,
     WaitTimeoutError,
@@ -341,20 +342,12 @@ class SandboxClient:
         """A client with the caller's credentials: the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod,
         its service account. The namespace defaults to the kubeconfig context's, or the pod's."""
         configuration = Configuration()
-        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
-        if in_cluster:
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            default_namespace = _read_text(SERVICE_ACCOUNT_NAMESPACE) or "default"
-        else:
-            await kube_config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-            _, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
-            chosen = active
-            if context is not None:
-                contexts, _ = kube_config.list_kube_config_contexts(config_file=kubeconfig)
-                chosen = next((item for item in contexts if item["name"] == context), active)
-            default_namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+        try:
+            default_namespace = await _load_credentials(configuration, kubeconfig, context)
+        except kube_config.ConfigException as error:
+            raise SandboxError(
+                f"no usable Kubernetes credentials ({error}): set KUBECONFIG or pass kubeconfig=, or run in a pod"
+            ) from None
         return cls(ApiClient(configuration), WsApiClient(configuration), namespace or default_namespace)
 
     async def close(self) -> None:
@@ -451,7 +444,7 @@ class SandboxClient:
                         c.GROUP, c.VERSION, namespace, c.PLURAL, body
                     ),
                 )
-            except _AlreadyExistsError:
+            except SandboxExistsError:
                 found = await self._get_body(name, namespace)
                 if keys.key_of(found) != keys.validate_key(key):
                     raise KeyConflictError(
@@ -553,7 +546,7 @@ class SandboxClient:
                 if error.status == 404:
                     raise SandboxNotFoundError(_api_message(error) or f"not found in {namespace}") from None
                 if error.status == 409 and verb == "create":
-                    raise _AlreadyExistsError() from None
+                    raise SandboxExistsError(f"a sandbox of that name already exists in {namespace}") from None
                 if error.status == 422 or error.status == 400:
                     raise InvalidSpecError(_api_message(error)) from None
                 if error.status not in TRANSIENT_STATUSES or attempt == retries:
@@ -681,10 +674,6 @@ def _verdict(sandbox: Sandbox) -> bool:
     return False
 
 
-class _AlreadyExistsError(SandboxError):
-    """A create found the name taken (409)."""
-
-
 def _api_message(error: ApiException) -> str:
     try:
         return str(json.loads(error.body or "{}").get("message") or error.reason or "")
@@ -696,3 +685,15 @@ def _read_text(path: str) -> str | None:
     with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
         return handle.read().strip()
     return None
+
+
+async def _load_credentials(configuration: Configuration, kubeconfig: str | None, context: str | None) -> str:
+    """Fill ``configuration`` from the kubeconfig, or the pod's service account; returns the default namespace."""
+    in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
+    if in_cluster:
+        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return _read_text(SERVICE_ACCOUNT_NAMESPACE) or "default"
+    await kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    contexts, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
+    chosen = next((item for item in contexts if item["name"] == context), active) if context else active
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")

@@ -14,6 +14,10 @@ class SandboxNotFoundError(SandboxError, LookupError):
     """The Sandbox (or its pod) does not exist."""
 
 
+class SandboxExistsError(SandboxError):
+    """``create`` named a Sandbox that exists already (``get_or_create`` returns it instead)."""
+
+
 class KeyConflictError(SandboxError):
     """The name derived from a key is taken by a Sandbox made for another key, or by hand."""
 
