@@ -398,3 +398,23 @@ def test_the_ported_agent_manager_example_runs_code_for_a_user_and_project(
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert runaway.returncode == 124, "the example's 30 s timeout kills the code and reports it"
+
+
+def test_input_a_command_or_a_refused_write_does_not_read_still_ends_it(
+    cluster: Cluster, sdk_namespace: str, shared: str
+) -> None:
+    big = os.urandom(8 * 1024 * 1024)  # far more than a pipe holds
+
+    async def body(sandbox: Sandbox) -> None:
+        ignored = await sandbox.run(["sleep", "1"], stdin=big, timeout=30)
+        assert ignored.exit_code == 0 and not ignored.timed_out and ignored.duration < 20
+        await sandbox.run(["mkdir", "-p", "/tmp/a-directory"])
+        with pytest.raises(SandboxFileError):
+            await asyncio.wait_for(sandbox.files.write("/tmp/a-directory", big), 30)
+        with pytest.raises(SandboxFileError):
+            await asyncio.wait_for(sandbox.files.write("/etc/read-only", big), 30)
+        talk = await sandbox.start(["sh", "-c", "read line; echo got $line"], stdin=True)
+        await talk.write(b"hello\n")
+        assert (await talk.wait(timeout=30)).text == "got hello\n"
+
+    with_sandbox(cluster, sdk_namespace, shared, body)

@@ -43,6 +43,7 @@ from sandbox_operator.sdk.errors import (
     SandboxExistsError,
     SandboxFailedError,
     SandboxNotFoundError,
+    SandboxNotReadyError,
     WaitTimeoutError,
 )
 from sandbox_operator.sdk.files import ExecOutput, Files
@@ -241,9 +242,14 @@ class Sandbox:
             on_stderr=on_stderr,
         )
         if stdin is not None:
-            await process.write(stdin)
-            await process.close_stdin()
-        return await process.wait()
+            # A command may end without reading all of its input; its result says what happened.
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await process.write(stdin)
+                await process.close_stdin()
+        try:
+            return await process.wait()
+        except (ExecError, SandboxNotFoundError) as error:
+            raise await self._explained(error) from error
 
     async def start(
         self,
@@ -264,7 +270,7 @@ class Sandbox:
             raise ValueError(f"max_output_bytes must be 0 or more, not {max_output_bytes}")
         argv = wrapped_argv(command_argv(command, shell_command=shell), timeout, cwd, env)
         session = await self._open(argv, stdin=stdin)
-        return Process(session, self._signal, timeout, max_output_bytes, on_stdout, on_stderr, cwd or "")
+        return Process(session, self._signal, timeout, max_output_bytes, on_stdout, on_stderr, cwd or "", stdin)
 
     async def _signal(self, signal: str, pgid: int) -> None:
         session = await self._open(shell.argv(shell.SIGNAL, "sandbox-signal", signal, str(pgid)), stdin=False)
@@ -276,13 +282,39 @@ class Sandbox:
 
     async def _open(self, argv: Sequence[str], *, stdin: bool, tty: bool = False) -> ExecSession:
         self._client._report_activity(self.namespace, self.name)
-        return await open_exec(
-            self._client.ws_api, self.namespace, self.pod_name, c.CONTAINER_NAME, argv, stdin=stdin, tty=tty
+        try:
+            return await open_exec(
+                self._client.ws_api, self.namespace, self.pod_name, c.CONTAINER_NAME, argv, stdin=stdin, tty=tty
+            )
+        except (ExecError, SandboxNotFoundError) as error:
+            raise await self._explained(error) from error
+
+    async def _explained(self, error: SandboxError) -> SandboxError:
+        """An exec failure explained by the Sandbox's state when it is not Ready (expired, suspended, deleted...)."""
+        try:
+            await self.refresh()
+        except SandboxNotFoundError:
+            return SandboxNotFoundError(f"sandbox {self.namespace}/{self.name} no longer exists")
+        except SandboxError:
+            return error
+        if self.ready:
+            return error
+        condition = _condition(self.body, c.ConditionType.READY)
+        return SandboxNotReadyError(
+            self.name, self.phase, condition.get("reason"), condition.get("message"), "is not ready for commands"
         )
 
     async def open_terminal(self, command: Sequence[str] = ("sh",)) -> ExecSession:
         """An interactive session with a TTY (stdin and stdout only), for shells: the CLI's ``shell``."""
         return await self._open(command_argv(command, shell_command=False), stdin=True, tty=True)
+
+    async def _explaining(self, frames: AsyncGenerator[tuple[Channel, bytes]]) -> AsyncGenerator[tuple[Channel, bytes]]:
+        """The frames, with an exec failure explained by the Sandbox's state."""
+        try:
+            async for frame in frames:
+                yield frame
+        except ExecError as error:
+            raise await self._explained(error) from error
 
     async def _exec_output(self, argv: Sequence[str], stdin: bytes | IO[bytes] | None, max_stdout: int) -> ExecOutput:
         """Run a helper script; stdout beyond ``max_stdout`` ends the read (``overflow``)."""
@@ -290,16 +322,19 @@ class Sandbox:
         stdout, stderr, overflow = bytearray(), bytearray(), False
 
         async def feed() -> None:
-            if isinstance(stdin, bytes):
-                await session.write(stdin)
-            elif stdin is not None:
-                while chunk := stdin.read(STDIN_READ_CHUNK):
-                    await session.write(chunk)
-            await session.close_stdin()
+            # A script that refuses (a directory in the way, a read-only file system) stops reading: its exit
+            # status and stderr say why, not the broken pipe.
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                if isinstance(stdin, bytes):
+                    await session.write(stdin)
+                elif stdin is not None:
+                    while chunk := stdin.read(STDIN_READ_CHUNK):
+                        await session.write(chunk)
+                await session.close_stdin()
 
         writer = asyncio.create_task(feed()) if stdin is not None else None
         try:
-            async for channel, data in session.frames():
+            async for channel, data in self._explaining(session.frames()):
                 if channel is Channel.STDOUT:
                     stdout += data
                     if len(stdout) > max_stdout:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import aiohttp
+
 from sandbox_operator.sdk import shell
 from sandbox_operator.sdk.errors import CommandFailedError, ExecError, SandboxError, file_error
 from sandbox_operator.sdk.wire import Channel, ExecSession
@@ -137,8 +139,10 @@ class Process:
         on_stdout: OutputCallback | None,
         on_stderr: OutputCallback | None,
         cwd: str = "",
+        stdin: bool = False,
     ) -> None:
         self._session, self._signal, self._timeout, self._cwd = session, signal, timeout, cwd
+        self._stdin_open = stdin
         self._stdout = _Stream(max_output_bytes, on_stdout)
         self._stderr = _Stream(max_output_bytes, on_stderr)
         self._header = bytearray()  # stderr until the wrapper's first line (the pgid or an error) is complete
@@ -185,8 +189,10 @@ class Process:
         await self._session.write(data.encode() if isinstance(data, str) else data)
 
     async def close_stdin(self) -> None:
-        """End the command's stdin."""
-        await self._session.close_stdin()
+        """End the command's stdin (``wait`` does it too: the sandbox reports the end only once stdin has ended)."""
+        if self._stdin_open:
+            self._stdin_open = False
+            await self._session.close_stdin()
 
     def output(self) -> tuple[bytes, bytes]:
         """Stdout and stderr printed so far (up to the cap)."""
@@ -212,6 +218,9 @@ class Process:
         if timeout is not None:
             limit = timeout if limit is None else min(limit, timeout)
         killed_from_outside = False
+        if self._stdin_open and not self._pump.done():
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await self.close_stdin()
         try:
             await asyncio.wait_for(asyncio.shield(self._pump), limit)
         except TimeoutError:

@@ -4,6 +4,10 @@ usual tools (setsid, cat, stat, mkdir, mv, rm, tar, kill, sleep).
 Each is run as ``sh -c SCRIPT <name> ARGS...``: values only ever arrive as positional parameters, never pasted into
 the script, so no path, argument or environment value is interpreted by the shell. A script that refuses reports
 ``\\036sandbox-error <ERRNO NAME> [detail]`` as the first line of stderr and exits with ERROR_EXIT.
+
+Scripts that may be given stdin read it to its end before they exit (DRAIN). The container runtime stops reading an
+exec's stdin once the process's pipe is full and sends no exit status until it has all of it, so a command that
+ends without reading its input (or a script refusing a write) would otherwise never be reported as ended.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ ERROR_EXIT: Final = 125
 MARKER: Final = b"\x1esandbox-"
 PGID_MARKER: Final = b"\x1esandbox-pgid "
 ERROR_MARKER: Final = b"\x1esandbox-error "
+DRAIN: Final = "trap 'cat >/dev/null 2>&1' EXIT\n"
 
 # run: TIMEOUT CWD N K=V... ARGV...
 # The command runs in a session (and so a process group) of its own, whose id is printed first on stderr. A watchdog
 # outside that group kills the whole group at the timeout (0: none), so nothing the command started keeps running,
 # even if the client has gone away. The exit status is the command's (137 when the watchdog killed it).
-RUN: Final = r"""t=$1 d=$2 n=$3; shift 3
+RUN: Final = (
+    DRAIN
+    + r"""t=$1 d=$2 n=$3; shift 3
 while [ "$n" -gt 0 ]; do export "$1" || exit 125; shift; n=$((n - 1)); done
 if [ -n "$d" ]; then
   cd -- "$d" 2>/dev/null || { if [ -e "$d" ]; then e=ENOTDIR; else e=ENOENT; fi; [ -d "$d" ] && e=EACCES
@@ -40,18 +47,22 @@ wait "$p" 2>/dev/null; rc=$?
 if [ -n "$w" ]; then kill "$w" 2>/dev/null; fi
 exit "$rc"
 """
+)
 
 # signal: SIGNAL PGID -- send a signal to a command's process group.
 SIGNAL: Final = r"""kill -s "$1" -- "-$2" 2>/dev/null || true"""
 
 # write: PATH MAKE_DIRS -- stdin becomes the file, atomically (a temporary file beside it, then a rename).
-WRITE: Final = r"""p=$1
+WRITE: Final = (
+    DRAIN
+    + r"""p=$1
 if [ -d "$p" ]; then printf '\036sandbox-error EISDIR\n' >&2; exit 125; fi
 if [ "$2" = 1 ]; then mkdir -p -- "$(dirname -- "$p")" || exit 1; fi
 t="$p.sandbox-upload.$$"
 cat > "$t" || { rm -f -- "$t"; exit 1; }
 mv -f -- "$t" "$p" || { rm -f -- "$t"; exit 1; }
 """
+)
 
 # read: PATH MAX_BYTES -- the file on stdout, refused before reading when it is larger than MAX_BYTES.
 READ: Final = r"""p=$1
@@ -86,10 +97,13 @@ exec rm -f -- "$p"
 """
 
 # untar: DIR -- a tar archive on stdin is unpacked into DIR (created if missing).
-UNTAR: Final = r"""mkdir -p -- "$1" || exit 1
+UNTAR: Final = (
+    DRAIN
+    + r"""mkdir -p -- "$1" || exit 1
 cd -- "$1" || exit 1
-exec tar -x -f -
+tar -x -f -
 """
+)
 
 # tar: PATH -- PATH (a file or a directory tree) as a tar archive on stdout, named by its last component.
 TAR: Final = r"""p=$1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -86,7 +86,7 @@ class ExecSession:
         """Tell a TTY its new size."""
         await self._ws.send_bytes(b"\x04" + json.dumps({"Width": columns, "Height": rows}).encode())
 
-    async def frames(self) -> AsyncIterator[tuple[Channel, bytes]]:
+    async def frames(self) -> AsyncGenerator[tuple[Channel, bytes]]:
         """Output frames (stdout, stderr) until the process ends; the exit status lands in ``self.status``."""
         async for message in self._ws:
             if message.type is aiohttp.WSMsgType.BINARY:
