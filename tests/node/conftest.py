@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +49,17 @@ def real_node(cluster: Cluster) -> Iterator[str]:
             assert not leftovers, f"teardown left {leftovers}"
 
 
+def placed_operator(cluster: Cluster, log: Path, namespace: str) -> OperatorProcess:
+    """An operator (not started yet) serving ``namespace`` that puts sandbox pods on the real node."""
+    placement = real_node_module.pod_placement()
+    return OperatorProcess(
+        cluster, log,
+        NAMESPACES=namespace,
+        POD_NODE_SELECTOR=json.dumps(placement["nodeSelector"]),
+        POD_TOLERATIONS=json.dumps(placement["tolerations"]),
+    )
+
+
 @pytest.fixture(scope="module")
 def sdk_namespace(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh restricted namespace served by an operator of its own that places sandbox pods on the real node, with
@@ -62,13 +74,7 @@ def sdk_namespace(cluster: Cluster, real_node: str, tmp_path_factory: pytest.Tem
     labels = {"pod-security.kubernetes.io/enforce": "restricted", "sandbox-operator.io/test": "node"}
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     install_crds(cluster)
-    placement = real_node_module.pod_placement()
-    operator = OperatorProcess(
-        cluster, tmp_path_factory.mktemp("sdk-operator") / "operator.log",
-        NAMESPACES=name,
-        POD_NODE_SELECTOR=json.dumps(placement["nodeSelector"]),
-        POD_TOLERATIONS=json.dumps(placement["tolerations"]),
-    )
+    operator = placed_operator(cluster, tmp_path_factory.mktemp("sdk-operator") / "operator.log", name)
     operator.start()
     try:
         yield name

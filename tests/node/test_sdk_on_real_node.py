@@ -18,9 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
-from localcluster import node as real_node_module
 from localcluster.handle import Cluster
-from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
 from sandbox_operator.sdk import (
@@ -34,6 +32,7 @@ from sandbox_operator.sdk import (
 )
 from sandbox_operator.sdk.client import ACTIVITY_INTERVAL
 from tests.integration.tenant_helpers import install_tenant_policy, tenant
+from tests.node.conftest import placed_operator
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.node
@@ -333,13 +332,7 @@ def tenant_operator(
     """An operator for one tenant namespace whose pods land on the real node; yields that namespace's tenant name."""
     install_tenant_policy(cluster)
     name = f"t-{uuid.uuid4().hex[:8]}"
-    placement = real_node_module.pod_placement()
-    operator = OperatorProcess(
-        cluster, tmp_path_factory.mktemp("tenant-operator") / "operator.log",
-        NAMESPACES=f"{name}-ns",
-        POD_NODE_SELECTOR=json.dumps(placement["nodeSelector"]),
-        POD_TOLERATIONS=json.dumps(placement["tolerations"]),
-    )
+    operator = placed_operator(cluster, tmp_path_factory.mktemp("tenant-operator") / "operator.log", f"{name}-ns")
     operator.start()
     try:
         yield name
