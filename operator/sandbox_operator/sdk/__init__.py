@@ -5,7 +5,7 @@ It imports the Kopf-free ``sandbox_operator.api`` and the Kubernetes client, nev
 """
 
 from sandbox_operator.api.keys import InvalidKeyError
-from sandbox_operator.sdk.client import InvalidSpecError, Sandbox, SandboxClient
+from sandbox_operator.sdk.client import Impersonation, InvalidSpecError, Sandbox, SandboxClient, load_configuration
 from sandbox_operator.sdk.commands import CommandResult, Process
 from sandbox_operator.sdk.errors import (
     AccessDeniedError,
@@ -35,6 +35,7 @@ __all__ = [
     "FileInfo",
     "FileTooLargeError",
     "Files",
+    "Impersonation",
     "InvalidKeyError",
     "InvalidSpecError",
     "KeyConflictError",
@@ -52,4 +53,5 @@ __all__ = [
     "SandboxNotReadyError",
     "SandboxPermissionError",
     "WaitTimeoutError",
+    "load_configuration",
 ]

@@ -10,8 +10,10 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import config as kube_config
@@ -61,6 +63,25 @@ SERVICE_ACCOUNT_NAMESPACE: Final = "/var/run/secrets/kubernetes.io/serviceaccoun
 STDIN_READ_CHUNK: Final = 1024 * 1024
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """An identity to act as (Kubernetes user impersonation): RBAC and audit logs then see this user."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    uid: str | None = None
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The Impersonate-* headers (one per group and per extra value, as the API server reads them)."""
+        pairs = [("Impersonate-User", self.user), *(("Impersonate-Group", group) for group in self.groups)]
+        if self.uid:
+            pairs.append(("Impersonate-Uid", self.uid))
+        for key, values in self.extra.items():
+            pairs.extend((f"Impersonate-Extra-{quote(key, safe='')}", value) for value in values)
+        return pairs
 
 
 class InvalidSpecError(SandboxError, ValueError):
@@ -372,18 +393,30 @@ class SandboxClient:
 
     @classmethod
     async def connect(
-        cls, *, namespace: str | None = None, kubeconfig: str | None = None, context: str | None = None
+        cls,
+        *,
+        namespace: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        impersonate: Impersonation | None = None,
     ) -> SandboxClient:
         """A client with the caller's credentials: the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod,
         its service account. The namespace defaults to the kubeconfig context's, or the pod's."""
-        configuration = Configuration()
-        try:
-            default_namespace = await _load_credentials(configuration, kubeconfig, context)
-        except kube_config.ConfigException as error:
-            raise SandboxError(
-                f"no usable Kubernetes credentials ({error}): set KUBECONFIG or pass kubeconfig=, or run in a pod"
-            ) from None
-        return cls(ApiClient(configuration), WsApiClient(configuration), namespace or default_namespace)
+        configuration, default_namespace = await load_configuration(kubeconfig, context)
+        return cls.from_configuration(configuration, namespace or default_namespace, impersonate=impersonate)
+
+    @classmethod
+    def from_configuration(
+        cls, configuration: Configuration, namespace: str, *, impersonate: Impersonation | None = None
+    ) -> SandboxClient:
+        """A client from loaded credentials (see ``load_configuration``); with ``impersonate``, every request acts as
+        that identity (a server acting for its callers: its own credentials need ``impersonate`` on them)."""
+        api_client, ws_api = ApiClient(configuration), WsApiClient(configuration)
+        if impersonate is not None:
+            for client in (api_client, ws_api):
+                for name, value in impersonate.headers():
+                    client.rest_client.pool_manager.headers.add(name, value)
+        return cls(api_client, ws_api, namespace)
 
     async def close(self) -> None:
         """Finish pending activity reports and close the connections."""
@@ -720,6 +753,18 @@ def _read_text(path: str) -> str | None:
     with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
         return handle.read().strip()
     return None
+
+
+async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> tuple[Configuration, str]:
+    """Credentials from the kubeconfig (KUBECONFIG, ~/.kube/config) or, inside a pod, its service account; and the
+    default namespace (the context's, or the pod's)."""
+    configuration = Configuration()
+    try:
+        return configuration, await _load_credentials(configuration, kubeconfig, context)
+    except kube_config.ConfigException as error:
+        raise SandboxError(
+            f"no usable Kubernetes credentials ({error}): set KUBECONFIG or pass kubeconfig=, or run in a pod"
+        ) from None
 
 
 async def _load_credentials(configuration: Configuration, kubeconfig: str | None, context: str | None) -> str:
