@@ -15,7 +15,7 @@ help: ## list targets
 $(VENV)/.installed: pyproject.toml tools/localcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -e '.[operator,test]' -e tools/localcluster
+	$(PY) -m pip install --quiet -e '.[operator,mcp,test]' -e tools/localcluster
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python dependencies
