@@ -19,7 +19,7 @@ class McpSettings(BaseSettings):
     image: str = Field("python:3.11-slim", description="Image of sandboxes created without one.")
     ttl_seconds: int = Field(3600, ge=60, le=7 * 86400, description="Lifetime of a session's sandbox.")
     idle_timeout_seconds: int = Field(
-        900, ge=60, le=86400, description="A session's sandbox is removed this long after its last use."
+        900, ge=10, le=86400, description="A session's sandbox is removed this long after its last use."
     )
     cpu: str = Field("500m", description="CPU limit of sandboxes the server creates.")
     memory: str = Field("512Mi", description="Memory limit of sandboxes the server creates.")

@@ -8,6 +8,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,10 @@ SandboxName = Annotated[
     str | None,
     Field(description="A sandbox from sandbox_list or sandbox_create; omitted: this session's own sandbox."),
 ]
+Namespace = Annotated[
+    str | None,
+    Field(description="Namespace of the sandboxes; omitted: the server's default for this caller.", max_length=63),
+]
 Path = Annotated[
     str, Field(description="A path in the sandbox; /tmp and the workspace are writable.", min_length=1, max_length=4096)
 ]
@@ -44,6 +49,7 @@ class Call:
 
     sandboxes: SandboxClient
     session: str
+    namespace: str
 
 
 class Clients:
@@ -54,12 +60,13 @@ class Clients:
     ) -> None:
         self._settings, self._configuration, self.local = settings, configuration, local
         self._default_namespace = default_namespace
-        self._clients: OrderedDict[Caller | None, SandboxClient] = OrderedDict()
+        self._clients: OrderedDict[str, SandboxClient] = OrderedDict()  # by the caller's identity
 
     def for_caller(self) -> SandboxClient:
         """The client for the current call's caller; over HTTP without an authenticated caller, an error."""
         caller = self._caller()
-        client = self._clients.get(caller)
+        identity = json.dumps(caller.claims(), sort_keys=True) if caller else ""
+        client = self._clients.get(identity)
         if client is None:
             namespace = self._settings.namespace or (caller and caller.service_account_namespace)
             client = SandboxClient.from_configuration(
@@ -67,11 +74,11 @@ class Clients:
                 namespace or self._default_namespace,
                 impersonate=caller.impersonation if caller else None,
             )
-            self._clients[caller] = client
+            self._clients[identity] = client
             while len(self._clients) > MAX_CLIENTS:
                 _, evicted = self._clients.popitem(last=False)
                 asyncio.get_running_loop().create_task(evicted.close())
-        self._clients.move_to_end(caller)
+        self._clients.move_to_end(identity)
         return client
 
     def _caller(self) -> Caller | None:
@@ -166,10 +173,11 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
             return process_session
         return hashlib.sha256(f"caller:{clients.caller_name()}".encode()).hexdigest()[:32]
 
-    async def act(ctx: Context, work: Callable[[Call], Awaitable[Any]]) -> Any:
+    async def act(ctx: Context, namespace: str | None, work: Callable[[Call], Awaitable[Any]]) -> Any:
         session = session_of(ctx)
         async with sessions.slot(session):
-            call = Call(clients.for_caller(), session)
+            sandboxes = clients.for_caller()
+            call = Call(sandboxes, session, namespace or sandboxes.namespace)
             try:
                 return await work(call)
             except SandboxError as error:
@@ -177,10 +185,11 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
 
     async def sandbox_of(call: Call, name: str | None) -> Sandbox:
         if name is not None:
-            sandbox = await call.sandboxes.get(name)
+            sandbox = await call.sandboxes.get(name, namespace=call.namespace)
             return await sandbox.wait_ready(settings.ready_timeout_seconds)
         return await call.sandboxes.get_or_create(
             {SESSION_KEY_PART: call.session},
+            namespace=call.namespace,
             image=settings.image,
             ttl=settings.ttl_seconds,
             idle_timeout=settings.idle_timeout_seconds,
@@ -199,8 +208,9 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
             int | None, Field(description="Deleted this long after creation.", ge=60, le=7 * 86400)
         ] = None,
         idle_timeout_seconds: Annotated[
-            int | None, Field(description="Deleted this long after last use.", ge=60, le=86400)
+            int | None, Field(description="Deleted this long after last use.", ge=10, le=86400)
         ] = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         async def work(call: Call) -> dict[str, Any]:
             sandbox = await call.sandboxes.create(
@@ -210,28 +220,31 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
                 cpu=settings.cpu,
                 memory=settings.memory,
                 timeout=settings.ready_timeout_seconds,
+                namespace=call.namespace,
             )
             return _describe(sandbox)
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="List the sandboxes the caller can see in its namespace.")
-    async def sandbox_list(ctx: Context) -> list[dict[str, Any]]:
+    async def sandbox_list(ctx: Context, namespace: Namespace = None) -> list[dict[str, Any]]:
         async def work(call: Call) -> list[dict[str, Any]]:
-            return [_describe(sandbox) for sandbox in await call.sandboxes.list()]
+            return [_describe(sandbox) for sandbox in await call.sandboxes.list(namespace=call.namespace)]
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="Delete a sandbox (with everything in it).")
     async def sandbox_delete(
-        ctx: Context, name: Annotated[str, Field(description="The sandbox to delete.", max_length=63)]
+        ctx: Context,
+        name: Annotated[str, Field(description="The sandbox to delete.", max_length=63)],
+        namespace: Namespace = None,
     ) -> str:
         async def work(call: Call) -> str:
-            await call.sandboxes.get(name)  # SandboxNotFoundError names it when it is not there
-            await call.sandboxes.delete(name)
+            await call.sandboxes.get(name, namespace=call.namespace)  # SandboxNotFoundError when it is not there
+            await call.sandboxes.delete(name, namespace=call.namespace)
             return f"deleted {name}"
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(
         description=(
@@ -248,6 +261,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
         timeout_seconds: Annotated[float | None, Field(description="Kill it after this long.", gt=0)] = None,
         cwd: Annotated[str | None, Field(description="Working directory.", max_length=4096)] = None,
         sandbox: SandboxName = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         if (command is None) == (shell is None):
             raise ToolError("give exactly one of `command` (an argv list) or `shell` (a string)")
@@ -276,7 +290,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
                 "sandbox": target.name,
             }
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="Read a file from a sandbox: UTF-8 text, or base64 for binary content.")
     async def read_file(
@@ -284,6 +298,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
         path: Path,
         encoding: Annotated[Literal["utf-8", "base64"], Field(description="How to return the content.")] = "utf-8",
         sandbox: SandboxName = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         async def work(call: Call) -> dict[str, Any]:
             target = await sandbox_of(call, sandbox)
@@ -300,7 +315,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
             except UnicodeDecodeError:
                 raise ToolError(f"{path} is not UTF-8 text; read it with encoding='base64'") from None
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="Write a file in a sandbox (parent directories are created).")
     async def write_file(
@@ -309,6 +324,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
         content: Annotated[str, Field(description="The content: text, or base64 with encoding='base64'.")],
         encoding: Annotated[Literal["utf-8", "base64"], Field(description="How `content` is given.")] = "utf-8",
         sandbox: SandboxName = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         try:
             data = base64.b64decode(content, validate=True) if encoding == "base64" else content.encode("utf-8")
@@ -322,18 +338,19 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
             await target.files.write(path, data, max_bytes=settings.max_file_bytes)
             return {"path": path, "size": len(data), "sandbox": target.name}
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="List a directory in a sandbox.")
     async def list_files(
         ctx: Context,
         path: Annotated[str, Field(description="The directory.", min_length=1, max_length=4096)] = ".",
         sandbox: SandboxName = None,
+        namespace: Namespace = None,
     ) -> list[dict[str, Any]]:
         async def work(call: Call) -> list[dict[str, Any]]:
             target = await sandbox_of(call, sandbox)
             return [_entry(info) for info in await target.files.list(path)]
 
-        return await act(ctx, work)  # type: ignore[no-any-return]
+        return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     return server
