@@ -33,8 +33,8 @@ class Caller:
 
     @property
     def impersonation(self) -> Impersonation:
-        """The identity every Kubernetes call made for this caller acts as."""
-        return Impersonation(self.username, self.groups, self.uid, self.extra)
+        """The identity every Kubernetes call made for this caller acts as (extra fields are not forwarded)."""
+        return Impersonation(self.username, self.groups, self.uid)
 
     @property
     def service_account_namespace(self) -> str | None:

@@ -610,7 +610,9 @@ class SandboxClient:
                 return await request()
             except ApiException as error:
                 if error.status == 403:
-                    raise AccessDeniedError(verb, c.PLURAL, namespace) from None
+                    message = _api_message(error)
+                    hint = message if "impersonate" in message else ""  # the acting server lacks a permission
+                    raise AccessDeniedError(verb, c.PLURAL, namespace, hint) from None
                 if error.status == 404:
                     raise SandboxNotFoundError(_api_message(error) or f"not found in {namespace}") from None
                 if error.status == 409 and verb == "create":
