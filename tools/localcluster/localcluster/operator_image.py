@@ -39,6 +39,7 @@ UID = 65532  # the distroless "nonroot" user, as in the Dockerfile
 # Binary wheels the image's glibc (Debian 12: 2.36) can load; pip does not widen an explicit --platform itself.
 WHEEL_PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in (36, 34, 31, 28, 17)), "manylinux2014_x86_64")
 # Markers of the image's interpreter, to resolve the dependency closure the image needs.
+IMAGE_EXTRAS = ("operator", "mcp")
 IMAGE_MARKERS = {
     "python_version": "3.11", "python_full_version": "3.11.2", "implementation_name": "cpython",
     "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
@@ -57,22 +58,25 @@ def _log(message: str) -> None:
 
 
 def locked_requirements() -> list[str]:
-    """``name==version`` for every distribution the installed ``sandbox-operator`` needs at run time."""
-    seen: dict[str, str] = {}
-    stack = [("sandbox-operator", "operator")]  # the image runs the operator: its extra's dependencies too
+    """``name==version`` for every distribution the installed ``sandbox-operator`` needs at run time, with the
+    extras the image needs (``IMAGE_EXTRAS``) and those its dependencies ask of each other (``pyjwt[crypto]``)."""
+    versions: dict[str, str] = {}
+    done: set[tuple[str, str]] = set()
+    stack = [("sandbox-operator", ""), *(("sandbox-operator", extra) for extra in IMAGE_EXTRAS)]
     while stack:
         wanted, extra = stack.pop()
         dist = metadata.distribution(wanted)
         name = dist.metadata["Name"].lower().replace("_", "-")
-        if name in seen:
+        if (name, extra) in done:
             continue
-        seen[name] = dist.version
+        done.add((name, extra))
+        versions[name] = dist.version
         for line in dist.requires or []:
             requirement = Requirement(line)
             if requirement.marker is None or requirement.marker.evaluate({**IMAGE_MARKERS, "extra": extra}):
-                stack.append((requirement.name, ""))
-    del seen["sandbox-operator"]
-    return [f"{name}=={version}" for name, version in sorted(seen.items())]
+                stack.extend((requirement.name, wanted_extra) for wanted_extra in ("", *requirement.extras))
+    del versions["sandbox-operator"]
+    return [f"{name}=={version}" for name, version in sorted(versions.items())]
 
 
 def write_lock() -> Path:
@@ -99,8 +103,8 @@ def _inputs() -> bytes:
     return digest.digest()
 
 
-def _python_layer() -> bytes:
-    """The single layer of the cached python image archive (built once, shared with the real node)."""
+def _python_layers() -> list[bytes]:
+    """The layers of the cached python image archive (built once, shared with the real node)."""
     archive = images.build_image(images.IMAGES[images.PYTHON])
     with tarfile.open(archive) as tar:
         def read(name: str) -> bytes:
@@ -110,8 +114,7 @@ def _python_layer() -> bytes:
 
         index = json.loads(read("index.json"))
         manifest = json.loads(read("blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]))
-        (layer,) = manifest["layers"]
-        return read("blobs/sha256/" + layer["digest"].split(":")[1])
+        return [read("blobs/sha256/" + layer["digest"].split(":")[1]) for layer in manifest["layers"]]
 
 
 def _install(site: Path, scratch: Path) -> None:
@@ -148,7 +151,7 @@ def _operator_layer() -> bytes:
 
 SPEC = images.ImageSpec(
     reference=REFERENCE,
-    layers=lambda: [_python_layer(), _operator_layer()],
+    layers=lambda: [*_python_layers(), _operator_layer()],
     inputs=_inputs,
     entrypoint=("/usr/bin/python3.11", "-m", "sandbox_operator"),
     user=f"{UID}:{UID}",
