@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-from localcluster import images
-from localcluster import node as real_node_module
-from localcluster.controlplane import ClusterState
-from localcluster.handle import Cluster, connect
-from localcluster.operator_process import OperatorProcess, install_crds
+from localcluster.handle import Cluster
+from realnode import operator_namespace, percentile
 
 from sandbox_operator.api import names as c
 from sandbox_operator.sdk import SandboxClient
@@ -34,11 +27,6 @@ from sandbox_operator.sdk.wire import open_exec
 
 PYTHON = "python:3.11-slim"
 FILE_BYTES = 32 * 1024 * 1024
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(label: str, seconds: list[float]) -> str:
@@ -108,33 +96,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=100, help="command round trips per method (default 100)")
     args = parser.parse_args()
-
-    cluster = connect(start=True)
-    assert cluster.control_plane is not None, "the bench runs on the local cluster's real node"
-    state = ClusterState.load(cluster.control_plane.state_dir)
-    assert state is not None
-    if state.node != "real":
-        real_node_module.start_real_node(state)
-    real_node_module.import_images(state, (images.PYTHON,))
-    core = client.CoreV1Api(cluster.api_client())
-    namespace = f"bench-sdk-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=namespace, labels={"pod-security.kubernetes.io/enforce": "restricted"})))
-    install_crds(cluster)
-    placement = real_node_module.pod_placement()
-    with tempfile.TemporaryDirectory() as scratch:
-        operator = OperatorProcess(
-            cluster, Path(scratch) / "operator.log", NAMESPACES=namespace,
-            POD_NODE_SELECTOR=json.dumps(placement["nodeSelector"]),
-            POD_TOLERATIONS=json.dumps(placement["tolerations"]),
-        )
-        operator.start()
-        try:
-            numbers = asyncio.run(sdk_numbers(cluster, namespace, args.rounds))
-            kubectl = kubectl_exec_round_trips(cluster, namespace, str(numbers["pod"]), args.rounds)
-        finally:
-            operator.stop()
-            core.delete_namespace(namespace, grace_period_seconds=0, propagation_policy="Background")
+    with operator_namespace("bench-sdk") as (cluster, namespace):
+        numbers = asyncio.run(sdk_numbers(cluster, namespace, args.rounds))
+        kubectl = kubectl_exec_round_trips(cluster, namespace, str(numbers["pod"]), args.rounds)
     report(numbers, kubectl)
     return 0
 
