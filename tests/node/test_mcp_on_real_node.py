@@ -200,3 +200,11 @@ def test_an_idle_sessions_sandbox_expires_by_itself(teams: dict[str, Any]) -> No
     assert time.monotonic() - started >= IDLE_SECONDS - 10
 
 
+
+
+def test_a_request_above_the_size_limit_is_refused(teams: dict[str, Any]) -> None:
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "' + b"x" * (17 * 1024 * 1024) + b'"}}'
+    answer = httpx2.post(teams["url"], content=body, timeout=60, headers={
+        "Authorization": f"Bearer {teams['tokens']['a']}", "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream"})
+    assert answer.status_code == 413, answer.status_code
