@@ -2,7 +2,7 @@
 ``kubectl-sandbox``). Sandboxes are reached through the SDK with the caller's kubeconfig, never the operator.
 
 Exit codes: 0 success; 1 an error (one ``error: ...`` line on stderr); 2 a usage error; ``run`` and ``shell`` exit
-with the command's code, 124 when ``run`` timed out; 130 when interrupted.
+with the command's code, 124 when ``run`` timed out; 130 when interrupted; 141 when stdout's reader went away.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
-from sandbox_operator.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, describe_error
+from sandbox_operator.cli import output
+from sandbox_operator.cli.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, CliError, describe_error
 from sandbox_operator.cli.parser import parse_arguments, program_name
 from sandbox_operator.sdk import SandboxClient
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_execute(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # our stdout's reader went away (`| head`): end quietly, as SIGPIPE ends a local tool
+        output.discard_further_output(sys.stdout)
+        return EXIT_BROKEN_PIPE
     except Exception as error:
         message = describe_error(error)
         if message is None:

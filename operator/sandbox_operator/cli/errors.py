@@ -14,6 +14,7 @@ EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2  # argparse's own
 EXIT_TIMEOUT: Final = 124  # as coreutils timeout
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE: Final = 141  # 128 + SIGPIPE
 
 
 class CliError(Exception):

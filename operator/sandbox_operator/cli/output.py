@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from sandbox_operator.api import names as c
 from sandbox_operator.sdk import CommandResult, Sandbox
@@ -135,3 +136,11 @@ def emit(output: str, document: Any, text: str) -> None:
     elif text:
         print(text)
     sys.stdout.flush()
+
+
+def discard_further_output(stream: IO[Any]) -> None:
+    """Point ``stream`` at /dev/null once its reader has gone (``| head``): Python would otherwise report the broken
+    pipe again when it flushes the stream at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from typing import BinaryIO, Final
 
@@ -46,10 +45,7 @@ class OutputSink:
             self.stream.flush()
         except BrokenPipeError:
             self.closed.set()
-            # Python would report the pipe again when it flushes the stream at exit: point it at /dev/null.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.stream.fileno())
-            os.close(devnull)
+            output.discard_further_output(self.stream)
             return
         self.written += len(part)
 
