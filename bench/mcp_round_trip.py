@@ -56,7 +56,7 @@ def grant(cluster: Cluster, namespace: str, server_user: str) -> str:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": server_user},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": server_user}],
     })
-    return str(cluster.kubectl("create", "token", "agent", "-n", namespace).stdout.strip())
+    return str(cluster.kubectl("create", "token", "agent", "-n", namespace, "--audience", "sandbox-mcp").stdout.strip())
 
 
 async def measure(url: str, token: str, cluster: Cluster, namespace: str, rounds: int) -> dict[str, Any]:

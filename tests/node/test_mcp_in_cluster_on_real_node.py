@@ -66,7 +66,7 @@ def test_the_charts_mcp_server_serves_an_agent_token_in_the_cluster(
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                 "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": work_ns}],
             })
-        token = cluster.kubectl("create", "token", "agent", "-n", work_ns).stdout.strip()
+        token = cluster.kubectl("create", "token", "agent", "-n", work_ns, "--audience", "sandbox-mcp").stdout.strip()
 
         async def run() -> Any:
             http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=300)

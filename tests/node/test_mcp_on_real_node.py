@@ -132,7 +132,11 @@ def teams(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFac
             tokens = {}
             for team, handle in (("a", team_a), ("b", team_b)):
                 core.create_namespaced_service_account(handle.namespace, {"metadata": {"name": "agent"}})
-                tokens[team] = cluster.kubectl("create", "token", "agent", "-n", handle.namespace).stdout.strip()
+                tokens[team] = cluster.kubectl("create", "token", "agent", "-n", handle.namespace, "--audience",
+                                               "sandbox-mcp").stdout.strip()
+            # The same account's token for the API server itself: valid there, not here.
+            tokens["a-for-the-api-server"] = cluster.kubectl(
+                "create", "token", "agent", "-n", team_a.namespace).stdout.strip()
             wait_for(lambda: _answers(port), timeout=30, what="the MCP server listening")
             yield {"url": f"http://127.0.0.1:{port}/mcp", "tokens": tokens, "a": team_a, "b": team_b}
     finally:
@@ -159,7 +163,9 @@ def test_without_a_valid_token_the_answer_is_401_and_nothing_else(teams: dict[st
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                   "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                              "clientInfo": {"name": "t", "version": "1"}}}
-    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": f"Basic {teams['tokens']['a']}"}):
+    tokens = teams["tokens"]
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": f"Basic {tokens['a']}"},
+                    {"Authorization": f"Bearer {tokens['a-for-the-api-server']}"}):
         answer = httpx2.post(teams["url"], json=initialize, headers={**headers, "Accept": "application/json"})
         assert answer.status_code == 401, (headers.keys(), answer.status_code)
         assert "result" not in answer.text

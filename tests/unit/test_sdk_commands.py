@@ -4,6 +4,7 @@ the two shells sandbox images have)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -45,8 +46,8 @@ def test_an_argv_list_passes_as_it_is_and_a_string_needs_shell_true() -> None:
 def test_the_wrapper_gets_the_timeout_in_whole_seconds_cwd_and_env_as_parameters() -> None:
     argv = wrapped_argv(["id"], 1.2, "/work dir", {"A": "x y", "B_2": ""})
     assert argv[:2] == ["sh", "-c"] and argv[2] == shell.RUN
-    assert argv[3:] == ["sandbox-run", "2", "/work dir", "2", "A=x y", "B_2=", "id"]
-    assert wrapped_argv(["id"], None, None, None)[4:7] == ["0", "", "0"]
+    assert argv[3:] == ["sandbox-run", "2", "/work dir", "A=x y", "B_2=", "--", "id"]
+    assert wrapped_argv(["id"], None, None, None)[4:] == ["0", "", "--", "id"]
 
 
 @pytest.mark.parametrize(
@@ -187,3 +188,61 @@ def test_the_file_scripts_refuse_with_errno_names(sh: list[str], tmp_path: pytes
     not_empty = _run(sh, shell.argv(shell.REMOVE, "rm", f"{directory}/sub", "0"))
     assert not_empty.returncode != 0 and errno_from_text(not_empty.stderr.decode()) is not None
     assert _run(sh, shell.argv(shell.REMOVE, "rm", f"{directory}/sub", "1")).returncode == 0
+
+
+def test_environment_names_cannot_steer_the_wrapper(sh: list[str]) -> None:
+    started = time.monotonic()
+    result = _run(sh, wrapped_argv(["sh", "-c", 'sleep 5; echo "$t $d $n"'], 1, "/tmp", {"t": "0", "d": "/", "n": "9"}))
+    assert result.returncode == KILLED_EXIT and time.monotonic() - started < 4, "the timeout still holds"
+    shown = _run(sh, wrapped_argv(["sh", "-c", 'echo "$t $d $n $(pwd)"'], None, "/tmp", {"t": "0", "d": "/", "n": "9"}))
+    assert shown.stdout == b"0 / 9 /tmp\n"
+
+
+def test_what_a_command_leaves_running_in_its_group_is_killed_when_it_ends(sh: list[str]) -> None:
+    marker = f"sdk-test-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    result = _run(sh, wrapped_argv(["sh", "-c", "sleep 30 & echo left"], None, None, {"SDK_TEST_MARKER": marker}))
+    assert result.stdout == b"left\n" and time.monotonic() - started < 10, "its output ended with it"
+    assert _processes_with(marker) == []
+
+
+def test_reading_anything_but_a_regular_file_and_removing_the_root_are_refused(sh: list[str], tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read = _run(sh, shell.argv(shell.READ, "r", str(fifo), "10"), timeout=10)
+    assert read.stderr.startswith(shell.ERROR_MARKER + b"EINVAL")
+    for root in ("/", "//", "/."):
+        removed = _run(sh, shell.argv(shell.REMOVE, "rm", root, "1"))
+        assert removed.stderr.startswith(shell.ERROR_MARKER + b"EPERM"), root
+
+
+def _archive(*members: tuple[str, bytes | None, str | None]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                archive.addfile(info)
+            elif data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_download_takes_only_files_and_directories_inside_the_target(tmp_path: Path) -> None:
+    from sandbox_operator.sdk.files import _unpack
+
+    top = _unpack(_archive(("tree", None, None), ("tree/a.txt", b"a", None)), tmp_path / "ok")
+    assert top == (tmp_path / "ok" / "tree").resolve() and (top / "a.txt").read_bytes() == b"a"
+    for hostile in (_archive(("tree/link", None, "/etc/passwd")), _archive(("../escape.txt", b"x", None)),
+                    _archive(("/abs.txt", b"x", None))):
+        with pytest.raises(SandboxFileError, match="refusing"):
+            _unpack(hostile, tmp_path / "bad")
+    assert not (tmp_path / "escape.txt").exists()

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
 from kubernetes_asyncio.client import ApiClient, AuthenticationV1Api, V1TokenReview, V1TokenReviewSpec
 from kubernetes_asyncio.client.exceptions import ApiException
 from mcp.server.auth.provider import AccessToken
@@ -80,7 +81,10 @@ class TokenReviewVerifier:
         if cached is not None and now - cached[0] < self._cache_seconds:
             caller = cached[1]
         else:
-            caller = await self._review(token)
+            try:
+                caller = await self._review(token)
+            except ReviewUnavailable:
+                return None  # refused this once, not remembered: the next call asks again
             self._cache[digest] = (now, caller)
             self._cache.move_to_end(digest)
             while len(self._cache) > MAX_CACHED_IDENTITIES:
@@ -92,15 +96,22 @@ class TokenReviewVerifier:
         )
 
     async def _review(self, token: str) -> Caller | None:
+        """The API server's answer: the caller, or None for a token it does not authenticate (for one of our
+        audiences, when we have some). ReviewUnavailable when it could not answer."""
         spec = V1TokenReviewSpec(token=token, audiences=self._audiences or None)
         try:
             review = await self._api.create_token_review(V1TokenReview(spec=spec))
         except ApiException as error:
             log.warning("TokenReview failed (HTTP %s); the call is refused", error.status)
-            return None
+            raise ReviewUnavailable() from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("TokenReview failed (%s); the call is refused", type(error).__name__)
+            raise ReviewUnavailable() from None
         status = review.status
         if status is None or not status.authenticated or status.user is None or not status.user.username:
             return None
+        if self._audiences and not set(status.audiences or ()) & set(self._audiences):
+            return None  # authenticated for someone else: a token for the API server is not one for us
         user = status.user
         return Caller(
             username=user.username,
@@ -108,3 +119,7 @@ class TokenReviewVerifier:
             groups=tuple(user.groups or ()),
             extra={k: tuple(v) for k, v in (user.extra or {}).items()},
         )
+
+
+class ReviewUnavailable(Exception):
+    """The API server could not review a token (throttled, down, unreachable)."""

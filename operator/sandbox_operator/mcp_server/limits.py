@@ -41,8 +41,9 @@ class McpSettings(BaseSettings):
         description="Issuer of the tokens callers present, advertised in the protected-resource metadata.",
     )
     token_audiences: list[str] = Field(
-        default_factory=list,
-        description="Audiences a caller's token must carry (TokenReview); empty: the API server's own.",
+        default_factory=lambda: ["sandbox-mcp"],
+        description="Audiences a caller's token must carry (TokenReview): a token made for this server cannot be "
+        "replayed against the API server, and the reverse. Empty: the API server's own (not recommended).",
     )
     identity_cache_seconds: float = Field(
         60, ge=0, le=600, description="How long a reviewed token's identity is reused before it is reviewed again."

@@ -28,7 +28,6 @@ from sandbox_operator.sdk.files import FileInfo
 
 SESSION_KEY_PART: Final = "mcp-session"
 MAX_CLIENTS: Final = 256
-MAX_SESSIONS: Final = 10000
 
 SandboxName = Annotated[
     str | None,
@@ -53,7 +52,8 @@ class Call:
 
 
 class Clients:
-    """SandboxClients per caller: one for the stdio user, or one per HTTP caller (impersonating it), reused."""
+    """SandboxClients per caller: one for the stdio user, or one per HTTP caller (impersonating it), reused. Past
+    MAX_CLIENTS, the least recently used client that no call is using is closed."""
 
     def __init__(
         self, settings: McpSettings, configuration: Configuration, default_namespace: str, local: bool
@@ -61,9 +61,12 @@ class Clients:
         self._settings, self._configuration, self.local = settings, configuration, local
         self._default_namespace = default_namespace
         self._clients: OrderedDict[str, SandboxClient] = OrderedDict()  # by the caller's identity
+        self._users: dict[str, int] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def for_caller(self) -> SandboxClient:
-        """The client for the current call's caller; over HTTP without an authenticated caller, an error."""
+    @contextlib.asynccontextmanager
+    async def for_caller(self) -> AsyncIterator[SandboxClient]:
+        """The client for the current call's caller, held for the call; over HTTP without a caller, an error."""
         caller = self._caller()
         identity = json.dumps(caller.claims(), sort_keys=True) if caller else ""
         client = self._clients.get(identity)
@@ -75,11 +78,22 @@ class Clients:
                 impersonate=caller.impersonation if caller else None,
             )
             self._clients[identity] = client
-            while len(self._clients) > MAX_CLIENTS:
-                _, evicted = self._clients.popitem(last=False)
-                asyncio.get_running_loop().create_task(evicted.close())
         self._clients.move_to_end(identity)
-        return client
+        self._users[identity] = self._users.get(identity, 0) + 1
+        try:
+            yield client
+        finally:
+            self._users[identity] -= 1
+            if not self._users[identity]:
+                del self._users[identity]
+            self._evict()
+
+    def _evict(self) -> None:
+        idle = [identity for identity in self._clients if identity not in self._users]
+        for identity in idle[: max(0, len(self._clients) - MAX_CLIENTS)]:
+            task = asyncio.get_running_loop().create_task(self._clients.pop(identity).close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _caller(self) -> Caller | None:
         """The HTTP caller of the current call (None over stdio: the kubeconfig's identity acts)."""
@@ -97,6 +111,7 @@ class Clients:
 
     async def close(self) -> None:
         """Close every client."""
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -175,8 +190,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
 
     async def act(ctx: Context, namespace: str | None, work: Callable[[Call], Awaitable[Any]]) -> Any:
         session = session_of(ctx)
-        async with sessions.slot(session):
-            sandboxes = clients.for_caller()
+        async with sessions.slot(session), clients.for_caller() as sandboxes:
             call = Call(sandboxes, session, namespace or sandboxes.namespace)
             try:
                 return await work(call)

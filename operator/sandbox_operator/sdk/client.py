@@ -61,6 +61,9 @@ KEEPALIVE_COMMAND: Final = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3
 TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 SERVICE_ACCOUNT_NAMESPACE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 STDIN_READ_CHUNK: Final = 1024 * 1024
+# Longest a file operation may take (256 MiB at a few MB/s); a stuck one fails instead of waiting forever.
+FILE_OPERATION_TIMEOUT: Final = 600.0
+WS_HEARTBEAT_SECONDS: Final = 30.0
 
 T = TypeVar("T")
 
@@ -338,7 +341,16 @@ class Sandbox:
             raise await self._explained(error) from error
 
     async def _exec_output(self, argv: Sequence[str], stdin: bytes | IO[bytes] | None, max_stdout: int) -> ExecOutput:
-        """Run a helper script; stdout beyond ``max_stdout`` ends the read (``overflow``)."""
+        """Run a helper script within FILE_OPERATION_TIMEOUT; stdout beyond ``max_stdout`` ends the read."""
+        try:
+            async with asyncio.timeout(FILE_OPERATION_TIMEOUT):
+                return await self._exec_output_unbounded(argv, stdin, max_stdout)
+        except TimeoutError:
+            raise ExecError(f"a file operation in {self.name} took longer than {FILE_OPERATION_TIMEOUT:.0f}s") from None
+
+    async def _exec_output_unbounded(
+        self, argv: Sequence[str], stdin: bytes | IO[bytes] | None, max_stdout: int
+    ) -> ExecOutput:
         session = await self._open(argv, stdin=stdin is not None)
         stdout, stderr, overflow = bytearray(), bytearray(), False
 
@@ -411,7 +423,8 @@ class SandboxClient:
     ) -> SandboxClient:
         """A client from loaded credentials (see ``load_configuration``); with ``impersonate``, every request acts as
         that identity (a server acting for its callers: its own credentials need ``impersonate`` on them)."""
-        api_client, ws_api = ApiClient(configuration), WsApiClient(configuration)
+        # WebSocket pings find a connection that died silently (a read would otherwise wait forever).
+        api_client, ws_api = ApiClient(configuration), WsApiClient(configuration, heartbeat=WS_HEARTBEAT_SECONDS)
         if impersonate is not None:
             for client in (api_client, ws_api):
                 for name, value in impersonate.headers():
@@ -602,8 +615,10 @@ class SandboxClient:
         return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": metadata, "spec": spec}
 
     async def _call(self, verb: str, namespace: str, request: Callable[[], Awaitable[T]], retries: int = 4) -> T:
-        """One API request, retried on throttling, server errors and lost connections (not a create's lost
-        connection: it may have happened); errors become SDK errors naming what was refused."""
+        """One API request, retried on throttling, server errors and lost connections; a create only on throttling
+        (after a lost connection or a server error it may have happened: a retry would make a second object).
+        Errors become SDK errors naming what was refused."""
+        retriable = {429} if verb == "create" else TRANSIENT_STATUSES
         delay = 0.2
         for attempt in range(retries + 1):
             try:
@@ -619,12 +634,12 @@ class SandboxClient:
                     raise SandboxExistsError(f"a sandbox of that name already exists in {namespace}") from None
                 if error.status == 422 or error.status == 400:
                     raise InvalidSpecError(_api_message(error)) from None
-                if error.status not in TRANSIENT_STATUSES or attempt == retries:
+                if error.status not in retriable or attempt == retries:
                     raise SandboxError(
                         f"{verb} {c.PLURAL} in {namespace}: HTTP {error.status} {_api_message(error)}"
                     ) from None
             except (aiohttp.ClientConnectionError, TimeoutError) as error:
-                if attempt == retries:
+                if attempt == retries or verb == "create":
                     raise SandboxError(f"{verb} {c.PLURAL} in {namespace}: {error}") from error
             await asyncio.sleep(delay)
             delay *= 2

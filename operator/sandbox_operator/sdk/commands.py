@@ -72,6 +72,8 @@ class CommandResult:
 def command_argv(command: str | Sequence[str], *, shell_command: bool) -> list[str]:
     """The argv to run: a list as it is (no shell sees it); a string only with ``shell=True``, through ``sh -c``."""
     if isinstance(command, str):
+        if "\x00" in command:
+            raise ValueError("a command string cannot contain NUL characters")
         if not shell_command:
             raise TypeError(
                 "a command string is run by a shell only when asked: pass shell=True, or an argv list "
@@ -91,7 +93,8 @@ def command_argv(command: str | Sequence[str], *, shell_command: bool) -> list[s
 def wrapped_argv(
     argv: Sequence[str], timeout: float | None, cwd: str | None, env: Mapping[str, str] | None
 ) -> list[str]:
-    """shell.RUN's argv around the command: timeout (whole seconds, rounded up; 0 is none), cwd, environment."""
+    """shell.RUN's argv around the command: timeout (whole seconds, rounded up; 0 is none), cwd, environment, then
+    ``--`` and the command."""
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be positive seconds or None, not {timeout!r}")
     pairs = []
@@ -103,8 +106,12 @@ def wrapped_argv(
         pairs.append(f"{name}={value}")
     if cwd is not None and (not cwd or "\x00" in cwd):
         raise ValueError("cwd must be a non-empty path")
-    seconds = "0" if timeout is None else str(max(1, int(-(-timeout // 1))))
-    return shell.argv(shell.RUN, "sandbox-run", seconds, cwd or "", str(len(pairs)), *pairs, *argv)
+    return shell.argv(shell.RUN, "sandbox-run", str(watchdog_seconds(timeout)), cwd or "", *pairs, "--", *argv)
+
+
+def watchdog_seconds(timeout: float | None) -> int:
+    """The whole seconds the watchdog in the sandbox waits (0: no timeout): the timeout rounded up."""
+    return 0 if timeout is None else max(1, int(-(-timeout // 1)))
 
 
 class _Stream:
@@ -207,7 +214,8 @@ class Process:
         """Send ``signal`` (a name such as TERM or KILL) to the command's whole process group."""
         if not re.fullmatch(r"[A-Z0-9]{1,10}", signal):
             raise ValueError(f"signal must be a name such as TERM or KILL, not {signal!r}")
-        await self._pgid_known.wait()
+        with contextlib.suppress(TimeoutError):  # the wrapper reports it at once; a silent sandbox gets no signal
+            await asyncio.wait_for(self._pgid_known.wait(), CLIENT_GRACE)
         if self.pgid is not None and not self._pump.done():
             await self._signal(signal, self.pgid)
 
@@ -239,7 +247,7 @@ class Process:
             raise ExecError(f"the exec connection ended without an exit status ({error or 'closed'})")
         code = status.code if status is not None else KILLED_EXIT
         timed_out = killed_from_outside or (
-            self._timeout is not None and code == KILLED_EXIT and duration >= self._timeout
+            self._timeout is not None and code == KILLED_EXIT and duration >= watchdog_seconds(self._timeout)
         )
         return CommandResult(
             exit_code=code,

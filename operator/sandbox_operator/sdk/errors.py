@@ -91,6 +91,7 @@ _BY_ERRNO: dict[int, type[SandboxFileError]] = {
 _BY_TEXT: tuple[tuple[str, int], ...] = (
     ("No such file or directory", errnos.ENOENT),
     ("nonexistent directory", errnos.ENOENT),  # busybox's words for a missing parent
+    ("Directory nonexistent", errnos.ENOENT),  # dash's
     ("Permission denied", errnos.EACCES),
     ("Operation not permitted", errnos.EPERM),
     ("Read-only file system", errnos.EROFS),

@@ -120,8 +120,9 @@ class Files:
     async def write(
         self, path: str, data: bytes | str, *, make_dirs: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES
     ) -> None:
-        """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename); parent directories are
-        created unless ``make_dirs`` is False."""
+        """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename): an existing file is
+        replaced, with default permissions (its mode bits are not kept). Parent directories are created unless
+        ``make_dirs`` is False."""
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         if len(payload) > _check_limit(max_bytes):
             raise FileTooLargeError(f"{len(payload)} bytes for {path}, more than max_bytes={max_bytes}")
@@ -145,7 +146,7 @@ class Files:
         return (await self.read(path, max_bytes=max_bytes)).decode(encoding)
 
     async def list(self, path: str = ".") -> list[FileInfo]:
-        """The entries of a directory (hidden ones included), sorted by name as the shell globs them."""
+        """The entries of a directory: visible ones sorted by name as the shell globs them, then hidden ones."""
         output = await self._exec(shell.argv(shell.LIST, "sandbox-list", _check_path(path)), None, 64 * 1024 * 1024)
         if output.exit_code != 0:
             raise _failure(output, path)
@@ -179,8 +180,9 @@ class Files:
     async def download(
         self, remote: str, local_dir: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES
     ) -> Path:
-        """Copy a file or directory tree from the sandbox into ``local_dir``; returns the local path. Extraction uses
-        tarfile's "data" filter: nothing lands outside ``local_dir``, no device files or absolute links."""
+        """Copy a file or directory tree from the sandbox into ``local_dir``; returns the local path. Only regular
+        files and directories come out (an archive holding links or devices is refused): nothing lands outside
+        ``local_dir``."""
         output = await self._exec(shell.argv(shell.TAR, "sandbox-tar", _check_path(remote)), None, max_bytes)
         if output.overflow:
             raise FileTooLargeError(f"{remote} is more than max_bytes={max_bytes} as an archive")
@@ -195,7 +197,7 @@ def _pack(source: Path, max_bytes: int) -> IO[bytes]:
         raise FileNotFoundError(errnos.ENOENT, "no such local file or directory", str(source))
     spool = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 (handed to the caller, who closes it)
     with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        archive.add(str(source), arcname=source.name, filter=_owned_by_nobody)
+        archive.add(str(source), arcname=source.resolve().name or "root", filter=_owned_by_nobody)
     size = spool.tell()
     if size > max_bytes:
         spool.close()
@@ -205,12 +207,26 @@ def _pack(source: Path, max_bytes: int) -> IO[bytes]:
 
 
 def _unpack(data: bytes, target: Path) -> Path:
-    """Unpack a tar archive into ``target`` with tarfile's "data" filter; the path of its first member."""
+    """Unpack a tar archive from a sandbox into ``target``; the path of its first member. Only regular files and
+    directories with relative paths inside ``target`` are accepted: the archive comes from untrusted code, and
+    tarfile's own "data" filter could be escaped with links before Python 3.11.13 (CVE-2025-4517)."""
     target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        names = archive.getnames()
-        archive.extractall(target, filter="data")
-    return target / names[0] if names else target
+        members = archive.getmembers()
+        for member in members:
+            if not (member.isfile() or member.isdir()):
+                raise SandboxFileError(
+                    errnos.EPERM,
+                    f"refusing {member.name!r}: only files and directories are "
+                    "copied out of a sandbox (no links or devices)",
+                    member.name,
+                )
+            destination = (root / member.name).resolve()
+            if destination != root and root not in destination.parents:
+                raise SandboxFileError(errnos.EPERM, f"refusing {member.name!r}: outside the target", member.name)
+        archive.extractall(root, members=members, filter="data")
+    return root / members[0].name if members else root
 
 
 def _owned_by_nobody(info: tarfile.TarInfo) -> tarfile.TarInfo:

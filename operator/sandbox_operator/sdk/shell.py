@@ -20,21 +20,23 @@ PGID_MARKER: Final = b"\x1esandbox-pgid "
 ERROR_MARKER: Final = b"\x1esandbox-error "
 DRAIN: Final = "trap 'cat >/dev/null 2>&1' EXIT\n"
 
-# run: TIMEOUT CWD N K=V... ARGV...
-# The command runs in a session (and so a process group) of its own, whose id is printed first on stderr. A watchdog
-# outside that group kills the whole group at the timeout (0: none), so nothing the command started keeps running,
-# even if the client has gone away. The exit status is the command's (137 when the watchdog killed it).
+# run: TIMEOUT CWD K=V... -- ARGV...
+# The command runs in a session (and so a process group) of its own, whose id is printed first on stderr; the
+# environment is exported there, after the wrapper's own variables are read (a name like `t` changes nothing). A
+# watchdog outside that group kills the whole group at the timeout (0: none); when the command ends, whatever it left
+# running in its group is killed too. So nothing it started keeps running, even if the client has gone away, and its
+# output streams end with it. The exit status is the command's (137 when the watchdog killed it).
 RUN: Final = (
     DRAIN
-    + r"""t=$1 d=$2 n=$3; shift 3
-while [ "$n" -gt 0 ]; do export "$1" || exit 125; shift; n=$((n - 1)); done
+    + r"""t=$1 d=$2; shift 2
 if [ -n "$d" ]; then
   cd -- "$d" 2>/dev/null || { if [ -e "$d" ]; then e=ENOTDIR; else e=ENOENT; fi; [ -d "$d" ] && e=EACCES
     printf '\036sandbox-error %s cwd\n' "$e" >&2; exit 125; }
 fi
 command -v setsid >/dev/null 2>&1 || { printf '\036sandbox-error ENOEXEC setsid is missing\n' >&2; exit 125; }
 exec 3<&0
-setsid sh -c 'printf "\036sandbox-pgid %s\n" "$$" >&2; exec "$@"' sandbox-run "$@" <&3 3<&- &
+setsid sh -c 'printf "\036sandbox-pgid %s\n" "$$" >&2
+while [ "$1" != -- ]; do export "$1"; shift; done; shift; exec "$@"' sandbox-run "$@" <&3 3<&- &
 p=$!
 exec 3<&-
 w=
@@ -45,6 +47,7 @@ if [ "$t" != 0 ]; then
 fi
 wait "$p" 2>/dev/null; rc=$?
 if [ -n "$w" ]; then kill "$w" 2>/dev/null; fi
+kill -s KILL -- "-$p" 2>/dev/null
 exit "$rc"
 """
 )
@@ -68,6 +71,7 @@ mv -f -- "$t" "$p" || { rm -f -- "$t"; exit 1; }
 READ: Final = r"""p=$1
 if [ ! -e "$p" ]; then printf '\036sandbox-error ENOENT\n' >&2; exit 125; fi
 if [ -d "$p" ]; then printf '\036sandbox-error EISDIR\n' >&2; exit 125; fi
+if [ ! -f "$p" ]; then printf '\036sandbox-error EINVAL not a regular file\n' >&2; exit 125; fi
 if [ ! -r "$p" ]; then printf '\036sandbox-error EACCES\n' >&2; exit 125; fi
 s=$(stat -L -c %s -- "$p") || exit 1
 if [ "$s" -gt "$2" ]; then printf '\036sandbox-error EFBIG %s\n' "$s" >&2; exit 125; fi
@@ -89,6 +93,7 @@ exec stat -c '%s %Y %F' -- "$@"
 
 # remove: PATH RECURSIVE -- a file, an empty directory, or (RECURSIVE=1) a whole tree.
 REMOVE: Final = r"""p=$1
+case "$p" in /|//|/.|/..) printf '\036sandbox-error EPERM the root directory\n' >&2; exit 125;; esac
 if [ ! -e "$p" ] && [ ! -L "$p" ]; then printf '\036sandbox-error ENOENT\n' >&2; exit 125; fi
 if [ -d "$p" ] && [ ! -L "$p" ]; then
   if [ "$2" = 1 ]; then exec rm -rf -- "$p"; else exec rmdir -- "$p"; fi
