@@ -54,6 +54,7 @@ from sandbox_operator.sdk.wire import Channel, ExecSession, open_exec
 log = logging.getLogger("sandbox_operator.sdk")
 
 DEFAULT_READY_TIMEOUT: Final = 180.0
+DEFAULT_DELETE_TIMEOUT: Final = 60.0
 # Activity is reported at most this often per sandbox: enough for idle timeouts of a minute or more.
 ACTIVITY_INTERVAL: Final = 5.0
 # Keeps the container alive for exec when no command is given, and ends at once on SIGTERM (no 30 s grace wait).
@@ -187,6 +188,16 @@ class Sandbox:
         return condition.get("status") == c.ConditionStatus.TRUE and self._observed()
 
     @property
+    def reason(self) -> str | None:
+        """The Ready condition's reason (PodReady, PodPending, ImageUnavailable, QuotaExceeded, ...)."""
+        return _condition(self.body, c.ConditionType.READY).get("reason")
+
+    @property
+    def message(self) -> str | None:
+        """The Ready condition's message, for humans."""
+        return _condition(self.body, c.ConditionType.READY).get("message")
+
+    @property
     def pod_name(self) -> str:
         """The sandbox pod's name."""
         return str((self.body.get("status") or {}).get("podName") or f"{c.CHILD_PREFIX}{self.name}")
@@ -228,7 +239,7 @@ class Sandbox:
         self.body = await self._client._patch(self.name, self.namespace, {"spec": {"suspended": False}})
         return await self.wait_ready(timeout) if wait else self
 
-    async def delete(self, *, wait: bool = False, timeout: float = 60.0) -> None:
+    async def delete(self, *, wait: bool = False, timeout: float = DEFAULT_DELETE_TIMEOUT) -> None:
         """Delete the Sandbox (its pod and children go with it); with ``wait``, until it is gone."""
         await self._client.delete(self.name, wait=wait, timeout=timeout, namespace=self.namespace)
 
@@ -578,7 +589,7 @@ class SandboxClient:
         return [s for s in found if all((s.key or {}).get(part) == value for part, value in wanted.items())]
 
     async def delete(
-        self, name: str, *, wait: bool = False, timeout: float = 60.0, namespace: str | None = None
+        self, name: str, *, wait: bool = False, timeout: float = DEFAULT_DELETE_TIMEOUT, namespace: str | None = None
     ) -> None:
         """Delete a Sandbox by name (nothing if it is already gone); with ``wait``, until it is gone."""
         namespace = namespace or self.namespace
@@ -631,7 +642,7 @@ class SandboxClient:
                 if error.status == 404:
                     raise SandboxNotFoundError(_api_message(error) or f"not found in {namespace}") from None
                 if error.status == 409 and verb == "create":
-                    raise SandboxExistsError(f"a sandbox of that name already exists in {namespace}") from None
+                    raise SandboxExistsError(f"sandbox {_api_name(error)} already exists in {namespace}") from None
                 if error.status == 422 or error.status == 400:
                     raise InvalidSpecError(_api_message(error)) from None
                 if error.status not in retriable or attempt == retries:
@@ -682,7 +693,11 @@ class SandboxClient:
                 if error.status == 403:
                     raise AccessDeniedError("watch", c.PLURAL, namespace) from None
                 if error.status not in TRANSIENT_STATUSES and error.status != 410:
-                    raise
+                    message = f"watch {c.PLURAL} in {namespace}: HTTP {error.status} {_api_message(error)}"
+                    raise SandboxError(message) from None
+                await asyncio.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
+            except aiohttp.ClientError:  # a dropped watch: watch again until the deadline
+                await asyncio.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
             except TimeoutError:
                 return
 
@@ -759,11 +774,25 @@ def _verdict(sandbox: Sandbox) -> bool:
     return False
 
 
+def _api_name(error: ApiException) -> str:
+    """The object name a refusal names."""
+    try:
+        return str((json.loads(error.body or "{}").get("details") or {}).get("name") or "of that name")
+    except ValueError:
+        return "of that name"
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return str(json.loads(error.body or "{}").get("message") or error.reason or "")
     except ValueError:
         return str(error.reason or "")
+
+
+def _any_file(paths: str) -> bool:
+    """Whether any of the kubeconfig paths (os.pathsep-separated, ~ expanded) exists: a local stat, not I/O to wait
+    for."""
+    return any(os.path.exists(os.path.expanduser(path)) for path in paths.split(os.pathsep))
 
 
 def _read_text(path: str) -> str | None:
@@ -790,6 +819,9 @@ async def _load_credentials(configuration: Configuration, kubeconfig: str | None
     if in_cluster:
         kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return _read_text(SERVICE_ACCOUNT_NAMESPACE) or "default"
+    paths = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    if not _any_file(paths):
+        raise kube_config.ConfigException(f"no kubeconfig at {paths}")
     await kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
     contexts, active = kube_config.list_kube_config_contexts(config_file=kubeconfig)
     chosen = next((item for item in contexts if item["name"] == context), active) if context else active

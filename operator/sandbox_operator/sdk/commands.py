@@ -211,7 +211,8 @@ class Process:
         return self._pump.done()
 
     async def kill(self, signal: str = "KILL") -> None:
-        """Send ``signal`` (a name such as TERM or KILL) to the command's whole process group."""
+        """Send ``signal`` (a name such as TERM or KILL) to the command's whole process group. INT and QUIT are
+        ignored by it (POSIX shells start background commands so), so interrupt with TERM."""
         if not re.fullmatch(r"[A-Z0-9]{1,10}", signal):
             raise ValueError(f"signal must be a name such as TERM or KILL, not {signal!r}")
         with contextlib.suppress(TimeoutError):  # the wrapper reports it at once; a silent sandbox gets no signal
@@ -220,8 +221,9 @@ class Process:
             await self._signal(signal, self.pgid)
 
     async def wait(self, timeout: float | None = None) -> CommandResult:
-        """The result once the command ends. ``timeout`` bounds this wait only (the command's own timeout, given to
-        ``start``, kills it); TimeoutError if it passes."""
+        """The result once the command ends. Closes the command's stdin first (the sandbox reports the end only
+        once stdin has ended): finish writing before waiting. ``timeout`` bounds this wait only (the command's own
+        timeout, given to ``start``, kills it); TimeoutError if it passes."""
         limit = None if self._timeout is None else self._timeout + CLIENT_GRACE
         if timeout is not None:
             limit = timeout if limit is None else min(limit, timeout)
