@@ -316,11 +316,12 @@ def test_exec_access_lets_the_subjects_run_commands_in_their_namespace_only_whil
             assert binding.role_ref.name == c.TENANT_EXEC_CLUSTER_ROLE
             return [(s.kind, s.name) for s in binding.subjects or []]
 
-        def may(verb: str, resource: str, namespace: str) -> bool:
+        def may(verb: str, resource: str, namespace: str, group: str = "") -> bool:
             """`kubectl auth can-i` as bob: a SelfSubjectAccessReview."""
             group_resource, _, subresource = resource.partition("/")
             review = as_bob.create_self_subject_access_review({"spec": {"resourceAttributes": {
-                "verb": verb, "resource": group_resource, "subresource": subresource, "namespace": namespace}}})
+                "verb": verb, "group": group, "resource": group_resource, "subresource": subresource,
+                "namespace": namespace}}})
             return bool(review.status.allowed)
 
         wait_for(lambda: exec_subjects() == [("Group", "team-exec")], what="the exec binding to name the subjects")
@@ -334,7 +335,7 @@ def test_exec_access_lets_the_subjects_run_commands_in_their_namespace_only_whil
         wait_for(lambda: exec_subjects() == [], what="the exec binding's subjects to be removed")
         wait_for(lambda: not may("create", "pods/exec", ours.namespace), what="bob's exec access to end")
         assert not may("get", "pods/log", ours.namespace) and not may("list", "pods", ours.namespace)
-        assert may("create", "sandboxes", ours.namespace)  # managing Sandboxes is unaffected
+        assert may("create", "sandboxes", ours.namespace, c.GROUP)  # managing Sandboxes is unaffected
 
 
 def test_policy_and_quota_hold_while_the_operator_is_down(api: client.ApiClient, operator: OperatorProcess) -> None:
