@@ -80,7 +80,7 @@ def test_run_as_json_is_one_document(cli: Cli, box: str) -> None:
     done = cli("-o", "json", "run", box, "--", "python3", "-c", "import sys; print(6 * 7); sys.exit(3)")
     assert done.returncode == 3
     document = json.loads(done.stdout)
-    assert set(document) == {"exit_code", "stdout", "stderr", "truncated", "timed_out", "duration"}
+    assert set(document) == {"exit_code", "stdout", "stderr", "truncated", "timed_out", "duration_seconds"}
     assert (document["exit_code"], document["stdout"], document["timed_out"]) == (3, "42\n", False)
 
 

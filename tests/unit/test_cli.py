@@ -319,7 +319,7 @@ def test_a_command_result_is_one_json_object_with_text_output() -> None:
                            duration=1.23456)
     document = json.loads(json.dumps(output.result_document(result)))
     assert document == {"exit_code": 7, "stdout": "ok \ufffd\n", "stderr": "warn\n", "truncated": True,
-                        "timed_out": False, "duration": 1.235}
+                        "timed_out": False, "duration_seconds": 1.235}
 
 
 def test_emit_prints_json_or_text(capsys: pytest.CaptureFixture[str]) -> None:

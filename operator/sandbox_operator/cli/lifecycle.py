@@ -114,8 +114,5 @@ async def usable_sandbox(client: SandboxClient, name: str) -> Sandbox:
     (a suspended or pending one has no pod to exec into, and "pod not found" would not say why)."""
     sandbox = await client.get(name)
     if sandbox.phase != SandboxPhase.READY:
-        condition = output.ready_condition(sandbox.body)
-        raise SandboxNotReadyError(
-            sandbox.name, sandbox.phase, condition.get("reason"), condition.get("message"), "is not ready"
-        )
+        raise SandboxNotReadyError(sandbox.name, sandbox.phase, sandbox.reason, sandbox.message, "is not ready")
     return sandbox

@@ -9,20 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any, Final
 
-from sandbox_operator.api import names as c
 from sandbox_operator.sdk import CommandResult, Sandbox
 
 NONE: Final = "-"
 TABLE_COLUMNS: Final = ("NAME", "PHASE", "READY", "KEY", "EXPIRES")
 COLUMN_GAP: Final = "   "
-
-
-def ready_condition(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The Sandbox's Ready condition ({} before the operator has written one)."""
-    for condition in (body.get("status") or {}).get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == c.ConditionType.READY:
-            return condition
-    return {}
 
 
 def key_text(key: Mapping[str, str] | None) -> str:
@@ -54,20 +45,7 @@ def remaining_text(expires_at: datetime | None, now: datetime) -> str:
 
 def sandbox_document(sandbox: Sandbox) -> dict[str, Any]:
     """A Sandbox for ``-o json``: its state in a few fields (the whole object is ``kubectl get sandbox -o json``)."""
-    condition = ready_condition(sandbox.body)
-    expires_at = sandbox.expires_at
-    return {
-        "name": sandbox.name,
-        "namespace": sandbox.namespace,
-        "phase": sandbox.phase,
-        "ready": sandbox.ready,
-        "reason": condition.get("reason"),
-        "message": condition.get("message"),
-        "key": sandbox.key,
-        "expires_at": expires_at.isoformat() if expires_at is not None else None,
-        "pod": sandbox.pod_name,
-        "image": (sandbox.body.get("spec") or {}).get("image"),
-    }
+    return sandbox.summary()
 
 
 def table_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -119,14 +97,7 @@ def sandbox_details(sandbox: Sandbox, now: datetime) -> str:
 
 def result_document(result: CommandResult) -> dict[str, Any]:
     """A command's result for ``run -o json``: output decoded as UTF-8, undecodable bytes replaced."""
-    return {
-        "exit_code": result.exit_code,
-        "stdout": result.text,
-        "stderr": result.error_text,
-        "truncated": result.truncated,
-        "timed_out": result.timed_out,
-        "duration": round(result.duration, 3),
-    }
+    return result.to_dict()
 
 
 def emit(output: str, document: Any, text: str) -> None:

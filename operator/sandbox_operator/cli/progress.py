@@ -9,7 +9,6 @@ import sys
 import time
 from typing import Final, TextIO
 
-from sandbox_operator.cli.output import ready_condition
 from sandbox_operator.sdk import Sandbox, SandboxClient
 
 UNICODE_FRAMES: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -21,8 +20,7 @@ CLEAR_LINE: Final = "\r\x1b[K"
 
 def progress_line(frame: str, sandbox: Sandbox, elapsed: float, width: int) -> str:
     """``⠹ waiting for NAME: 12s, Pending (ImagePulling: pulling image ...)``, cut to the terminal's width."""
-    condition = ready_condition(sandbox.body)
-    reason, message = condition.get("reason"), condition.get("message")
+    reason, message = sandbox.reason, sandbox.message
     state = sandbox.phase or "Pending"
     if reason or message:
         state += f" ({': '.join(str(part) for part in (reason, message) if part)})"

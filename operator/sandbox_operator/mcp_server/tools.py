@@ -24,7 +24,6 @@ from pydantic import Field
 from sandbox_operator.mcp_server.identity import Caller
 from sandbox_operator.mcp_server.limits import McpSettings
 from sandbox_operator.sdk import Sandbox, SandboxClient, SandboxError
-from sandbox_operator.sdk.files import FileInfo
 
 SESSION_KEY_PART: Final = "mcp-session"
 MAX_CLIENTS: Final = 256
@@ -142,27 +141,6 @@ class Sessions:
                 del self._running[session]
 
 
-def _describe(sandbox: Sandbox) -> dict[str, Any]:
-    return {
-        "name": sandbox.name,
-        "namespace": sandbox.namespace,
-        "phase": sandbox.phase,
-        "ready": sandbox.ready,
-        "key": sandbox.key,
-        "expires_at": sandbox.expires_at.isoformat() if sandbox.expires_at else None,
-    }
-
-
-def _entry(info: FileInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "path": info.path,
-        "type": info.type,
-        "size": info.size,
-        "modified": info.modified.isoformat(),
-    }
-
-
 def build_server(settings: McpSettings, clients: Clients, **server_options: Any) -> MCPServer[Any]:
     """The MCP server with its tools; ``server_options`` go to MCPServer (auth settings, a token verifier)."""
     server: MCPServer[Any] = MCPServer(
@@ -236,14 +214,14 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
                 timeout=settings.ready_timeout_seconds,
                 namespace=call.namespace,
             )
-            return _describe(sandbox)
+            return sandbox.summary()
 
         return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
     @server.tool(description="List the sandboxes the caller can see in its namespace.")
     async def sandbox_list(ctx: Context, namespace: Namespace = None) -> list[dict[str, Any]]:
         async def work(call: Call) -> list[dict[str, Any]]:
-            return [_describe(sandbox) for sandbox in await call.sandboxes.list(namespace=call.namespace)]
+            return [sandbox.summary() for sandbox in await call.sandboxes.list(namespace=call.namespace)]
 
         return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
@@ -294,15 +272,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
                 cwd=cwd,
                 max_output_bytes=settings.max_output_bytes,
             )
-            return {
-                "exit_code": result.exit_code,
-                "stdout": result.text,
-                "stderr": result.error_text,
-                "truncated": result.truncated,
-                "timed_out": result.timed_out,
-                "duration_seconds": round(result.duration, 3),
-                "sandbox": target.name,
-            }
+            return {**result.to_dict(), "sandbox": target.name}
 
         return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 
@@ -363,7 +333,7 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
     ) -> list[dict[str, Any]]:
         async def work(call: Call) -> list[dict[str, Any]]:
             target = await sandbox_of(call, sandbox)
-            return [_entry(info) for info in await target.files.list(path)]
+            return [info.to_dict() for info in await target.files.list(path)]
 
         return await act(ctx, namespace, work)  # type: ignore[no-any-return]
 

@@ -208,6 +208,22 @@ class Sandbox:
         text = (self.body.get("status") or {}).get("expiresAt")
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
 
+    def summary(self) -> dict[str, Any]:
+        """Its state in a few JSON-ready fields (the whole object is ``body``)."""
+        expires_at = self.expires_at
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "phase": self.phase,
+            "ready": self.ready,
+            "reason": self.reason,
+            "message": self.message,
+            "key": self.key,
+            "expires_at": expires_at.isoformat() if expires_at is not None else None,
+            "pod": self.pod_name,
+            "image": (self.body.get("spec") or {}).get("image"),
+        }
+
     def _observed(self) -> bool:
         generation = self.body["metadata"].get("generation")
         observed = (self.body.get("status") or {}).get("observedGeneration")

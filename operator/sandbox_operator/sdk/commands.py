@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
@@ -59,6 +59,17 @@ class CommandResult:
     def error_text(self) -> str:
         """Stderr decoded as UTF-8 (undecodable bytes replaced)."""
         return self.stderr.decode("utf-8", "replace")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (output decoded as UTF-8): what the CLI's -o json and the MCP tool return."""
+        return {
+            "exit_code": self.exit_code,
+            "stdout": self.text,
+            "stderr": self.error_text,
+            "truncated": self.truncated,
+            "timed_out": self.timed_out,
+            "duration_seconds": round(self.duration, 3),
+        }
 
     def check(self) -> CommandResult:
         """Self if the command succeeded, else CommandFailedError with its exit code and the end of stderr."""

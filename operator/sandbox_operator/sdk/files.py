@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from sandbox_operator.sdk import shell
 from sandbox_operator.sdk.errors import FileTooLargeError, SandboxFileError, errno_from_text, file_error
@@ -48,6 +48,11 @@ class FileInfo:
     type: FileType
     size: int
     modified: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data."""
+        return {"name": self.name, "path": self.path, "type": self.type, "size": self.size,
+                "modified": self.modified.isoformat()}
 
 
 def _check_path(path: str) -> str:
