@@ -241,8 +241,10 @@ class Sandbox:
 
     async def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> Sandbox:
         """Return once Ready. SandboxFailedError at once if it cannot become Ready (Failed, Expired, suspended),
-        WaitTimeoutError after ``timeout`` seconds; both carry the Ready condition's reason and message."""
-        self.body = await self._client._wait(self.name, self.namespace, timeout)
+        WaitTimeoutError after ``timeout`` seconds; both carry the Ready condition's reason and message. A Sandbox
+        read as Ready a moment ago is returned as it is, without a watch."""
+        if not self.ready:
+            self.body = await self._client._wait(self.name, self.namespace, timeout)
         return self
 
     async def suspend(self) -> Sandbox:
@@ -543,22 +545,27 @@ class SandboxClient:
             raise TypeError(f"get_or_create() got unexpected arguments: {', '.join(sorted(options))}")
         metadata = keys.key_metadata(key)
         body = self._manifest(name, namespace, metadata["labels"], metadata["annotations"], spec)
-        while True:
+        wanted = keys.validate_key(key)
+        while True:  # read first: the usual case is a Sandbox that exists, one request
             try:
-                found = await self._call(
-                    "create",
-                    namespace,
-                    lambda: self._objects.create_namespaced_custom_object(
-                        c.GROUP, c.VERSION, namespace, c.PLURAL, body
-                    ),
-                )
-            except SandboxExistsError:
                 found = await self._get_body(name, namespace)
-                if keys.key_of(found) != keys.validate_key(key):
+            except SandboxNotFoundError:
+                try:
+                    found = await self._call(
+                        "create",
+                        namespace,
+                        lambda: self._objects.create_namespaced_custom_object(
+                            c.GROUP, c.VERSION, namespace, c.PLURAL, body
+                        ),
+                    )
+                except SandboxExistsError:
+                    continue  # another caller created it between our read and our create: read it
+            else:
+                if keys.key_of(found) != wanted:
                     raise KeyConflictError(
                         f"sandbox {namespace}/{name} exists and was not made for this key; "
                         "pass another name_prefix or remove it"
-                    ) from None
+                    )
                 if found["metadata"].get("deletionTimestamp"):
                     await self._wait_gone(name, namespace, deadline - time.monotonic())
                     continue
