@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from sandbox_operator.api.names import SandboxPhase
 from sandbox_operator.cli import output, progress
@@ -20,18 +21,22 @@ def _emit_sandbox(args: argparse.Namespace, sandbox: Sandbox, text: str) -> int:
     return 0
 
 
+def _sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What create and get-or-create pass to the SDK; the CLI waits itself (with its progress line)."""
+    return {
+        "image": args.image,
+        "ttl": args.ttl,
+        "idle_timeout": args.idle_timeout,
+        "cpu": args.cpu,
+        "memory": args.memory,
+        "env": args.env or None,
+        "wait": False,
+    }
+
+
 async def create(client: SandboxClient, args: argparse.Namespace) -> int:
     """Create a Sandbox, wait until it is Ready (unless --no-wait), print its name."""
-    sandbox = await client.create(
-        args.name,
-        image=args.image,
-        ttl=args.ttl,
-        idle_timeout=args.idle_timeout,
-        cpu=args.cpu,
-        memory=args.memory,
-        env=args.env or None,
-        wait=False,
-    )
+    sandbox = await client.create(args.name, **_sandbox_options(args))
     if args.wait:
         sandbox = await progress.wait_ready(client, sandbox, args.timeout)
     return _emit_sandbox(args, sandbox, sandbox.name)
@@ -40,17 +45,7 @@ async def create(client: SandboxClient, args: argparse.Namespace) -> int:
 async def get_or_create(client: SandboxClient, args: argparse.Namespace) -> int:
     """The Sandbox for --key (created with the other options if there is none); print its name."""
     deadline = time.monotonic() + args.timeout
-    sandbox = await client.get_or_create(
-        args.key,
-        image=args.image,
-        ttl=args.ttl,
-        idle_timeout=args.idle_timeout,
-        cpu=args.cpu,
-        memory=args.memory,
-        env=args.env or None,
-        wait=False,
-        timeout=args.timeout,
-    )
+    sandbox = await client.get_or_create(args.key, **_sandbox_options(args), timeout=args.timeout)
     if args.wait:
         # get_or_create may have waited for an old Sandbox of this key to go: the timeout covers both waits.
         sandbox = await progress.wait_ready(client, sandbox, max(deadline - time.monotonic(), 1.0))

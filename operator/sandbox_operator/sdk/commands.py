@@ -31,7 +31,6 @@ CLIENT_GRACE: Final = 5.0
 ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 OutputCallback = Callable[[bytes], Awaitable[None] | None]
-Opener = Callable[[Sequence[str], bool], Awaitable[ExecSession]]
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ class Process:
             return
         line, _, rest = bytes(self._header).partition(b"\n")
         self._header.clear()
-        if line.startswith(shell.PGID_MARKER[:-1]) and line[len(shell.PGID_MARKER) :].isdigit():
+        if line.startswith(shell.PGID_MARKER) and line[len(shell.PGID_MARKER) :].isdigit():
             self.pgid = int(line[len(shell.PGID_MARKER) :])
         elif line.startswith(shell.ERROR_MARKER):
             self._setup_error = _setup_error(line[len(shell.ERROR_MARKER) :].decode("utf-8", "replace"), self._cwd)

@@ -108,12 +108,8 @@ _BY_TEXT: tuple[tuple[str, int], ...] = (
 def file_error(code: int, path: str, detail: str = "") -> SandboxFileError:
     """The SandboxFileError for an errno, e.g. SandboxFileNotFoundError for ENOENT."""
     text = errnos.errorcode.get(code, "error")
-    message = f"{_strerror(code)} ({text})" + (f": {detail}" if detail else "")
+    message = f"{os.strerror(code)} ({text})" + (f": {detail}" if detail else "")
     return _BY_ERRNO.get(code, SandboxFileError)(code, message, path)
-
-
-def _strerror(code: int) -> str:
-    return os.strerror(code)
 
 
 def errno_from_text(text: str) -> int | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Final
 
 ERROR_EXIT: Final = 125
-MARKER: Final = b"\x1esandbox-"
 PGID_MARKER: Final = b"\x1esandbox-pgid "
 ERROR_MARKER: Final = b"\x1esandbox-error "
 DRAIN: Final = "trap 'cat >/dev/null 2>&1' EXIT\n"
