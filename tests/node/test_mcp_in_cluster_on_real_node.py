@@ -18,6 +18,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from sandbox_operator.api import names as c
+from tests.integration.tenant_helpers import install_tenant_policy
 from tests.node.test_helm_install_on_real_node import _containerd_socket, _exec_python, _values
 from tests.node.test_helm_install_on_real_node import namespaces as namespaces  # the fixture
 from tests.node.test_mcp_on_real_node import tool
@@ -59,6 +60,7 @@ def test_the_charts_mcp_server_serves_an_agent_token_in_the_cluster(
         url = f"http://{pod.status.pod_ip}:8090/mcp"
         assert httpx2.post(url, json={}, timeout=30).status_code == 401
 
+        install_tenant_policy(cluster)  # the ClusterRoles bound below (this release sets tenants.enabled=false)
         core.create_namespaced_service_account(work_ns, {"metadata": {"name": "agent"}})
         for role in (c.TENANT_CLUSTER_ROLE, c.TENANT_EXEC_CLUSTER_ROLE):
             rbac.create_namespaced_role_binding(work_ns, {
@@ -73,12 +75,18 @@ def test_the_charts_mcp_server_serves_an_agent_token_in_the_cluster(
             async with Client(streamable_http_client(url, http_client=http)) as session:
                 return tool(await session.call_tool("run_command", {"shell": "echo in $(hostname)"}))
 
-        result = wait_for(lambda: _dict_or_none(asyncio.run(run())), timeout=120, what="a command through the MCP pod")
+        answers: list[Any] = []  # what the tool said while the sandbox was not there yet, for the failure message
+
+        def attempt() -> Any:
+            answers.append(asyncio.run(run()))
+            return answers[-1] if isinstance(answers[-1], dict) else None
+
+        try:
+            result = wait_for(attempt, timeout=120, what="a command through the MCP pod")
+        except pytest.fail.Exception:
+            pods = cluster.kubectl("get", "pods,sandboxes", "-A", "-o", "wide", check=False).stdout
+            pytest.fail(f"no command ran through the MCP pod; its last answers: {answers[-3:]}\n{pods}")
         assert result["exit_code"] == 0 and result["stdout"].startswith("in sbx-"), result
     finally:
         helm("uninstall", release, "--namespace", release_ns, "--wait", "--timeout", "120s",
              kubeconfig=cluster.kubeconfig, check=False)
-
-
-def _dict_or_none(value: Any) -> Any:
-    return value if isinstance(value, dict) else None
