@@ -32,6 +32,12 @@ RECONCILE_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RECONCILES_SKIPPED = Counter(
+    "sandbox_operator_reconciles_skipped_total",
+    "Watch events not reconciled because they carried nothing new (the echo of the operator's own status write).",
+    ["kind"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "sandbox_operator_reconciles_total",
     "Reconciliations run, by trigger.",

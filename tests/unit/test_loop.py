@@ -18,7 +18,7 @@ from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, reconcile
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
-from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, INDEX_OF_KIND, SandboxState, _child, _create, _expect
+from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, WATCHED, SandboxState, _child, _create, _expect
 from sandbox_operator.sandbox.render import render_network_policy
 from tests.unit.builders import sandbox
 
@@ -185,22 +185,25 @@ def test_a_just_created_child_counts_as_observed_until_the_watch_shows_it() -> N
     sbx = sandbox()
     policy = render_network_policy(sbx)
     key = (sbx.namespace, sbx.name)
-    index: dict[tuple[str, str], list[Any]] = {}
-    state = SandboxState(indices={name: index for name in INDEX_OF_KIND.values()})
+    state = SandboxState()
     assert _child(state, key, c.ChildKind.NETWORK_POLICY) is None
     _expect(state, c.ChildKind.NETWORK_POLICY, policy)
     expected = _child(state, key, c.ChildKind.NETWORK_POLICY)
     assert expected is not None and expected.name == policy["metadata"]["name"]
     seen = ChildSummary.from_body(policy)
-    index[key] = [seen]  # the watch caught up: the index wins and the expectation is dropped
-    assert _child(state, key, c.ChildKind.NETWORK_POLICY) is seen
-    assert c.ChildKind.NETWORK_POLICY not in state.expected
+    store = WATCHED.children[c.ChildKind.NETWORK_POLICY]
+    store.put(key, sbx.uid, seen)  # the watch caught up: what it saw wins and the expectation is dropped
+    try:
+        assert _child(state, key, c.ChildKind.NETWORK_POLICY) is seen
+        assert c.ChildKind.NETWORK_POLICY not in state.expected
+    finally:
+        store.remove(key, sbx.uid)
 
 
 def test_an_expectation_the_watch_never_confirms_lapses() -> None:
     sbx = sandbox()
     key = (sbx.namespace, sbx.name)
-    state = SandboxState(indices={name: {} for name in INDEX_OF_KIND.values()})
+    state = SandboxState()
     _expect(state, c.ChildKind.POD, render_network_policy(sbx) | {"kind": "Pod"})
     summary, made = state.expected[c.ChildKind.POD]
     state.expected[c.ChildKind.POD] = (summary, made - EXPECTATION_SECONDS - 1)

@@ -128,11 +128,11 @@ def test_the_example_tenant_is_valid_and_allows_its_example_images() -> None:
 
 def test_a_sandbox_gets_the_default_ttl_of_the_tenant_owning_its_namespace() -> None:
     base = OperatorDefaults(ttl_seconds=None)
-    index = {"team-a": [TenantLifetime(600, 900)], "team-b": [TenantLifetime()]}
-    assert sandbox_defaults(index, "team-a", base).ttl_seconds == 600
-    assert sandbox_defaults(index, "team-a", base).max_lifetime_seconds == 900
-    assert sandbox_defaults(index, "team-b", base) is base
-    assert sandbox_defaults(index, "elsewhere", base) is base
+    lifetimes = {"team-a": TenantLifetime(600, 900), "team-b": TenantLifetime()}
+    assert sandbox_defaults(lifetimes.get, "team-a", base).ttl_seconds == 600
+    assert sandbox_defaults(lifetimes.get, "team-a", base).max_lifetime_seconds == 900
+    assert sandbox_defaults(lifetimes.get, "team-b", base) is base
+    assert sandbox_defaults(lifetimes.get, "elsewhere", base) is base
 
 
 def test_the_usage_status_reports_exactly_the_quota_table() -> None:

@@ -161,6 +161,20 @@ class Kube:
                                     query=[("fieldSelector", f"metadata.name={name}")], ok=frozenset({404}))
         return bool((found or {}).get("items"))  # 404: not even the peering CRD is installed
 
+    async def list_page(
+        self, kind: str, namespace: str | None, *, label_selector: str | None = None, limit: int = 500,
+        continue_token: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of a LIST (every namespace when ``namespace`` is None); its ``metadata.continue`` names the next."""
+        prefix, plural = PATHS[kind]
+        path = _path(kind, namespace) if namespace is not None else f"{prefix}/{plural}"
+        query = [("limit", str(limit))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if continue_token:
+            query.append(("continue", continue_token))
+        return await self._request("list", kind, "GET", path, query=query) or {}
+
     async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
         """Read a Sandbox's child (or whatever holds its name); None when there is none."""
         return await self.get(kind, namespace, name)

@@ -75,12 +75,6 @@ def record_repair(state: ObjectState, kind: str, now: datetime) -> None:
         metrics.REPAIR_CONFLICTS.labels(kind).inc()
 
 
-def state_in(index: Mapping[Any, Any], key: Any) -> Any:
-    """The object state a Kopf index holds under ``key`` (an index maps each key to a store of values), or None."""
-    store = index.get(key)
-    return next(iter(store), None) if store is not None else None
-
-
 def resource_version(body: Mapping[str, Any] | None) -> int:
     """The body's resourceVersion as a number (0 when it has none)."""
     try:

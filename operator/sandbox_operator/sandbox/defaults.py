@@ -2,7 +2,8 @@
 
 Precedence, highest first:
 1. the Sandbox's own spec (``lifetime.ttlSeconds`` or ``expiresAt``, ``network.allowDNS``, ...);
-2. its Tenant's ``defaults.ttlSeconds`` (a Sandbox in a tenant namespace), from the ``tenant_lifetimes`` index;
+2. its Tenant's ``defaults.ttlSeconds`` (a Sandbox in a tenant namespace), as ``tenant.handlers.TENANT_LIFETIMES``
+   has it;
 3. the operator's settings (``SANDBOX_OPERATOR_DEFAULT_TTL_SECONDS``, ``..._DEFAULT_ALLOW_DNS``).
 Not defaults but limits, and never overridden: the Tenant's ``limits.maxLifetimeSeconds`` is a deadline of its own
 (here it rides along into ``OperatorDefaults``), and what the platform sets for every pod (node selector, tolerations,
@@ -13,7 +14,7 @@ back).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 
 from sandbox_operator.api.sandbox import OperatorDefaults
@@ -45,11 +46,8 @@ def with_tenant_defaults(base: OperatorDefaults, lifetime: TenantLifetime | None
 
 
 def sandbox_defaults(
-    lifetimes: Mapping[str, Iterable[TenantLifetime]], namespace: str, base: OperatorDefaults
+    lifetime_of: Callable[[str], TenantLifetime | None], namespace: str, base: OperatorDefaults
 ) -> OperatorDefaults:
-    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's lifetime rules if it has one.
-
-    ``lifetimes`` is Kopf's ``tenant_lifetimes`` index (tenant.handlers), which Kopf hands every handler.
-    """
-    store = lifetimes.get(namespace)
-    return with_tenant_defaults(base, next(iter(store), None) if store is not None else None)
+    """The defaults for a Sandbox in ``namespace``: the operator's, with its Tenant's lifetime rules if it has one
+    (``lifetime_of`` finds them by tenant namespace: ``TENANT_LIFETIMES.get`` in tenant.handlers)."""
+    return with_tenant_defaults(base, lifetime_of(namespace))

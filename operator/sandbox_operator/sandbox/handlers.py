@@ -1,12 +1,13 @@
 """Kopf wiring: watch Sandboxes and their children, call the pure ``sandbox.decide.decide``, apply its plan.
 
-No finalizers are used (only event and index handlers), so deleting a Sandbox never waits for the
-operator; owner references let the garbage collector remove the children. Per-sandbox state lives
-in Kopf's per-object ``memo``, which Kopf drops with the object: nothing here grows without bound.
+No finalizers are used (only event handlers), so deleting a Sandbox never waits for the operator; owner references
+let the garbage collector remove the children. Per-sandbox state lives in Kopf's per-object ``memo`` and in
+``WATCHED``, both dropped with the object's DELETED event: nothing here grows without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -20,8 +21,16 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
 from sandbox_operator.api.schema import optional_time, seconds_after, status_changed
+from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, prime
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair, state_in
+from sandbox_operator.k8s.loop import (
+    ObjectState,
+    PassResult,
+    object_state,
+    reconcile,
+    record_repair,
+    resource_version,
+)
 from sandbox_operator.k8s.manifest import ChildSummary, owned_by
 from sandbox_operator.operator import Runtime
 from sandbox_operator.sandbox.decide import (
@@ -37,6 +46,7 @@ from sandbox_operator.sandbox.decide import (
 )
 from sandbox_operator.sandbox.defaults import sandbox_defaults
 from sandbox_operator.sandbox.render import owning_sandbox
+from sandbox_operator.tenant.handlers import TENANT_LIFETIMES
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +61,6 @@ class SandboxState(ObjectState):
     # Children we created that the watch has not shown yet: without this, a reconcile in that window
     # would create them again (a harmless but wasted 409).
     expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
-    indices: dict[str, Any] = field(default_factory=dict)
     # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
 
@@ -60,7 +69,7 @@ def _state(memo: Any) -> SandboxState:
     return object_state(memo, "sandbox", SandboxState)
 
 
-# --- indices: the children as the API server has them, keyed by (namespace, sandbox name) ---------------
+# --- what the operator knows of each Sandbox's children, keyed by (namespace, sandbox name) ----------------------
 
 
 def is_sandbox_child(body: kopf.Body, **_: Any) -> bool:
@@ -73,48 +82,59 @@ def _child_key(namespace: str | None, body: Mapping[str, Any]) -> tuple[str, str
     return (namespace or "", owning_sandbox(body) or "")
 
 
-@kopf.index("sandbox-operator.io", "v1alpha1", "sandboxes")
-def sandbox_states(namespace: str | None, name: str, memo: Any, **_: Any) -> dict[tuple[str, str], SandboxState]:
-    """Each Sandbox's shared state, so that events of its children can wake it."""
-    return {(namespace or "", name): _state(memo)}
+def _body_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    owner = owning_sandbox(body)
+    return None if owner is None else (str(body["metadata"].get("namespace") or ""), owner)
 
 
-@kopf.index("pods", when=is_sandbox_child)
-def sandbox_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, PodSummary]:
-    """Sandbox pods, summarised."""
-    return {_child_key(namespace, body): PodSummary.from_body(body)}
+@dataclass
+class Watched:
+    """The Sandboxes' shared states (so a child's event can wake its Sandbox) and each kind of child as last seen;
+    one per operator process, like Kopf's own handler registry. Entries go with their objects' DELETED events."""
+
+    sandboxes: dict[tuple[str, str], SandboxState] = field(default_factory=dict)
+    children: dict[c.ChildKind, Store[tuple[str, str], Any]] = field(
+        default_factory=lambda: {kind: Store() for kind in c.ChildKind}
+    )
 
 
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", when=is_sandbox_child)
-def sandbox_policies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
-    """Sandbox NetworkPolicies."""
-    return {_child_key(namespace, body): ChildSummary.from_body(body)}
+WATCHED = Watched()
 
 
-@kopf.index("services", when=is_sandbox_child)
-def sandbox_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
-    """Sandbox Services."""
-    return {_child_key(namespace, body): ChildSummary.from_body(body)}
+@kopf.on.startup()
+async def fill_caches(memo: Any, **_: Any) -> None:
+    """Before Kopf watches anything: one LIST per child kind, so the first pass of every Sandbox sees what exists
+    (k8s.cache explains why this is not a Kopf index). Runs after ``operator.start`` (registered first), which made
+    the runtime; tenant.handlers.fill_lifetimes lists the Tenants."""
+    runtime: Runtime = memo["runtime"]
+    namespaces = list(memo["settings"].namespaces)
+    managed = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+    counts = {}
+    for kind, store in WATCHED.children.items():
+        summary = PodSummary.from_body if kind is c.ChildKind.POD else ChildSummary.from_body
+        counts[kind] = await prime(store, runtime.kube, kind, namespaces, key=_body_key, summary=summary,
+                                   label_selector=managed)
+    logger.info("listed before watching: %s", ", ".join(f"{count} {kind}" for kind, count in counts.items()))
+    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep, runtime)
 
 
-@kopf.index("persistentvolumeclaims", when=is_sandbox_child)
-def sandbox_pvcs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, ChildSummary]:
-    """Sandbox workspace PVCs."""
-    return {_child_key(namespace, body): ChildSummary.from_body(body)}
+def _sweep(runtime: Runtime) -> None:
+    """Forget what the start-up LIST saw and the watch never confirmed (deleted in between), and wake its Sandbox."""
+    for store in WATCHED.children.values():
+        for key in store.sweep():
+            state = WATCHED.sandboxes.get(key)
+            if state is not None:
+                state.task = asyncio.get_running_loop().create_task(
+                    reconcile_sandbox(state, runtime, key, trigger="sweep")
+                )
 
 
 EXPECTATION_SECONDS = 30.0
-INDEX_OF_KIND = {
-    c.ChildKind.POD: "sandbox_pods",
-    c.ChildKind.NETWORK_POLICY: "sandbox_policies",
-    c.ChildKind.SERVICE: "sandbox_services",
-    c.ChildKind.PVC: "sandbox_pvcs",
-}
 
 
 def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
-    """The child as the index has it, else as we just created (or found) it (for a short while)."""
-    seen = state_in(state.indices[INDEX_OF_KIND[kind]], key)
+    """The child as the watch has it, else as we just created (or found) it (for a short while)."""
+    seen = WATCHED.children[kind].get(key)
     expected = state.expected.get(kind)
     if seen is not None or expected is None or time.monotonic() - expected[1] > EXPECTATION_SECONDS:
         state.expected.pop(kind, None)
@@ -226,11 +246,11 @@ def _record(state: SandboxState, body: Mapping[str, Any], plan: Plan) -> None:
 async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> PassResult:
     """One pass for one Sandbox: observe, decide (pure), act, write the status, post the Events."""
     body = state.body
-    if body is None or not state.indices:
+    if body is None:
         return PassResult()
 
     def load() -> SandboxObject | InvalidSandbox:
-        defaults = sandbox_defaults(state.indices["tenant_lifetimes"], key[0], runtime.defaults)
+        defaults = sandbox_defaults(TENANT_LIFETIMES.get, key[0], runtime.defaults)
         sandbox = load_sandbox(body, defaults)
         state.secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
         return sandbox
@@ -269,49 +289,59 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
 
 @kopf.on.event("sandbox-operator.io", "v1alpha1", "sandboxes")
 async def sandbox_changed(
-    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    """Any change to a Sandbox (including its activity annotation): reconcile it."""
-    state, namespace = _state(memo), namespace or ""
+    """Any change to a Sandbox (including its activity annotation): reconcile it. The echo of our own status write
+    (a body no newer than the one that write returned) changes nothing and is not looked at again."""
+    state, key = _state(memo), (namespace or "", name)
     if event["type"] == "DELETED":
         state.forget()
+        WATCHED.sandboxes.pop(key, None)
         if state.phase is not None:
-            metrics.SANDBOXES.labels(namespace, state.phase).dec()
+            metrics.SANDBOXES.labels(key[0], state.phase).dec()
             state.phase = None
         return
-    state.indices = {k: kwargs[k] for k in (*INDEX_OF_KIND.values(), "tenant_lifetimes")}
+    WATCHED.sandboxes[key] = state
+    if state.body is not None and resource_version(body) <= resource_version(state.body):
+        metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
+        return
     state.remember(body)
-    await reconcile_sandbox(state, memo["runtime"], (namespace, name), trigger="sandbox")
+    await reconcile_sandbox(state, memo["runtime"], key, trigger="sandbox")
 
 
 async def _child_changed(
-    namespace: str | None, body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str
+    kind: c.ChildKind, event: kopf.RawEvent, namespace: str | None, body: Mapping[str, Any], memo: Any, trigger: str
 ) -> None:
-    key = _child_key(namespace, body)
-    state = state_in(indices["sandbox_states"], key)
+    key, uid = _child_key(namespace, body), str(body["metadata"].get("uid", ""))
+    store = WATCHED.children[kind]
+    if event["type"] == "DELETED":
+        store.remove(key, uid)
+    else:
+        store.put(key, uid, _summary(kind, body))
+    state = WATCHED.sandboxes.get(key)
     if state is not None:
         await reconcile_sandbox(state, memo["runtime"], key, trigger=trigger)
 
 
 @kopf.on.event("pods", when=is_sandbox_child)
-async def pod_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def pod_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A sandbox pod changed (scheduled, started, ready, failed, tampered with, gone): reconcile its Sandbox."""
-    await _child_changed(namespace, body, memo, kwargs, "pod")
+    await _child_changed(c.ChildKind.POD, event, namespace, body, memo, "pod")
 
 
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_sandbox_child)
-async def policy_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def policy_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A sandbox NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(namespace, body, memo, kwargs, "networkpolicy")
+    await _child_changed(c.ChildKind.NETWORK_POLICY, event, namespace, body, memo, "networkpolicy")
 
 
 @kopf.on.event("services", when=is_sandbox_child)
-async def service_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def service_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A sandbox Service changed or vanished: put it back."""
-    await _child_changed(namespace, body, memo, kwargs, "service")
+    await _child_changed(c.ChildKind.SERVICE, event, namespace, body, memo, "service")
 
 
 @kopf.on.event("persistentvolumeclaims", when=is_sandbox_child)
-async def pvc_changed(namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def pvc_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A sandbox workspace PVC changed or vanished."""
-    await _child_changed(namespace, body, memo, kwargs, "pvc")
+    await _child_changed(c.ChildKind.PVC, event, namespace, body, memo, "pvc")

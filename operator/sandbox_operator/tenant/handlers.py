@@ -21,8 +21,9 @@ import kopf
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import status_changed
 from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStatus, load_tenant
+from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, prime
 from sandbox_operator.k8s.client import Kube, KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair, state_in
+from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
 from sandbox_operator.tenant.decide import (
@@ -57,17 +58,29 @@ def _state(memo: Any) -> TenantState:
     return object_state(memo, "tenant", TenantState)
 
 
-@kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
-def tenant_states(name: str, memo: Any, **_: Any) -> dict[str, TenantState]:
-    """Each Tenant's shared state by name, so that events of its objects can wake it."""
-    return {name: _state(memo)}
+# Each Tenant's shared state by name, so that events of its objects can wake it; entries go with DELETED events.
+TENANTS: dict[str, TenantState] = {}
+# Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``: filled
+# before Kopf watches anything (``fill_lifetimes``), so no Sandbox is ever decided without its Tenant's rules.
+TENANT_LIFETIMES: Store[str, TenantLifetime] = Store()
 
 
-@kopf.index(c.GROUP, c.VERSION, c.TENANT_PLURAL)
-def tenant_lifetimes(spec: kopf.Spec, **_: Any) -> dict[str, TenantLifetime]:
-    """Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``."""
-    namespace = spec.get("namespace")
-    return {namespace: TenantLifetime.from_spec(spec)} if isinstance(namespace, str) and namespace else {}
+def tenant_namespace(body: Mapping[str, Any]) -> str | None:
+    """The namespace a Tenant's body names, if it names one."""
+    namespace = (body.get("spec") or {}).get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else None
+
+
+def _lifetime(body: Mapping[str, Any]) -> TenantLifetime:
+    return TenantLifetime.from_spec(body.get("spec") or {})
+
+
+@kopf.on.startup()
+async def fill_lifetimes(memo: Any, **_: Any) -> None:
+    """One LIST of Tenants before Kopf watches anything (k8s.cache says why this is not a Kopf index). Runs after
+    ``operator.start`` (registered first), which made the runtime."""
+    await prime(TENANT_LIFETIMES, memo["runtime"].kube, c.TENANT_KIND, [], key=tenant_namespace, summary=_lifetime)
+    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, TENANT_LIFETIMES.sweep)
 
 
 # --- observe, decide, act -----------------------------------------------------------------------------------------
@@ -173,10 +186,16 @@ async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -
 @kopf.on.event(c.GROUP, c.VERSION, c.TENANT_PLURAL)
 async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Any change to a Tenant: reconcile it. On deletion only stop: the garbage collector removes its objects."""
-    state = _state(memo)
+    state, uid, namespace = _state(memo), body["metadata"]["uid"], tenant_namespace(body)
     if event["type"] == "DELETED":
         state.forget()
+        TENANTS.pop(body["metadata"]["name"], None)
+        if namespace is not None:
+            TENANT_LIFETIMES.remove(namespace, uid)
         return
+    TENANTS[body["metadata"]["name"]] = state
+    if namespace is not None:
+        TENANT_LIFETIMES.put(namespace, uid, _lifetime(body))
     state.remember(body)
     await reconcile_tenant(state, memo["runtime"], trigger="tenant")
 
@@ -186,43 +205,44 @@ def is_tenant_child(body: kopf.Body, **_: Any) -> bool:
     return owning_tenant(body) is not None
 
 
-async def _child_changed(body: Mapping[str, Any], memo: Any, indices: Mapping[str, Any], trigger: str) -> None:
-    state = state_in(indices["tenant_states"], owning_tenant(body))
+async def _child_changed(body: Mapping[str, Any], memo: Any, trigger: str) -> None:
+    owner = owning_tenant(body)
+    state = TENANTS.get(owner) if owner is not None else None
     if state is not None:
         await reconcile_tenant(state, memo["runtime"], trigger=trigger)
 
 
 @kopf.on.event("namespaces", when=is_tenant_child)
-async def tenant_namespace_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_namespace_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant namespace changed or is going away: reconcile its Tenant."""
-    await _child_changed(body, memo, kwargs, "tenant-namespace")
+    await _child_changed(body, memo, "tenant-namespace")
 
 
 @kopf.on.event("resourcequotas", when=is_tenant_child)
-async def tenant_quota_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_quota_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant ResourceQuota changed (usually its usage): refresh the Tenant's status, grant access once computed."""
-    await _child_changed(body, memo, kwargs, "tenant-quota")
+    await _child_changed(body, memo, "tenant-quota")
 
 
 @kopf.on.event("limitranges", when=is_tenant_child)
-async def tenant_limit_range_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_limit_range_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant LimitRange changed or vanished: put it back."""
-    await _child_changed(body, memo, kwargs, "tenant-limitrange")
+    await _child_changed(body, memo, "tenant-limitrange")
 
 
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_tenant_child)
-async def tenant_policy_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_policy_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant's default-deny NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(body, memo, kwargs, "tenant-networkpolicy")
+    await _child_changed(body, memo, "tenant-networkpolicy")
 
 
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", when=is_tenant_child)
-async def tenant_role_binding_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_role_binding_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant RoleBinding (access to Sandboxes, or exec) changed or vanished: put it back."""
-    await _child_changed(body, memo, kwargs, "tenant-rolebinding")
+    await _child_changed(body, memo, "tenant-rolebinding")
 
 
 @kopf.on.event("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", when=is_tenant_child)
-async def tenant_policy_binding_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def tenant_policy_binding_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tenant's admission policy binding changed or vanished: put it back."""
-    await _child_changed(body, memo, kwargs, "tenant-policybinding")
+    await _child_changed(body, memo, "tenant-policybinding")
