@@ -26,6 +26,9 @@ class Runtime:
 
     kube: Kube
     defaults: OperatorDefaults
+    # Settings.status_settle_seconds and Settings.progress_events (as written, these defaults write and post all).
+    status_settle_seconds: float = 0.0
+    progress_events: bool = True
 
 
 @kopf.on.startup()
@@ -35,6 +38,8 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo["runtime"] = Runtime(
         kube=await Kube.connect(),
         defaults=operator_defaults(config),
+        status_settle_seconds=config.status_settle_seconds,
+        progress_events=config.progress_events,
     )
     metrics.serve(config.metrics_port)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition

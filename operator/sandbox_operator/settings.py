@@ -67,6 +67,18 @@ class Settings(BaseSettings):
         description="Seconds a replica's peering record stays valid without a keep-alive: after a crash, "
         "the worst-case time until a standby takes over.",
     )
+    status_settle_seconds: float = Field(
+        default=2.0, ge=0, le=60,
+        description="How long a Sandbox's in-progress status (pod pending, container creating) may wait before it is "
+        "written: a status that replaces it within that time (Ready, usually) is written instead, one write where "
+        "there would be two or three. Failures, Ready, expiry and suspension are written at once. 0: every change "
+        "at once.",
+    )
+    progress_events: bool = Field(
+        default=False,
+        description="Also post Normal Events for the normal path (Created, Ready); failures, expiry, suspension, "
+        "resumption and repairs always get theirs.",
+    )
     pod_name: str = Field(
         default="", description="This replica's pod name; when PRIORITY is unset, the priority is derived from it."
     )

@@ -31,7 +31,9 @@ def test_standby_takes_over_after_the_active_replica_is_killed_and_nothing_is_ha
     cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
 ) -> None:
     with cluster_peering(api) as peering:
-        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
+        # Ready Events on (off by default) show whether a Sandbox was handled twice.
+        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME),
+                    "PROGRESS_EVENTS": "true"}
         active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
         standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
         active.start()

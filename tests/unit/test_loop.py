@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,11 +15,20 @@ import pytest
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import SandboxStatus
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, reconcile
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
-from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, WATCHED, SandboxState, _child, _create, _expect
+from sandbox_operator.sandbox.handlers import (
+    EXPECTATION_SECONDS,
+    WATCHED,
+    SandboxState,
+    _child,
+    _create,
+    _expect,
+    _settling,
+)
 from sandbox_operator.sandbox.render import render_network_policy
 from tests.unit.builders import sandbox
 
@@ -208,3 +218,42 @@ def test_an_expectation_the_watch_never_confirms_lapses() -> None:
     summary, made = state.expected[c.ChildKind.POD]
     state.expected[c.ChildKind.POD] = (summary, made - EXPECTATION_SECONDS - 1)
     assert _child(state, key, c.ChildKind.POD) is None
+
+
+def _status(phase: str, reason: str) -> dict[str, Any]:
+    """A status as the operator writes it (SandboxStatus.to_dict)."""
+    ready = {"type": "Ready", "status": "True" if phase == "Ready" else "False", "reason": str(reason),
+             "message": str(reason), "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    return SandboxStatus.model_validate({"phase": phase, "conditions": [ready]}).to_dict()
+
+
+def test_an_in_progress_status_waits_for_the_one_that_replaces_it_but_no_longer_than_the_settle_time() -> None:
+    runtime = Runtime(kube=None, defaults=sandbox().defaults, status_settle_seconds=2.0)  # type: ignore[arg-type]
+    state = SandboxState()
+    creating = _status("Pending", c.Reason.POD_MISSING)
+    until = _settling(state, runtime, {}, creating)
+    assert until is not None and 1.9 < until - time.monotonic() <= 2.0
+    # A later in-progress status keeps the first one's deadline; once it has passed, it is written.
+    assert _settling(state, runtime, {}, _status("Pending", c.Reason.CONTAINER_CREATING)) == until
+    state.settling_since = time.monotonic() - 2.0
+    assert _settling(state, runtime, {}, _status("Pending", c.Reason.CONTAINER_CREATING)) is None
+    assert state.settling_since is None
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ({}, _status("Ready", c.Reason.POD_READY)),  # Ready: at once
+    (_status("Pending", c.Reason.POD_PENDING), _status("Pending", c.Reason.QUOTA_EXCEEDED)),  # a refusal
+    (_status("Ready", c.Reason.POD_READY), _status("Pending", c.Reason.POD_MISSING)),  # a lost pod
+    (_status("Pending", c.Reason.POD_PENDING), _status("Failed", c.Reason.OOM_KILLED)),
+    (_status("Pending", c.Reason.POD_PENDING), _status("Pending", c.Reason.POD_PENDING)),  # nothing to write
+])
+def test_everything_but_progress_on_the_way_up_is_written_at_once(old: dict[str, Any], new: dict[str, Any]) -> None:
+    runtime = Runtime(kube=None, defaults=sandbox().defaults, status_settle_seconds=2.0)  # type: ignore[arg-type]
+    state = SandboxState(settling_since=time.monotonic())
+    assert _settling(state, runtime, old, new) is None
+    assert state.settling_since is None
+
+
+def test_a_settle_time_of_zero_writes_every_change() -> None:
+    runtime = Runtime(kube=None, defaults=sandbox().defaults)  # type: ignore[arg-type]
+    assert _settling(SandboxState(), runtime, {}, _status("Pending", c.Reason.POD_MISSING)) is None

@@ -47,7 +47,10 @@ class ObjectState:
     def remember(self, body: Mapping[str, Any]) -> None:
         """Keep the newest body seen, whether it came from the watch or from our own status write."""
         if self.body is None or resource_version(body) >= resource_version(self.body):
-            self.body = {key: body[key] for key in body}
+            # managedFields are often the biggest part of a body and no decision reads them.
+            self.body = {key: body[key] for key in body if key != "metadata"}
+            self.body["metadata"] = {key: value for key, value in (body.get("metadata") or {}).items()
+                                     if key != "managedFields"}
 
     def forget(self) -> None:
         """The object is gone: no more passes, no wake-up."""

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -63,6 +63,8 @@ class SandboxState(ObjectState):
     expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
     # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
+    # When an in-progress status began to wait for the status that replaces it (``_settling``).
+    settling_since: float | None = None
 
 
 def _state(memo: Any) -> SandboxState:
@@ -221,7 +223,11 @@ async def _apply(
     return None
 
 
-def _record(state: SandboxState, body: Mapping[str, Any], plan: Plan) -> None:
+# Events of the normal path, posted only with Settings.progress_events (Kopf posts each as one more API write).
+PROGRESS_EVENTS = frozenset({c.EventReason.CREATED, c.EventReason.READY})
+
+
+def _record(state: SandboxState, runtime: Runtime, body: Mapping[str, Any], plan: Plan) -> None:
     """Update metrics and post Events for the transitions the plan reports."""
     namespace = body["metadata"]["namespace"]
     phase = None if state.deleted else plan.status.get("phase")
@@ -233,7 +239,8 @@ def _record(state: SandboxState, body: Mapping[str, Any], plan: Plan) -> None:
         state.phase = phase
     old_status = body.get("status") or {}
     for event in plan.events:
-        kopf.event(body, type=event.type.value, reason=event.reason.value, message=event.message)  # type: ignore[arg-type]
+        if runtime.progress_events or event.reason not in PROGRESS_EVENTS:
+            kopf.event(body, type=event.type.value, reason=event.reason.value, message=event.message)  # type: ignore[arg-type]
         if event.reason is c.EventReason.READY and not old_status.get("startedAt"):
             created = optional_time(body["metadata"].get("creationTimestamp"))
             if created is not None:
@@ -274,12 +281,48 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         quota_retry = seconds_after(now, QUOTA_RETRY_SECONDS)
         requeue_at = quota_retry if requeue_at is None else min(requeue_at, quota_retry)
     state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
-    if status_changed(SandboxStatus, body.get("status"), plan.status):
+    settle_until = _settling(state, runtime, body.get("status") or {}, plan.status)
+    if settle_until is not None:
+        wake = now + timedelta(seconds=settle_until - time.monotonic())
+        requeue_at = wake if requeue_at is None else min(requeue_at, wake)
+    elif status_changed(SandboxStatus, body.get("status"), plan.status):
         updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
         if updated is not None:
             state.remember(updated)
-    _record(state, body, plan)
+    _record(state, runtime, body, plan)
     return PassResult(requeue_at=requeue_at, failed=failed, error=error)
+
+
+# The Ready reasons of a sandbox on its way up: a status saying only this may wait for the one that replaces it.
+PROGRESS_REASONS = frozenset({c.Reason.POD_MISSING, c.Reason.POD_PENDING, c.Reason.CONTAINER_CREATING,
+                              c.Reason.POD_NOT_READY})
+
+
+def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new: Mapping[str, Any]) -> float | None:
+    """When an in-progress status may still wait (a monotonic time), or None to write it now (or not at all).
+
+    A new Sandbox goes Pending (creating its pod), then pod pending, container creating, Ready within a second or
+    two: written as it happens that is three status writes, each echoed back by the watch. Only a status that says
+    "still on the way up" after one that said the same (or nothing) waits, at most ``status_settle_seconds`` from
+    the first such change; anything else (Ready, a failure, a lost pod, expiry, suspension) is written at once."""
+    conditions = new.get("conditions") or []
+    ready: Mapping[str, Any] = next((cond for cond in conditions if cond.get("type") == c.ConditionType.READY), {})
+    on_the_way_up = (
+        new.get("phase") == c.SandboxPhase.PENDING
+        and ready.get("reason") in PROGRESS_REASONS
+        and old.get("phase") in (None, c.SandboxPhase.PENDING)
+        and status_changed(SandboxStatus, old, new)
+    )
+    if not on_the_way_up or runtime.status_settle_seconds <= 0:
+        state.settling_since = None
+        return None
+    if state.settling_since is None:
+        state.settling_since = time.monotonic()
+    until = state.settling_since + runtime.status_settle_seconds
+    if time.monotonic() >= until:
+        state.settling_since = None
+        return None
+    return until
 
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
@@ -317,7 +360,11 @@ async def _child_changed(
     if event["type"] == "DELETED":
         store.remove(key, uid)
     else:
-        store.put(key, uid, _summary(kind, body))
+        summary, before = _summary(kind, body), store.items.get(key)
+        store.put(key, uid, summary)
+        if before == (uid, summary):
+            metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
+            return
     state = WATCHED.sandboxes.get(key)
     if state is not None:
         await reconcile_sandbox(state, memo["runtime"], key, trigger=trigger)
