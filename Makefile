@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NODE ?= fake
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help venv deps test unit lint cluster-test node-test demo cluster-up cluster-down cluster-status cluster-build \
-	manifests image image-import image-lock chart-sync helm clean
+	manifests image image-import image-lock chart-sync helm bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -85,6 +86,9 @@ chart-sync: venv ## copy crds/ and deploy/ into charts/sandbox-operator
 
 helm: venv ## build helm from its pinned Go module and print its path
 	@$(PY) -c "from localcluster.helm import helm_binary; print(helm_binary())"
+
+bench: venv ## issue 11 in one run: create->Ready, writes, CPU, RSS against direct pods and agent-sandbox; fill, restart, expiry (BENCH_ARGS=...)
+	$(PY) bench/fleet.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
 	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache .hypothesis
