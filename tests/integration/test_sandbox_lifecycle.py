@@ -150,8 +150,9 @@ def test_apply_creates_pod_and_policy_owned_by_the_sandbox(sandboxes: Sandboxes)
 
 def test_kubectl_wait_for_ready_succeeds_when_the_pod_runs(cluster: Cluster, sandboxes: Sandboxes) -> None:
     sandboxes.create(sandbox("waited"))
-    result = cluster.kubectl("wait", "--for=condition=Ready", "sandbox/waited", "-n", sandboxes.namespace,
-                             "--timeout=60s", check=False)
+    # Fully qualified: another project's CRD (agent-sandbox's, which bench/ installs) may also be called "sandboxes".
+    result = cluster.kubectl("wait", "--for=condition=Ready", f"{c.PLURAL}.{c.GROUP}/waited", "-n",
+                             sandboxes.namespace, "--timeout=60s", check=False)
     assert result.returncode == 0, result.stderr
     body = sandboxes.get("waited")
     assert body is not None
@@ -170,8 +171,12 @@ def test_the_normal_path_posts_no_events_by_default(sandboxes: Sandboxes) -> Non
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for second in range(3):
         sandboxes.touch("eventful", now + dt.timedelta(seconds=second))
-    wait_for(lambda: sandboxes.status("eventful").get("lastActivityAt") == rfc3339(now + dt.timedelta(seconds=2)),
-             what="the activity annotation to reach status")
+    try:
+        wait_for(lambda: sandboxes.status("eventful").get("lastActivityAt") == rfc3339(now + dt.timedelta(seconds=2)),
+                 what="the activity annotation to reach status")
+    except BaseException:
+        print("DEBUG", sandboxes.get("eventful"))
+        raise
     assert sandboxes.events("eventful") == []
 
 

@@ -174,7 +174,8 @@ async def test_a_taken_name_held_by_the_sandbox_is_observed_as_it_is() -> None:
     live = {**policy, "spec": {**policy["spec"], "egress": [{}]}}
     state = SandboxState()
     runtime = Runtime(kube=FakeKube(live), defaults=sbx.defaults)  # type: ignore[arg-type]
-    refusal = await _create(runtime, state, sbx.uid, policy)
+    refusal = await _create(runtime, state, sbx.uid, policy, look_first=False)
+    assert state.found
     assert refusal is None
     summary, _ = state.expected[c.ChildKind.NETWORK_POLICY]
     assert summary.owned is not None and summary.owned["spec"]["egress"] == [{}]  # type: ignore[union-attr]
@@ -186,7 +187,7 @@ async def test_a_taken_name_held_by_another_object_is_a_conflict() -> None:
     policy = render_network_policy(sbx)
     foreign = {**policy, "metadata": {**policy["metadata"], "ownerReferences": []}}
     runtime = Runtime(kube=FakeKube(foreign), defaults=sbx.defaults)  # type: ignore[arg-type]
-    refusal = await _create(runtime, SandboxState(), sbx.uid, policy)
+    refusal = await _create(runtime, SandboxState(), sbx.uid, policy, look_first=True)
     assert refusal is not None and refusal.name_conflict is not None
     assert "never adopted" in refusal.name_conflict
 
@@ -245,7 +246,6 @@ def test_an_in_progress_status_waits_for_the_one_that_replaces_it_but_no_longer_
     (_status("Pending", c.Reason.POD_PENDING), _status("Pending", c.Reason.QUOTA_EXCEEDED)),  # a refusal
     (_status("Ready", c.Reason.POD_READY), _status("Pending", c.Reason.POD_MISSING)),  # a lost pod
     (_status("Pending", c.Reason.POD_PENDING), _status("Failed", c.Reason.OOM_KILLED)),
-    (_status("Pending", c.Reason.POD_PENDING), _status("Pending", c.Reason.POD_PENDING)),  # nothing to write
 ])
 def test_everything_but_progress_on_the_way_up_is_written_at_once(old: dict[str, Any], new: dict[str, Any]) -> None:
     runtime = Runtime(kube=None, defaults=sandbox().defaults, status_settle_seconds=2.0)  # type: ignore[arg-type]

@@ -65,6 +65,8 @@ class SandboxState(ObjectState):
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
     # When an in-progress status began to wait for the status that replaces it (``_settling``).
     settling_since: float | None = None
+    # This pass found a child it was about to create (``_create``).
+    found: bool = False
 
 
 def _state(memo: Any) -> SandboxState:
@@ -175,37 +177,47 @@ class Refusal:
     name_conflict: str | None = None
 
 
-async def _create(runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any]) -> Refusal | None:
-    """Create a child; if its name is taken, look: ours is observed as it is, another object's is a conflict."""
+async def _create(
+    runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any], *, look_first: bool
+) -> Refusal | None:
+    """Create a child; if its name is taken, look: ours is observed as it is (and ``state.found`` set: the plan was
+    made without it), another object's is a conflict. ``look_first``: read before creating, for a Sandbox that had
+    its children before (after a takeover the watch may not have shown them yet; a read is no write)."""
     kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
-    try:
-        if await runtime.kube.create(kind, manifest):
-            _expect(state, kind, manifest)
-            return None
-    except KubeError as error:
-        if error.transient:
-            raise
-        return Refusal(quota_error=error.message) if error.quota_exceeded else Refusal(create_error=error.message)
-    live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"])
+    live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
-        return None  # gone again meanwhile: the next pass creates it
+        try:
+            if await runtime.kube.create(kind, manifest):
+                _expect(state, kind, manifest)
+                return None
+        except KubeError as error:
+            if error.transient:
+                raise
+            return Refusal(quota_error=error.message) if error.quota_exceeded else Refusal(create_error=error.message)
+        live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"])
+        if live is None:
+            return None  # gone again meanwhile: the next pass creates it
     if not owned_by(live, uid):
         message = f"{kind} {meta['name']} already exists and this Sandbox does not own it; it is never adopted"
         return Refusal(name_conflict=message)
     _expect(state, kind, live)
+    state.found = True
     return None
 
 
 async def _apply(
-    runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], uid: str, plan: Plan, now: datetime
+    runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], body: Mapping[str, Any], plan: Plan,
+    now: datetime,
 ) -> Refusal | None:
     """Carry out the plan's actions in order; stop at a create the API server refused for good, or at a name taken
-    by an object the Sandbox does not own, and return why (as Observed fields)."""
+    by an object the Sandbox does not own, and return why (as Observed fields); stop too when a child to create was
+    there already (``state.found``): the rest of the plan was made without it."""
     namespace, name = sandbox_key
+    uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions"))
     for action in plan.actions:
         if isinstance(action, CreateChild):
-            refusal = await _create(runtime, state, uid, action.manifest)
-            if refusal is not None:
+            refusal = await _create(runtime, state, uid, action.manifest, look_first=established)
+            if refusal is not None or state.found:
                 return refusal
         elif isinstance(action, UpdateChild):
             kind = c.ChildKind(action.manifest["kind"])
@@ -265,7 +277,13 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     now = datetime.now(UTC)
     observed = _observe(state, key, now)
     plan, error = decide_safely(load, body, observed, now)
-    refused = await _apply(runtime, state, key, body["metadata"]["uid"], plan, now)
+    state.found = False
+    refused = await _apply(runtime, state, key, body, plan, now)
+    if state.found and refused is None:
+        # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
+        # any status or Event comes of a plan made without it.
+        state.dirty = True
+        return PassResult()
     failed = "decide" if error is not None else None
     if refused is not None:
         # Report why, then look again: quota frees up, a refused spec may be fixed by a new generation.
@@ -281,16 +299,28 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         quota_retry = seconds_after(now, QUOTA_RETRY_SECONDS)
         requeue_at = quota_retry if requeue_at is None else min(requeue_at, quota_retry)
     state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
-    settle_until = _settling(state, runtime, body.get("status") or {}, plan.status)
+    changed = status_changed(SandboxStatus, body.get("status"), plan.status)
+    settle_until = _settling(state, runtime, body.get("status") or {}, plan.status) if changed else None
     if settle_until is not None:
         wake = now + timedelta(seconds=settle_until - time.monotonic())
         requeue_at = wake if requeue_at is None else min(requeue_at, wake)
-    elif status_changed(SandboxStatus, body.get("status"), plan.status):
+    elif changed:
         updated = await runtime.kube.patch_status(key[0], key[1], body.get("status") or {}, plan.status)
         if updated is not None:
             state.remember(updated)
+            if _decision_inputs(updated) != _decision_inputs(body):
+                # Changed by someone else since the body this pass decided on (an activity bump): the watch event of
+                # that change is no newer than this answer and is skipped, so decide again now.
+                state.dirty = True
     _record(state, runtime, body, plan)
     return PassResult(requeue_at=requeue_at, failed=failed, error=error)
+
+
+def _decision_inputs(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a Sandbox's body, besides its status, a decision reads."""
+    meta = body.get("metadata") or {}
+    return (body.get("spec"), meta.get("annotations"), meta.get("labels"), meta.get("deletionTimestamp"),
+            meta.get("generation"))
 
 
 # The Ready reasons of a sandbox on its way up: a status saying only this may wait for the one that replaces it.
@@ -299,7 +329,7 @@ PROGRESS_REASONS = frozenset({c.Reason.POD_MISSING, c.Reason.POD_PENDING, c.Reas
 
 
 def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new: Mapping[str, Any]) -> float | None:
-    """When an in-progress status may still wait (a monotonic time), or None to write it now (or not at all).
+    """When the changed status ``new`` may still wait (a monotonic time), or None to write it now.
 
     A new Sandbox goes Pending (creating its pod), then pod pending, container creating, Ready within a second or
     two: written as it happens that is three status writes, each echoed back by the watch. Only a status that says
@@ -311,7 +341,6 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
         new.get("phase") == c.SandboxPhase.PENDING
         and ready.get("reason") in PROGRESS_REASONS
         and old.get("phase") in (None, c.SandboxPhase.PENDING)
-        and status_changed(SandboxStatus, old, new)
     )
     if not on_the_way_up or runtime.status_settle_seconds <= 0:
         state.settling_since = None
@@ -339,7 +368,8 @@ async def sandbox_changed(
     state, key = _state(memo), (namespace or "", name)
     if event["type"] == "DELETED":
         state.forget()
-        WATCHED.sandboxes.pop(key, None)
+        if WATCHED.sandboxes.get(key) is state:  # not a newer Sandbox of the same name
+            del WATCHED.sandboxes[key]
         if state.phase is not None:
             metrics.SANDBOXES.labels(key[0], state.phase).dec()
             state.phase = None

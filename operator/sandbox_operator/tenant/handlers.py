@@ -189,7 +189,8 @@ async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: 
     state, uid, namespace = _state(memo), body["metadata"]["uid"], tenant_namespace(body)
     if event["type"] == "DELETED":
         state.forget()
-        TENANTS.pop(body["metadata"]["name"], None)
+        if TENANTS.get(body["metadata"]["name"]) is state:  # not a newer Tenant of the same name
+            del TENANTS[body["metadata"]["name"]]
         if namespace is not None:
             TENANT_LIFETIMES.remove(namespace, uid)
         return
