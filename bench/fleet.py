@@ -149,10 +149,11 @@ class Expiry:
 class Fill:
     size: int
     created: int
-    seconds: float
+    submitted: float  # seconds the bench took to send the creates
+    seconds: float  # first create to last Ready
     missing: int
-    rss: float
-    rss_empty: float
+    rss: float = math.nan
+    rss_empty: float = math.nan
     restart: Restart | None = None
     expiry: Expiry | None = None
 
@@ -171,6 +172,7 @@ class Run:
     watches: list[ReadyWatch] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)  # phases during which another sandbox controller ran
+    patience: float = 300.0
 
     def namespace(self, suffix: str) -> str:
         name = f"fleet-{self.tag}-{suffix}"
@@ -196,9 +198,26 @@ class Run:
     def note_others(self, label: str) -> None:
         """Remember it when another sandbox controller runs here: its work would show in this phase's figures."""
         others = foreign_controllers(self.own_pids())
-        if others:
+        if others and label not in self.overlaps:
             print(f"    WARNING: another sandbox controller runs during {label}: {'; '.join(others)}", flush=True)
             self.overlaps.append(label)
+
+    def wait_for_others(self, label: str) -> None:
+        """Before a phase: wait (up to ``patience`` s) until no other sandbox controller has run for 10 s. A
+        cluster-wide one would also reconcile this bench's objects, fighting ours over them."""
+        deadline, quiet_since, told = time.monotonic() + self.patience, time.monotonic(), False
+        while time.monotonic() < deadline:
+            others = foreign_controllers(self.own_pids())
+            if others:
+                quiet_since = time.monotonic()
+                if not told:
+                    print(f"    waiting up to {self.patience:.0f} s for another sandbox controller to exit: "
+                          f"{'; '.join(others)}", flush=True)
+                    told = True
+            elif time.monotonic() - quiet_since >= (10 if told else 0):
+                return
+            time.sleep(1)
+        self.note_others(label)
 
 
 def sandbox_body(name: str, lifetime: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -212,6 +231,7 @@ def sandboxes_path(namespace: str) -> str:
 
 def rendered_pod_spec(run: Run) -> dict[str, Any]:
     """The pod spec our operator renders for the bench's Sandbox, read from the pod it creates."""
+    run.wait_for_others("the pod spec probe")
     namespace = run.namespace("podspec")
     operator = run.operator(namespace)
     try:
@@ -227,6 +247,9 @@ def rendered_pod_spec(run: Run) -> dict[str, Any]:
     finally:
         operator.stop()
     spec: dict[str, Any] = json.loads(data)["spec"]
+    if spec.get("nodeSelector") != PLACEMENT:  # another operator, cluster-wide, got there first
+        raise RuntimeError(f"the probe pod was not rendered by the bench's operator: nodeSelector "
+                           f"{spec.get('nodeSelector')}, not {PLACEMENT}")
     for assigned in ("nodeName", "priority", "serviceAccount"):  # set by the scheduler and admission, not rendered
         spec.pop(assigned, None)
     return spec
@@ -263,17 +286,19 @@ def controllers(run: Run, pod_spec: dict[str, Any], peer: Path | None) -> list[C
 # --- phase 1: cold rounds --------------------------------------------------------------------------------------------
 
 
-def settle(pid: int | None) -> None:
+def settle(pid: int | None, timeout: float = 60) -> None:
     """Let trailing writes land: until the controller is quiet, and at least 2 s."""
     if pid is None:
         time.sleep(2)
-    elif wait_idle(pid, timeout=60) is None:
-        print("    (the controller did not go quiet within 60 s)", flush=True)
+    elif wait_idle(pid, timeout) is None:
+        print(f"    (the controller did not go quiet within {timeout:.0f} s)", flush=True)
 
 
 def cold_phase(run: Run, controller: Controller, round_number: int, count: int, workers: int,
                timeout: float) -> Phase:
     """Create ``count`` objects in a fresh namespace with only this controller running; measure it all."""
+    label = f"{controller.title} round {round_number}"
+    run.wait_for_others(label)
     namespace = run.namespace(f"{controller.key}-r{round_number}")
     path = controller.collection(namespace)
     watch = run.watch(path)
@@ -284,7 +309,6 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         if watch.wait_ready([WARMUP], 120):
             raise RuntimeError(f"{controller.title}: the warm-up object was not Ready in 120 s")
         settle(pid)
-        run.note_others(f"{controller.title} round {round_number}")
         rss_idle = rss_mib(pid) if pid else None
         cpu_before = cpu_seconds(pid) if pid else 0.0
         writes_before = apiserver_writes(run.cluster)
@@ -297,6 +321,7 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         cpu = cpu_seconds(pid) - cpu_before if pid else None
         rss_after = rss_mib(pid) if pid else None
         events = events_by_source(run.api, namespace, WARMUP)
+        run.note_others(label)
     finally:
         watch.close()
         if process is not None:
@@ -332,12 +357,13 @@ def fill_to(run: Run, namespace: str, watch: ReadyWatch, live: set[str], size: i
     wanted = [f"fill-{index:05d}" for index in range(made, made + max(0, size - len(live)))]
     started = time.monotonic()
     create_all(run.api, sandboxes_path(namespace), (sandbox_body(name) for name in wanted), workers)
+    submitted = time.monotonic() - started
     live.update(wanted)
     missing = watch.wait_ready(wanted, 120 + 0.5 * len(wanted))
     done = max((watch.ready[n].mono for n in wanted if n in watch.ready), default=started)
     if missing:
         run.failures.append(f"fill to {size}: {len(missing)} of {len(wanted)} never Ready")
-    return Fill(size, len(wanted), done - started, len(missing), 0.0, 0.0)
+    return Fill(size, len(wanted), submitted, done - started, len(missing))
 
 
 def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWatch, size: int) -> Restart:
@@ -416,23 +442,24 @@ def scale(run: Run, sizes: list[int], burst: int, expiring: int, workers: int, s
     fills = []
     try:
         for size in sizes:
-            run.note_others(f"the fill to {size}")
+            run.wait_for_others(f"the fill to {size}")
             fill = fill_to(run, namespace, watch, live, size, workers)
             assert operator.process is not None
-            settle(operator.process.pid)
+            settle(operator.process.pid, 60 + 0.02 * size)
             fill.rss, fill.rss_empty = rss_mib(operator.process.pid), rss_empty
-            print(f"  fill {size}: {fill.created} created and Ready in {fill.seconds:.1f}s; RSS {fill.rss:.1f} MiB",
-                  flush=True)
+            print(f"  fill {size}: {fill.created} created in {fill.submitted:.1f}s, all Ready in {fill.seconds:.1f}s;"
+                  f" RSS {fill.rss:.1f} MiB", flush=True)
             fill.restart = restart(run, operator, namespace, watch, size)
             live.add(f"new-{size:05d}")
             print(f"  restart at {size}: live {fill.restart.live:.2f}s, new Sandbox Ready {fill.restart.served:.2f}s,"
-                  f" quiet {fill.restart.idle:.1f}s, {fill.restart.cpu:.1f} CPU-s, "
+                  f" quiet {fill.restart.idle:.1f}s, {fill.restart.cpu:.1f} CPU-s, RSS {fill.restart.rss:.1f} MiB, "
                   f"{sum(fill.restart.writes.values())} writes", flush=True)
             print("    writes during the restart: " + restart_writes(fill.restart, share), flush=True)
             if burst or expiring:
                 fill.expiry = expiry_under_load(run, namespace, watch, live, size, burst, expiring, workers)
                 print(f"  expiry at {size}: deletion late p50/p99/max {expiry_cell(fill.expiry)}; burst create->Ready "
                       f"p50/p99 {burst_cell(fill.expiry)}", flush=True)
+            run.note_others(f"the fill to {size}")
             fills.append(fill)
     finally:
         operator.stop()
@@ -597,8 +624,9 @@ def scale_table(fills: list[Fill], share: float | None) -> None:
             f"{sum(r.writes.values())}" + (f" ({sum(r.writes.values()) - share:.1f})" if share is not None else "")]
         expiry_cells = ["-", "-"] if e is None else [expiry_cell(e), burst_cell(e)]
         rate = fill.created / max(fill.seconds, 1e-9)
-        cells = [str(fill.size), f"{fill.created} in {fill.seconds:.1f} s ({rate:.0f}/s)", f"{fill.rss:.1f} MiB",
-                 f"{per_sandbox:.1f} KiB", *restart_cells, *expiry_cells]
+        filled = f"{fill.created} in {fill.seconds:.1f} s ({rate:.0f}/s; sent in {fill.submitted:.1f} s)"
+        rss = f"{fill.rss:.1f} MiB" + (f" (restarted: {r.rss:.1f})" if r is not None else "")
+        cells = [str(fill.size), filled, rss, f"{per_sandbox:.1f} KiB", *restart_cells, *expiry_cells]
         print("| " + " | ".join(cells) + " |")
     notes = [f"at {fill.size}, {fill.expiry.stamp_mismatches} status.expiresAt differed from creation + ttlSeconds"
              for fill in fills if fill.expiry and fill.expiry.stamp_mismatches]
@@ -663,7 +691,6 @@ def measure(run: Run, args: argparse.Namespace, sizes: list[int], started: float
             install_peer_crds(run.cluster, files)
     add_nodes(run, max(sizes, default=0) + args.burst + 2 * args.count + 200)
     print(f"registered {len(run.nodes)} kwok node(s) of {PODS_PER_NODE} pods", flush=True)
-    run.note_others("the start")
     pod_spec = rendered_pod_spec(run)
     print(f"pod spec: copied from the pod sandbox-operator rendered, nodeSelector {pod_spec.get('nodeSelector')}",
           flush=True)
@@ -705,6 +732,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4, help="creating threads in the cold rounds (default 4)")
     parser.add_argument("--fill-workers", type=int, default=16, help="creating threads for fills and bursts")
     parser.add_argument("--timeout", type=float, default=180, help="seconds for a cold round's objects to be Ready")
+    parser.add_argument("--wait-others", type=float, default=300,
+                        help="before each phase, seconds to wait for other sandbox controllers to exit (default 300)")
     args = parser.parse_args()
     sizes = [] if args.skip_scale else sorted({int(size) for size in args.fill.split(",") if size.strip()})
 
@@ -716,7 +745,8 @@ def main() -> int:
     cluster = connect(start=True)
     install_crds(cluster)
     with tempfile.TemporaryDirectory(prefix="fleet-") as scratch:
-        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch))
+        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch),
+                  patience=args.wait_others)
         try:
             return measure(run, args, sizes, started)
         except KeyboardInterrupt:
