@@ -66,3 +66,13 @@ def test_kopf_runs_the_cache_filling_start_up_handlers_after_the_runtime_is_made
     startup = [handler.fn.__name__ for handler in registry._activities.get_handlers(activity=causes.Activity.STARTUP)]
     assert startup.index("start") < startup.index("fill_lifetimes") < startup.index("fill_caches")
     assert not registry._indexing.get_all_handlers()
+
+
+def test_kopf_marks_the_objects_of_its_listing_with_an_event_type_of_none() -> None:
+    """Pinned Kopf behaviour: sandbox.handlers runs the passes of listed Sandboxes (event type None) a few at a time,
+    so that new ones are served first after a restart or takeover."""
+    import inspect
+
+    from kopf._cogs.clients import watching
+
+    assert "yield {'type': None, 'object': obj}" in inspect.getsource(watching.continuous_watch)

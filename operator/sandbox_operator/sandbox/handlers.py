@@ -379,7 +379,16 @@ async def sandbox_changed(
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
     state.remember(body)
-    await reconcile_sandbox(state, memo["runtime"], key, trigger="sandbox")
+    if event["type"] is None:  # Kopf's listing (start-up, takeover): existing Sandboxes, a few at a time
+        async with LISTED_PASSES:
+            await reconcile_sandbox(state, memo["runtime"], key, trigger="listing")
+    else:
+        await reconcile_sandbox(state, memo["runtime"], key, trigger="sandbox")
+
+
+# Passes for the Sandboxes a (re)start finds run this many at a time: a new Sandbox, an expiry or a pod's change
+# never waits behind thousands of them (with 10,000 Sandboxes the listing alone is tens of seconds of passes).
+LISTED_PASSES = asyncio.Semaphore(4)
 
 
 async def _child_changed(
