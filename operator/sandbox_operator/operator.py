@@ -20,6 +20,20 @@ from sandbox_operator.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+# The kinds the operator watches only as children of its own objects. Not namespaces (few, and Kopf's own namespace
+# observer would take the selector too, and then miss the namespaces it is told to serve).
+WATCHED_CHILDREN: tuple[str | tuple[str, str], ...] = (
+    "pods",
+    "services",
+    "persistentvolumeclaims",
+    ("networking.k8s.io", "networkpolicies"),
+    "resourcequotas",
+    "limitranges",
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+)
+
+
 @dataclass
 class Runtime:
     """Operator-wide objects, shared by every handler through the global memo."""
@@ -48,6 +62,12 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # Every child (a Sandbox's pod, policy, Service, claim; a Tenant's objects) carries the managed-by label: the API
+    # server sends only those (a cluster's other pods are never sent, parsed or kept). A child whose label is removed
+    # leaves the watch as DELETED; its owner then reads it and puts it right.
+    for resource in WATCHED_CHILDREN:
+        settings.watching.label_selectors[resource] = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+    settings.watching.chunk_size = 500  # the listing a page at a time: no 10,000-object response in memory at once
     settings.peering.name = config.peering_name
     settings.peering.priority = config.peering_priority
     settings.peering.lifetime = config.peering_lifetime

@@ -177,7 +177,8 @@ async def test_a_taken_name_held_by_the_sandbox_is_observed_as_it_is() -> None:
     refusal = await _create(runtime, state, sbx.uid, policy, look_first=False)
     assert state.found
     assert refusal is None
-    summary, _ = state.expected[c.ChildKind.NETWORK_POLICY]
+    summary, _, read = state.expected[c.ChildKind.NETWORK_POLICY]
+    assert read  # known from a read: looked at again soon
     assert summary.owned is not None and summary.owned["spec"]["egress"] == [{}]  # type: ignore[union-attr]
 
 
@@ -216,8 +217,8 @@ def test_an_expectation_the_watch_never_confirms_lapses() -> None:
     key = (sbx.namespace, sbx.name)
     state = SandboxState()
     _expect(state, c.ChildKind.POD, render_network_policy(sbx) | {"kind": "Pod"})
-    summary, made = state.expected[c.ChildKind.POD]
-    state.expected[c.ChildKind.POD] = (summary, made - EXPECTATION_SECONDS - 1)
+    summary, made, _ = state.expected[c.ChildKind.POD]
+    state.expected[c.ChildKind.POD] = (summary, made - EXPECTATION_SECONDS - 1, False)
     assert _child(state, key, c.ChildKind.POD) is None
 
 

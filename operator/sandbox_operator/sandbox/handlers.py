@@ -60,13 +60,16 @@ class SandboxState(ObjectState):
     phase: str | None = None
     # Children we created that the watch has not shown yet: without this, a reconcile in that window
     # would create them again (a harmless but wasted 409).
-    expected: dict[str, tuple[PodSummary | ChildSummary, float]] = field(default_factory=dict)
+    # (summary, when, read): ``read`` when it came from a GET of an object the watch may never show (its managed-by
+    # label removed), so the pass that used it looks again soon (``READ_RECHECK_SECONDS``).
+    expected: dict[str, tuple[PodSummary | ChildSummary, float, bool]] = field(default_factory=dict)
     # Activity times beyond now (plus skew) and when they were first seen: each counts as activity at that moment.
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
     # When an in-progress status began to wait for the status that replaces it (``_settling``).
     settling_since: float | None = None
-    # This pass found a child it was about to create (``_create``).
+    # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
     found: bool = False
+    unwatched: bool = False
 
 
 def _state(memo: Any) -> SandboxState:
@@ -134,6 +137,9 @@ def _sweep(runtime: Runtime) -> None:
 
 
 EXPECTATION_SECONDS = 30.0
+# A child known only from a read (the watch does not show it, e.g. its label was removed) is looked at again this
+# often: its deletion would never come as an event.
+READ_RECHECK_SECONDS = 1.0
 
 
 def _child(state: SandboxState, key: tuple[str, str], kind: c.ChildKind) -> Any:
@@ -150,8 +156,8 @@ def _summary(kind: c.ChildKind, body: Mapping[str, Any]) -> PodSummary | ChildSu
     return PodSummary.from_body(body) if kind is c.ChildKind.POD else ChildSummary.from_body(body)
 
 
-def _expect(state: SandboxState, kind: c.ChildKind, body: Mapping[str, Any]) -> None:
-    state.expected[kind] = (_summary(kind, body), time.monotonic())
+def _expect(state: SandboxState, kind: c.ChildKind, body: Mapping[str, Any], *, read: bool = False) -> None:
+    state.expected[kind] = (_summary(kind, body), time.monotonic(), read)
 
 
 def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observed:
@@ -200,7 +206,7 @@ async def _create(
     if not owned_by(live, uid):
         message = f"{kind} {meta['name']} already exists and this Sandbox does not own it; it is never adopted"
         return Refusal(name_conflict=message)
-    _expect(state, kind, live)
+    _expect(state, kind, live, read=True)
     state.found = True
     return None
 
@@ -226,8 +232,10 @@ async def _apply(
             if action.repair:
                 record_repair(state, kind, now)
         elif isinstance(action, DeleteChild):
-            state.expected.pop(action.kind, None)
+            read = state.expected.pop(action.kind, (None, 0.0, False))[2]
             await runtime.kube.delete(action.kind, namespace, action.name)
+            if read or WATCHED.children[action.kind].get(sandbox_key) is None:
+                state.unwatched = True  # its going will not come as an event
             if action.repair:
                 record_repair(state, action.kind, now)
         elif isinstance(action, DeleteSandbox):
@@ -277,7 +285,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     now = datetime.now(UTC)
     observed = _observe(state, key, now)
     plan, error = decide_safely(load, body, observed, now)
-    state.found = False
+    state.found = state.unwatched = False
     refused = await _apply(runtime, state, key, body, plan, now)
     if state.found and refused is None:
         # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
@@ -299,6 +307,9 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         quota_retry = seconds_after(now, QUOTA_RETRY_SECONDS)
         requeue_at = quota_retry if requeue_at is None else min(requeue_at, quota_retry)
     state.first_seen = {moment: state.first_seen.get(moment, now) for moment in plan.future_activity}
+    if state.unwatched or any(read for _, _, read in state.expected.values()):
+        recheck = now + timedelta(seconds=READ_RECHECK_SECONDS)
+        requeue_at = recheck if requeue_at is None else min(requeue_at, recheck)
     changed = status_changed(SandboxStatus, body.get("status"), plan.status)
     settle_until = _settling(state, runtime, body.get("status") or {}, plan.status) if changed else None
     if settle_until is not None:
