@@ -109,6 +109,7 @@ class Phase:
     count: int
     latencies: list[float]
     server_latencies: list[float]
+    sent: float  # first create to last create sent
     seconds: float  # first create to last Ready
     missing: int
     writes: Counter[WriteKey]
@@ -246,6 +247,8 @@ def rendered_pod_spec(run: Run) -> dict[str, Any]:
             time.sleep(0.2)
     finally:
         operator.stop()
+    if delete_and_wait(run.api, f"/api/v1/namespaces/{namespace}", timeout=120):
+        run.namespaces.remove(namespace)
     spec: dict[str, Any] = json.loads(data)["spec"]
     if spec.get("nodeSelector") != PLACEMENT:  # another operator, cluster-wide, got there first
         raise RuntimeError(f"the probe pod was not rendered by the bench's operator: nodeSelector "
@@ -287,11 +290,25 @@ def controllers(run: Run, pod_spec: dict[str, Any], peer: Path | None) -> list[C
 
 
 def settle(pid: int | None, timeout: float = 60) -> None:
-    """Let trailing writes land: until the controller is quiet, and at least 2 s."""
+    """Let trailing work finish: until the controller is quiet, and at least 2 s."""
     if pid is None:
         time.sleep(2)
     elif wait_idle(pid, timeout) is None:
         print(f"    (the controller did not go quiet within {timeout:.0f} s)", flush=True)
+
+
+def settled_writes(cluster: Cluster, timeout: float = 30) -> Counter[WriteKey]:
+    """The API server's write counters once they stopped moving for a second (the scheduler's Events and kwok's
+    status patches trail the Ready the watch saw)."""
+    deadline = time.monotonic() + timeout
+    last = apiserver_writes(cluster)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = apiserver_writes(cluster)
+        if controller_writes(now - last) == Counter():
+            return now
+        last = now
+    return last
 
 
 def cold_phase(run: Run, controller: Controller, round_number: int, count: int, workers: int,
@@ -309,15 +326,16 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         if watch.wait_ready([WARMUP], 120):
             raise RuntimeError(f"{controller.title}: the warm-up object was not Ready in 120 s")
         settle(pid)
+        writes_before = settled_writes(run.cluster)
         rss_idle = rss_mib(pid) if pid else None
         cpu_before = cpu_seconds(pid) if pid else 0.0
-        writes_before = apiserver_writes(run.cluster)
         names = [f"{controller.key}-{index:05d}" for index in range(count)]
         submitted = create_all(run.api, path, (controller.body(name) for name in names), workers)
+        sent = max(submitted.values()) - min(submitted.values())
         missing = watch.wait_ready(names, timeout)
         ready = {name: watch.ready[name] for name in names if name in watch.ready}
         settle(pid)
-        writes = controller_writes(apiserver_writes(run.cluster) - writes_before)
+        writes = controller_writes(settled_writes(run.cluster) - writes_before)
         cpu = cpu_seconds(pid) - cpu_before if pid else None
         rss_after = rss_mib(pid) if pid else None
         events = events_by_source(run.api, namespace, WARMUP)
@@ -329,7 +347,7 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
     first = min(submitted.values())
     last = max((arrival.mono for arrival in ready.values()), default=first)
     server = [parse_time(a.stamp) - parse_time(a.created) for a in ready.values() if a.stamp and a.created]
-    phase = Phase(controller.key, count, [ready[n].mono - submitted[n] for n in ready], server, last - first,
+    phase = Phase(controller.key, count, [ready[n].mono - submitted[n] for n in ready], server, sent, last - first,
                   len(missing), writes, events, cpu, rss_idle, rss_after)
     if missing:
         run.failures.append(f"{controller.title} round {round_number}: {len(missing)} of {count} never Ready")
@@ -344,7 +362,8 @@ def phase_line(title: str, phase: Phase) -> str:
     quantiles = " ".join(f"p{round(q * 100)} {phase.quantile(q):.3f}s" for q in QUANTILES)
     process = (f"  CPU {phase.cpu:.2f}s  RSS {phase.rss_idle:.0f}->{phase.rss_after:.0f} MiB"
                if phase.cpu is not None else "")
-    return (f"  {title:<26} {quantiles}  {phase.throughput:6.1f}/s  writes {sum(phase.writes.values()):5d}"
+    return (f"  {title:<26} {quantiles}  sent in {phase.sent:.1f}s  {phase.throughput:5.1f} Ready/s  "
+            f"writes {sum(phase.writes.values()):5d}"
             f"{process}" + (f"  NOT READY {phase.missing}" if phase.missing else ""))
 
 
@@ -379,14 +398,15 @@ def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWat
     pid = operator.process.pid
     quiet = wait_idle(pid, timeout=120 + 0.05 * size)
     cpu = cpu_seconds(pid)  # a new process: everything it has used
+    rss = rss_mib(pid)
     if quiet is None:
         run.failures.append(f"restart at {size}: the operator was not quiet within {120 + 0.05 * size:.0f} s")
         quiet = time.monotonic()
     if watch.wait_ready([new], 60):
         run.failures.append(f"restart at {size}: the new Sandbox was never Ready")
     served = watch.ready[new].mono - spawned if new in watch.ready else math.nan
-    writes = controller_writes(apiserver_writes(run.cluster) - writes_before)
-    return Restart(live, served, quiet - spawned, cpu, rss_mib(pid), writes)
+    writes = controller_writes(settled_writes(run.cluster) - writes_before)
+    return Restart(live, served, quiet - spawned, cpu, rss, writes)
 
 
 def expiry_under_load(run: Run, namespace: str, watch: ReadyWatch, live: set[str], size: int, burst: int,
@@ -560,6 +580,7 @@ def cold_table(cold: Cold, count: int, rounds: int, peer_note: str) -> None:
     rows: list[tuple[str, Callable[[int, Phase], float | None], str, int]] = [
         *((f"create->Ready p{round(q * 100)}", quantile_figure(q), " s", 3) for q in QUANTILES),
         ("throughput, Ready/s (first create to last Ready)", lambda _i, p: p.throughput, "", 1),
+        ("(the bench's creates were sent in, s)", lambda _i, p: p.sent, "", 2),
         ("API writes per object, all clients, with the create", lambda _i, p: sum(p.writes.values()) / p.count, "", 2),
         ("controller writes per object (less the create and the pod's own)",
          lambda i, p: sum(cold.net_writes(i, p).values()) if p.controller != "direct" else 0.0, "", 2),
@@ -618,7 +639,8 @@ def scale_table(fills: list[Fill], share: float | None) -> None:
     print("|" + "---|" * 11)
     for fill in fills:
         r, e = fill.restart, fill.expiry
-        per_sandbox = (fill.rss - fill.rss_empty) * 1024 / fill.size if fill.size else math.nan
+        per_sandbox = f"{(fill.rss - fill.rss_empty) * 1024 / fill.size:.1f} KiB" + (
+            f" (restarted: {(r.rss - fill.rss_empty) * 1024 / fill.size:.1f})" if r is not None else "")
         restart_cells = ["-"] * 5 if r is None else [
             f"{r.live:.2f} s", f"{r.served:.2f} s", f"{r.idle:.1f} s", f"{r.cpu:.1f}",
             f"{sum(r.writes.values())}" + (f" ({sum(r.writes.values()) - share:.1f})" if share is not None else "")]
@@ -626,14 +648,15 @@ def scale_table(fills: list[Fill], share: float | None) -> None:
         rate = fill.created / max(fill.seconds, 1e-9)
         filled = f"{fill.created} in {fill.seconds:.1f} s ({rate:.0f}/s; sent in {fill.submitted:.1f} s)"
         rss = f"{fill.rss:.1f} MiB" + (f" (restarted: {r.rss:.1f})" if r is not None else "")
-        cells = [str(fill.size), filled, rss, f"{per_sandbox:.1f} KiB", *restart_cells, *expiry_cells]
+        cells = [str(fill.size), filled, rss, per_sandbox, *restart_cells, *expiry_cells]
         print("| " + " | ".join(cells) + " |")
     notes = [f"at {fill.size}, {fill.expiry.stamp_mismatches} status.expiresAt differed from creation + ttlSeconds"
              for fill in fills if fill.expiry and fill.expiry.stamp_mismatches]
     notes += [f"at {fill.size}, the burst began {fill.expiry.burst_late_start:.1f} s late"
               for fill in fills if fill.expiry and fill.expiry.burst_late_start > 0.5]
-    print("\nRSS per sandbox = (RSS at fill - RSS idle with an empty namespace) / fill. The restart is a SIGKILL and a "
-          "new process; live = /healthz answers; quiet = under 2% CPU over 2 s; times from the new process's start."
+    print("\nRSS at fill: the process that filled, once quiet; restarted: the new process, quiet after the restart. "
+          "RSS per sandbox = (RSS - RSS idle with an empty namespace) / fill. The restart is a SIGKILL and a new "
+          "process; live = /healthz answers; quiet = under 2% CPU over 2 s; times from the new process's start."
           + "".join(f"\nnote: {note}" for note in notes))
 
 
@@ -729,7 +752,8 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="leave out agent-sandbox")
     parser.add_argument("--skip-cold", action="store_true", help="no cold rounds: scale only")
     parser.add_argument("--skip-scale", action="store_true", help="no fill: cold rounds only")
-    parser.add_argument("--workers", type=int, default=4, help="creating threads in the cold rounds (default 4)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="creating threads in the cold rounds (default 1: one client, one create at a time)")
     parser.add_argument("--fill-workers", type=int, default=16, help="creating threads for fills and bursts")
     parser.add_argument("--timeout", type=float, default=180, help="seconds for a cold round's objects to be Ready")
     parser.add_argument("--wait-others", type=float, default=300,
