@@ -386,7 +386,7 @@ async def sandbox_changed(
             state.phase = None
         return
     WATCHED.sandboxes[key] = state
-    if state.body is not None and resource_version(body) <= resource_version(state.body):
+    if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
     state.remember(body)
