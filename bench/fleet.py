@@ -311,7 +311,7 @@ def settled_writes(cluster: Cluster, timeout: float = 30) -> Counter[WriteKey]:
     return last
 
 
-def cold_phase(run: Run, controller: Controller, round_number: int, count: int, workers: int,
+def cold_phase(run: Run, controller: Controller, round_number: int, count: int, workers: int, rate: float,
                timeout: float) -> Phase:
     """Create ``count`` objects in a fresh namespace with only this controller running; measure it all."""
     label = f"{controller.title} round {round_number}"
@@ -330,7 +330,7 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         rss_idle = rss_mib(pid) if pid else None
         cpu_before = cpu_seconds(pid) if pid else 0.0
         names = [f"{controller.key}-{index:05d}" for index in range(count)]
-        submitted = create_all(run.api, path, (controller.body(name) for name in names), workers)
+        submitted = create_all(run.api, path, (controller.body(name) for name in names), workers, rate)
         sent = max(submitted.values()) - min(submitted.values())
         missing = watch.wait_ready(names, timeout)
         ready = {name: watch.ready[name] for name in names if name in watch.ready}
@@ -699,7 +699,8 @@ def clean_up(run: Run) -> None:
 def measure(run: Run, args: argparse.Namespace, sizes: list[int], started: float) -> int:
     """Every phase the arguments ask for, then the report; 1 if anything never became Ready or was never deleted."""
     print(f"fleet bench {run.tag}: {os.cpu_count()} CPUs, cluster {run.cluster.kubeconfig}, "
-          f"count {args.count} x {args.rounds} round(s), fill {sizes or '-'}, burst {args.burst}, "
+          f"count {args.count} x {args.rounds} round(s) from {args.workers} client thread(s)"
+          f"{f' at most {args.rate:g}/s' if args.rate else ''}, fill {sizes or '-'}, burst {args.burst}, "
           f"expiring {args.expiring}", flush=True)
     peer, peer_note = None, ""
     if args.no_peer:
@@ -723,7 +724,7 @@ def measure(run: Run, args: argparse.Namespace, sizes: list[int], started: float
         order = kinds if round_number % 2 else list(reversed(kinds))
         print(f"round {round_number}: " + ", then ".join(k.title for k in order), flush=True)
         for controller in order:
-            phase = cold_phase(run, controller, round_number, args.count, args.workers, args.timeout)
+            phase = cold_phase(run, controller, round_number, args.count, args.workers, args.rate, args.timeout)
             cold.phases[controller.key].append(phase)
             print(phase_line(controller.title, phase), flush=True)
     share = cold.new_sandbox_share()
@@ -754,6 +755,9 @@ def main() -> int:
     parser.add_argument("--skip-scale", action="store_true", help="no fill: cold rounds only")
     parser.add_argument("--workers", type=int, default=1,
                         help="creating threads in the cold rounds (default 1: one client, one create at a time)")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="cold rounds: at most this many creates a second, the same for every controller "
+                        "(default: as fast as the client goes)")
     parser.add_argument("--fill-workers", type=int, default=16, help="creating threads for fills and bursts")
     parser.add_argument("--timeout", type=float, default=180, help="seconds for a cold round's objects to be Ready")
     parser.add_argument("--wait-others", type=float, default=300,

@@ -69,16 +69,21 @@ class RawApi:
                                  timeout=urllib3.Timeout(connect=10, read=None))
 
 
-def create_all(api: RawApi, path: str, bodies: Iterable[dict[str, Any]], workers: int) -> dict[str, float]:
-    """Create the objects from ``workers`` threads; return each name's submit time (just before its POST)."""
+def create_all(api: RawApi, path: str, bodies: Iterable[dict[str, Any]], workers: int,
+               rate: float = 0) -> dict[str, float]:
+    """Create the objects from ``workers`` threads, at most ``rate`` a second if given (the n-th not before n / rate
+    seconds); return each name's submit time (just before its POST)."""
     submitted: dict[str, float] = {}
+    start = time.monotonic()
 
-    def one(body: dict[str, Any]) -> None:
+    def one(index: int, body: dict[str, Any]) -> None:
+        if rate:
+            time.sleep(max(0.0, start + index / rate - time.monotonic()))
         submitted[body["metadata"]["name"]] = time.monotonic()
         api.create(path, body)
 
     with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(one, body) for body in bodies]:
+        for future in [pool.submit(one, index, body) for index, body in enumerate(bodies)]:
             future.result()
     return submitted
 
