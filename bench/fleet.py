@@ -1,7 +1,7 @@
 """Issue 11, "Fast at 10,000 sandboxes": every figure in one run, ours next to the pods-created-directly floor and
 the peer (kubernetes-sigs/agent-sandbox, see /work/shared/PEER.md).
 
-    make bench                                          # 3 rounds of 100, fill 1000 (about 10 minutes on 2 cores)
+    make bench                                          # 3 rounds of 100, fill 1000 (about 6 minutes on 2 cores)
     .venv/bin/python bench/fleet.py --count 20 --rounds 1 --fill 200 --burst 50 --expiring 20
     .venv/bin/python bench/fleet.py --fill 1000,3000,10000 --no-peer
 
