@@ -34,7 +34,8 @@ RECONCILE_ERRORS = Counter(
 )
 RECONCILES_SKIPPED = Counter(
     "sandbox_operator_reconciles_skipped_total",
-    "Watch events not reconciled because they carried nothing new (the echo of the operator's own status write).",
+    "Watch events not reconciled because they carried nothing a decision reads (the echo of the operator's own "
+    "status write, a child whose summary did not change), by kind.",
     ["kind"],
     registry=REGISTRY,
 )

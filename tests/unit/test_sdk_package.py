@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib import metadata
 
 from packaging.requirements import Requirement
+
+from tests.unit.imports import modules_loaded_by
 
 OPERATOR_ONLY = {"kopf", "pydantic-settings", "prometheus-client", "python-json-logger"}
 
@@ -24,14 +24,9 @@ def test_installing_the_distribution_without_extras_pulls_no_operator_runtime() 
 
 
 def test_importing_the_sdk_and_cli_loads_neither_kopf_nor_the_operator() -> None:
-    probe = (
-        "import sys\n"
-        "import sandbox_operator.sdk, sandbox_operator.sdk.sync, sandbox_operator.cli\n"
-        "operator = ('kopf', 'pydantic_settings', 'prometheus_client', 'pythonjsonlogger')\n"
-        "inner = ('sandbox_operator.k8s', 'sandbox_operator.sandbox', 'sandbox_operator.tenant',\n"
-        "         'sandbox_operator.operator', 'sandbox_operator.settings', 'sandbox_operator.metrics')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in operator or m.startswith(inner))\n"
-        "print(','.join(loaded))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "", f"the SDK pulled in {result.stdout.strip()}"
+    operator = ("kopf", "pydantic_settings", "prometheus_client", "pythonjsonlogger")
+    inner = ("sandbox_operator.k8s", "sandbox_operator.sandbox", "sandbox_operator.tenant",
+             "sandbox_operator.operator", "sandbox_operator.settings", "sandbox_operator.metrics")
+    loaded = modules_loaded_by(["sandbox_operator.sdk", "sandbox_operator.sdk.sync", "sandbox_operator.cli"],
+                               operator + inner)
+    assert loaded == [], f"the SDK pulled in {','.join(loaded)}"

@@ -14,7 +14,7 @@ event has confirmed, well after Kopf's initial listing must have come through.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,10 +72,6 @@ class Store(Generic[K, V]):
             del self.items[key]
         self.unconfirmed.clear()
         return dropped
-
-    def keys(self) -> Iterator[K]:
-        """Every key held."""
-        return iter(self.items)
 
 
 async def list_objects(
