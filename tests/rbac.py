@@ -95,7 +95,8 @@ def _arguments(method: Any, kind: str, kube_module: Any) -> dict[str, Any]:
     values = {
         "manifest": {"apiVersion": api_version, "kind": kind,
                      "metadata": {"namespace": "ns", "name": "name"}, "spec": {}},
-        "kind": kind, "namespace": "ns", "name": "name", "uid": "uid", "old": {}, "new": {},
+        "kind": kind, "namespace": "ns", "name": "name", "uid": "uid", "old": {}, "new": {}, "patch": {},
+        "version": "1",
     }
     arguments = {}
     for parameter in list(inspect.signature(method).parameters.values())[1:]:

@@ -35,6 +35,7 @@ def main() -> int:
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     # Importing these registers their Kopf handlers.
     import sandbox_operator.operator
+    import sandbox_operator.pool.handlers
     import sandbox_operator.sandbox.handlers
     import sandbox_operator.tenant.handlers  # noqa: F401
 

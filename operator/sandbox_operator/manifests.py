@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from sandbox_operator.api.crd import sandbox_crd_yaml, tenant_crd_yaml
+from sandbox_operator.api.crd import pool_crd_yaml, sandbox_crd_yaml, template_crd_yaml, tenant_crd_yaml
 from sandbox_operator.tenant.admission import render_admission_policy
 from sandbox_operator.tenant.render import render_tenant_cluster_role, render_tenant_exec_cluster_role
 
@@ -27,6 +27,8 @@ def _yaml(generator: Callable[[], dict[str, Any]], source: str) -> Callable[[], 
 GENERATED: dict[str, Callable[[], str]] = {
     "crds/sandbox-operator.io_sandboxes.yaml": sandbox_crd_yaml,
     "crds/sandbox-operator.io_tenants.yaml": tenant_crd_yaml,
+    "crds/sandbox-operator.io_sandboxtemplates.yaml": template_crd_yaml,
+    "crds/sandbox-operator.io_sandboxpools.yaml": pool_crd_yaml,
     "deploy/tenant-clusterrole.yaml": _yaml(render_tenant_cluster_role, "sandbox_operator.tenant.render"),
     "deploy/tenant-exec-clusterrole.yaml": _yaml(render_tenant_exec_cluster_role, "sandbox_operator.tenant.render"),
     "deploy/tenant-admission-policy.yaml": _yaml(render_admission_policy, "sandbox_operator.tenant.admission"),

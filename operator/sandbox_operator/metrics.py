@@ -14,8 +14,27 @@ SANDBOXES = Gauge(
 )
 READY_LATENCY = Histogram(
     "sandbox_operator_ready_latency_seconds",
-    "Time from a Sandbox's creation to its first Ready=True.",
-    buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 300, 600),
+    "Time from a Sandbox's creation to its first Ready=True, by launch: Warm (a pod claimed from a SandboxPool) or "
+    "Cold (a pod of its own).",
+    ["launch"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 300, 600),
+    registry=REGISTRY,
+)
+LAUNCHES = Counter(
+    "sandbox_operator_launches_total",
+    "Sandbox pods started, by launch: Warm (claimed from a SandboxPool) or Cold (created for the Sandbox).",
+    ["launch"],
+    registry=REGISTRY,
+)
+CLAIMS_LOST = Counter(
+    "sandbox_operator_claims_lost_total",
+    "Claims of a warm pod that lost a race (the pod changed or went meanwhile); another pod or a cold start follows.",
+    registry=REGISTRY,
+)
+POOL_PODS = Gauge(
+    "sandbox_operator_pool_pods",
+    "Warm pods of each SandboxPool: desired (spec.replicas), current (of the current recipe) and ready.",
+    ["namespace", "pool", "state"],
     registry=REGISTRY,
 )
 EXPIRATIONS = Counter(

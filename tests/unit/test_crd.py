@@ -103,7 +103,8 @@ def test_crd_schema_accepts_every_spec_the_models_accept(spec: dict[str, Any]) -
 @pytest.mark.parametrize(
     "spec",
     [
-        {},
+        {"templateRef": {}},
+        {"templateRef": {"name": "Not_A_Name"}},
         {"image": "x", "imagePullPolicy": "Sometimes"},
         {"image": "x", "resources": {"cpu": "lots"}},
         {"image": "x", "network": {"ports": [{"name": "http", "port": 70000}]}},

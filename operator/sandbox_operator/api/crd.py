@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import SandboxSpec, SandboxStatus
 from sandbox_operator.api.schema import DNS_LABEL_PATTERN
+from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
 from sandbox_operator.api.tenant import TenantSpec, TenantStatus
 
 HEADER = "# Generated from sandbox_operator.api.sandbox by `python -m sandbox_operator.api.crd`; do not edit.\n"
@@ -136,29 +138,36 @@ def model_schema(model: type[BaseModel], path: str) -> dict[str, Any]:
     return _structural(_inline_refs(raw, defs), path)
 
 
-def sandbox_schema() -> dict[str, Any]:
-    """The `openAPIV3Schema` of the Sandbox resource."""
-    spec = model_schema(SandboxSpec, "spec")
-    status = model_schema(SandboxStatus, "status")
-    return {
+def object_schema(
+    kind: str, description: str, spec: type[BaseModel], status: type[BaseModel] | None
+) -> dict[str, Any]:
+    """The `openAPIV3Schema` of one of this API's kinds: its spec and status models, and the name rule."""
+    schema = {
         "type": "object",
-        "description": (
-            "A Sandbox is a locked-down pod for running untrusted code, with a size-limited workspace, a default-deny "
-            "network policy and a lifetime after which it is deleted or suspended."
-        ),
+        "description": description,
         "required": ["spec"],
         "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "API version of this object: sandbox-operator.io/v1alpha1.",
-            },
-            "kind": {"type": "string", "description": "Kind of this object: Sandbox."},
+            "apiVersion": {"type": "string", "description": f"API version of this object: {c.API_VERSION}."},
+            "kind": {"type": "string", "description": f"Kind of this object: {kind}."},
             "metadata": METADATA_SCHEMA,
-            "spec": spec,
-            "status": status,
+            "spec": model_schema(spec, "spec"),
         },
         "x-kubernetes-validations": [_name_rule()],
     }
+    if status is not None:
+        schema["properties"]["status"] = model_schema(status, "status")  # type: ignore[index]
+    return schema
+
+
+def sandbox_schema() -> dict[str, Any]:
+    """The `openAPIV3Schema` of the Sandbox resource."""
+    return object_schema(
+        c.KIND,
+        "A Sandbox is a locked-down pod for running untrusted code, with a size-limited workspace, a default-deny "
+        "network policy and a lifetime after which it is deleted or suspended.",
+        SandboxSpec,
+        SandboxStatus,
+    )
 
 
 # metadata's schema is built in; a CRD may only declare `name` (and generateName), which the rule below needs as its
@@ -187,47 +196,65 @@ def _ready_column(name: str, field_name: str, description: str, condition: str) 
     }
 
 
-def sandbox_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition of `sandboxes.sandbox-operator.io` as a plain dict."""
+def crd(
+    names: tuple[str, str, str, str, tuple[str, ...]], schema: dict[str, Any], columns: list[dict[str, Any]], *,
+    scope: str = "Namespaced", categories: tuple[str, ...] = ("sandbox-operator",),
+    subresources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of this API's group, one version: ``names`` is (kind, list kind, plural, singular,
+    short names)."""
+    kind, list_kind, plural, singular, short_names = names
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": c.CRD_NAME, "labels": {c.LABEL_NAME: c.MANAGED_BY}},
+        "metadata": {"name": f"{plural}.{c.GROUP}", "labels": {c.LABEL_NAME: c.MANAGED_BY}},
         "spec": {
             "group": c.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": c.KIND,
-                "listKind": c.LIST_KIND,
-                "plural": c.PLURAL,
-                "singular": c.SINGULAR,
-                "shortNames": list(c.SHORT_NAMES),
-                "categories": list(c.CATEGORIES),
+                "kind": kind,
+                "listKind": list_kind,
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
+                "categories": list(categories),
             },
             "versions": [
                 {
                     "name": c.VERSION,
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": sandbox_schema()},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        _ready_column("Ready", "status", "Whether the sandbox is ready.", c.ConditionType.READY),
-                        _ready_column("Reason", "reason", "Why the sandbox is or is not ready.", c.ConditionType.READY),
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase."},
-                        {
-                            "name": "Expires",
-                            "type": "string",  # a date column shows <invalid> for future times
-                            "jsonPath": ".status.expiresAt",
-                            "description": "When the sandbox expires.",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
-                    ],
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": subresources or {"status": {}},
+                    "additionalPrinterColumns": columns,
                 }
             ],
         },
     }
+
+
+AGE_COLUMN: dict[str, Any] = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def sandbox_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of `sandboxes.sandbox-operator.io` as a plain dict."""
+    columns = [
+        _ready_column("Ready", "status", "Whether the sandbox is ready.", c.ConditionType.READY),
+        _ready_column("Reason", "reason", "Why the sandbox is or is not ready.", c.ConditionType.READY),
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase."},
+        {
+            "name": "Expires",
+            "type": "string",  # a date column shows <invalid> for future times
+            "jsonPath": ".status.expiresAt",
+            "description": "When the sandbox expires.",
+        },
+        AGE_COLUMN,
+        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
+        {"name": "Template", "type": "string", "jsonPath": ".spec.templateRef.name", "priority": 1},
+        {"name": "Launch", "type": "string", "jsonPath": ".status.launch", "priority": 1},
+    ]
+    names = (c.KIND, c.LIST_KIND, c.PLURAL, c.SINGULAR, c.SHORT_NAMES)
+    return crd(names, sandbox_schema(), columns, categories=c.CATEGORIES)
 
 
 def sandbox_crd_yaml() -> str:
@@ -239,23 +266,14 @@ def sandbox_crd_yaml() -> str:
 
 def tenant_schema() -> dict[str, Any]:
     """The `openAPIV3Schema` of the Tenant resource."""
-    return {
-        "type": "object",
-        "description": (
-            "A Tenant is a namespace the operator creates and owns, with a ResourceQuota (including a count of "
-            "Sandboxes), a LimitRange, a default-deny NetworkPolicy, an admission policy checking every Sandbox "
-            "against the tenant's limits, and a RoleBinding letting its subjects manage Sandboxes and nothing else."
-        ),
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "description": f"API version of this object: {c.API_VERSION}."},
-            "kind": {"type": "string", "description": f"Kind of this object: {c.TENANT_KIND}."},
-            "metadata": METADATA_SCHEMA,
-            "spec": model_schema(TenantSpec, "spec"),
-            "status": model_schema(TenantStatus, "status"),
-        },
-        "x-kubernetes-validations": [_name_rule()],
-    }
+    return object_schema(
+        c.TENANT_KIND,
+        "A Tenant is a namespace the operator creates and owns, with a ResourceQuota (including a count of "
+        "Sandboxes), a LimitRange, a default-deny NetworkPolicy, an admission policy checking every Sandbox "
+        "against the tenant's limits, and a RoleBinding letting its subjects manage Sandboxes and nothing else.",
+        TenantSpec,
+        TenantStatus,
+    )
 
 
 TENANT_READY = c.TenantConditionType.READY
@@ -263,43 +281,19 @@ TENANT_READY = c.TenantConditionType.READY
 
 def tenant_crd() -> dict[str, Any]:
     """The CustomResourceDefinition of `tenants.sandbox-operator.io` (cluster-scoped) as a plain dict."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": c.TENANT_CRD_NAME, "labels": {c.LABEL_NAME: c.MANAGED_BY}},
-        "spec": {
-            "group": c.GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": c.TENANT_KIND,
-                "listKind": c.TENANT_LIST_KIND,
-                "plural": c.TENANT_PLURAL,
-                "singular": c.TENANT_SINGULAR,
-                "shortNames": list(c.TENANT_SHORT_NAMES),
-                "categories": ["sandbox-operator"],
-            },
-            "versions": [
-                {
-                    "name": c.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": tenant_schema()},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Namespace", "type": "string", "jsonPath": ".spec.namespace",
-                         "description": "The tenant's namespace."},
-                        _ready_column("Ready", "status", "Whether the tenant is provisioned.", TENANT_READY),
-                        _ready_column("Reason", "reason", "Why the tenant is or is not ready.", TENANT_READY),
-                        {"name": "Sandboxes", "type": "string", "jsonPath": ".status.usage.sandboxes.used",
-                         "description": "Sandboxes in use."},
-                        {"name": "Max", "type": "integer", "jsonPath": ".spec.quota.maxSandboxes",
-                         "description": "Most Sandboxes at once."},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                }
-            ],
-        },
-    }
+    columns = [
+        {"name": "Namespace", "type": "string", "jsonPath": ".spec.namespace",
+         "description": "The tenant's namespace."},
+        _ready_column("Ready", "status", "Whether the tenant is provisioned.", TENANT_READY),
+        _ready_column("Reason", "reason", "Why the tenant is or is not ready.", TENANT_READY),
+        {"name": "Sandboxes", "type": "string", "jsonPath": ".status.usage.sandboxes.used",
+         "description": "Sandboxes in use."},
+        {"name": "Max", "type": "integer", "jsonPath": ".spec.quota.maxSandboxes",
+         "description": "Most Sandboxes at once."},
+        AGE_COLUMN,
+    ]
+    names = (c.TENANT_KIND, c.TENANT_LIST_KIND, c.TENANT_PLURAL, c.TENANT_SINGULAR, c.TENANT_SHORT_NAMES)
+    return crd(names, tenant_schema(), columns, scope="Cluster")
 
 
 def tenant_crd_yaml() -> str:
@@ -307,5 +301,62 @@ def tenant_crd_yaml() -> str:
     return TENANT_HEADER + yaml.safe_dump(tenant_crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
+def template_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of `sandboxtemplates.sandbox-operator.io` as a plain dict."""
+    schema = object_schema(
+        c.TEMPLATE_KIND,
+        "A SandboxTemplate is a sandbox recipe (image, command, env, resources, network, workspace, lifetime) that "
+        "Sandboxes name in templateRef instead of writing it out, and that a SandboxPool keeps warm pods of.",
+        SandboxTemplateSpec,
+        None,
+    )
+    columns = [
+        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "description": "Container image."},
+        AGE_COLUMN,
+    ]
+    names = (c.TEMPLATE_KIND, c.TEMPLATE_LIST_KIND, c.TEMPLATE_PLURAL, c.TEMPLATE_SINGULAR, c.TEMPLATE_SHORT_NAMES)
+    return crd(names, schema, columns, subresources={})
+
+
+def pool_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of `sandboxpools.sandbox-operator.io`, with the scale subresource, as a dict."""
+    schema = object_schema(
+        c.POOL_KIND,
+        "A SandboxPool keeps warm pods of a SandboxTemplate running, fenced by a deny-all NetworkPolicy; a new "
+        "Sandbox of that template claims one instead of starting its own pod.",
+        SandboxPoolSpec,
+        SandboxPoolStatus,
+    )
+    columns = [
+        {"name": "Template", "type": "string", "jsonPath": ".spec.templateRef.name", "description": "Template."},
+        {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas", "description": "Warm pods wanted."},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Warm pods ready."},
+        _ready_column("Reason", "reason", "Why the pool is or is not full.", c.ConditionType.READY),
+        AGE_COLUMN,
+    ]
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    names = (c.POOL_KIND, c.POOL_LIST_KIND, c.POOL_PLURAL, c.POOL_SINGULAR, c.POOL_SHORT_NAMES)
+    return crd(names, schema, columns, subresources={"status": {}, "scale": scale})
+
+
+def generated_yaml(generator: Callable[[], dict[str, Any]], flag: str) -> Callable[[], str]:
+    """The YAML committed under crds/ for one generator, with a header saying how to regenerate it."""
+    def text() -> str:
+        header = f"# Generated from sandbox_operator.api by `python -m sandbox_operator.api.crd {flag}`; do not edit.\n"
+        return header + yaml.safe_dump(generator(), sort_keys=False, width=120, allow_unicode=True)
+
+    return text
+
+
+template_crd_yaml = generated_yaml(template_crd, "--template")
+pool_crd_yaml = generated_yaml(pool_crd, "--pool")
+
+
 if __name__ == "__main__":
-    sys.stdout.write(tenant_crd_yaml() if "--tenant" in sys.argv[1:] else sandbox_crd_yaml())
+    FLAGS = {"--tenant": tenant_crd_yaml, "--template": template_crd_yaml, "--pool": pool_crd_yaml}
+    chosen = [FLAGS[arg] for arg in sys.argv[1:] if arg in FLAGS]
+    sys.stdout.write((chosen[0] if chosen else sandbox_crd_yaml)())

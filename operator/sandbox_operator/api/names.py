@@ -120,6 +120,8 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"
     # The operator could not decide (a bug, or input it did not foresee); retried with backoff.
     RECONCILE_ERROR = "ReconcileError"
+    # The SandboxTemplate named by templateRef does not exist: waited for (a running pod is kept).
+    TEMPLATE_NOT_FOUND = "TemplateNotFound"
     # Suspended (and Ready=False while suspended)
     SUSPENDED = "Suspended"
     USER_REQUESTED = "UserRequested"
@@ -190,6 +192,7 @@ class EventReason(StrEnum):
     FAILED = "Failed"
     TAMPERED = "Tampered"
     RECONCILE_ERROR = "ReconcileError"
+    TEMPLATE_NOT_FOUND = "TemplateNotFound"
 
 
 class OnExpiry(StrEnum):
@@ -220,6 +223,13 @@ class PullPolicy(StrEnum):
     ALWAYS = "Always"
     IF_NOT_PRESENT = "IfNotPresent"
     NEVER = "Never"
+
+
+class Launch(StrEnum):
+    """How a sandbox's pod started (``status.launch``)."""
+
+    WARM = "Warm"
+    COLD = "Cold"
 
 
 class ChildKind(StrEnum):
@@ -322,3 +332,41 @@ class SubjectKind(StrEnum):
     USER = "User"
     GROUP = "Group"
     SERVICE_ACCOUNT = "ServiceAccount"
+
+
+# --- SandboxTemplates and SandboxPools -------------------------------------------------------------------------------
+
+TEMPLATE_KIND: Final = "SandboxTemplate"
+TEMPLATE_LIST_KIND: Final = "SandboxTemplateList"
+TEMPLATE_PLURAL: Final = "sandboxtemplates"
+TEMPLATE_SINGULAR: Final = "sandboxtemplate"
+TEMPLATE_SHORT_NAMES: Final = ("sbxt",)
+TEMPLATE_CRD_NAME: Final = f"{TEMPLATE_PLURAL}.{GROUP}"
+POOL_KIND: Final = "SandboxPool"
+POOL_LIST_KIND: Final = "SandboxPoolList"
+POOL_PLURAL: Final = "sandboxpools"
+POOL_SINGULAR: Final = "sandboxpool"
+POOL_SHORT_NAMES: Final = ("sbxp",)
+POOL_CRD_NAME: Final = f"{POOL_PLURAL}.{GROUP}"
+MAX_POOL_REPLICAS: Final = 1000
+
+# On every warm pod and on the pods claimed from it: the pool it was made by. The pool's fence (a deny-all
+# NetworkPolicy) selects it, so a claimed pod stays fenced until, and beside, its own policy: it is never unselected.
+LABEL_POOL: Final = f"{GROUP}/pool"
+# On a warm pod: the hash of the recipe it was made from; a claim takes only a pod whose hash is the Sandbox's.
+LABEL_RECIPE_HASH: Final = f"{GROUP}/recipe-hash"
+# The pool's fence NetworkPolicy: `<pool>-fence`.
+POOL_FENCE_SUFFIX: Final = "-fence"
+
+
+class PoolReason(StrEnum):
+    """Stable CamelCase reasons of a SandboxPool's Ready condition."""
+
+    FILLED = "Filled"
+    FILLING = "Filling"
+    ROLLING = "Rolling"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    CREATE_REJECTED = "CreateRejected"
+    TEMPLATE_NOT_FOUND = "TemplateNotFound"
+    NOT_POOLABLE = "NotPoolable"
+    INVALID_SPEC = "InvalidSpec"

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_v
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import (
     CONFIG_KEY_PATTERN,
+    DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     EARLIEST_TIME,
     ENV_NAME_PATTERN,
@@ -36,6 +37,7 @@ from sandbox_operator.api.schema import (
     parse_quantity,
     quantity_not_above,
     read_status,
+    seconds_after,
 )
 
 # Mounting over these would hide or subvert what the container runtime and the sandbox itself rely on.
@@ -438,10 +440,9 @@ class Workspace(SpecModel):
     )
 
 
-class SandboxSpec(SpecModel):
-    """Desired state of a Sandbox: one locked-down pod with its workspace, network policy and lifetime. A change to
-    anything the pod is made of (image, command, env, resources, ports, workspace) replaces the pod; the contents of a
-    non-persistent workspace are lost then."""
+class PodRecipe(SpecModel):
+    """What a sandbox's pod is made of: image, command, env, resources, network, workspace and lifetime. A Sandbox
+    writes it out in full or takes it from a SandboxTemplate."""
 
     image: str = Field(
         description="Container image to run, e.g. python:3.12-slim. It runs as uid 65532 with a read-only root.",
@@ -486,9 +487,6 @@ class SandboxSpec(SpecModel):
         description="The writable workspace directory.",
         json_schema_extra={"default": {}},
     )
-    suspended: bool = Field(
-        False, description="Delete the pod and keep the workspace, Service and NetworkPolicy; false resumes."
-    )
     runtime_class_name: str | None = Field(
         None,
         alias="runtimeClassName",
@@ -496,6 +494,113 @@ class SandboxSpec(SpecModel):
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
     )
+
+
+
+class TemplateRef(SpecModel):
+    """The SandboxTemplate (in the Sandbox's namespace) a Sandbox takes its pod, network and workspace from."""
+
+    name: str = Field(
+        description="Name of the SandboxTemplate in the same namespace.",
+        min_length=1,
+        max_length=c.MAX_NAME_LENGTH,
+        pattern=DNS_LABEL_PATTERN,
+    )
+
+
+# Fields of a Sandbox that may be set next to templateRef; everything else comes from the template.
+TEMPLATED_OWN_FIELDS = ("templateRef", "lifetime", "suspended")
+
+
+def _unset(model: type[SpecModel], path: str, names: list[str] | None = None) -> str:
+    """A CEL expression true when the fields ``names`` (all by default) of ``model`` at ``path`` (a CEL path such as
+    ``self.resources``) are unset or at the default the API server fills in; generated from the model so the rule
+    cannot drift from it."""
+    parts = []
+    for name in names if names is not None else list(model.model_fields):
+        info = model.model_fields[name]
+        field_path = f"{path}.{info.alias or name}"
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if default is None or default == []:
+            parts.append(f"!has({field_path})")
+        elif isinstance(default, SpecModel):
+            parts.append(f"(!has({field_path}) || ({_unset(type(default), field_path)}))")
+        elif isinstance(default, bool):
+            parts.append(f"(!has({field_path}) || {field_path} == {str(default).lower()})")
+        elif isinstance(default, str):
+            # Quantities are int-or-string: string() compares either form with the default as written.
+            parts.append(f"(!has({field_path}) || string({field_path}) == '{default}')")
+        else:  # a new kind of default must be taught here
+            raise TypeError(f"{field_path}: cannot express the default {default!r} in CEL")
+    return " && ".join(parts)
+
+
+def _from_template_only() -> list[str]:
+    """The recipe fields a Sandbox with templateRef leaves to its template."""
+    return [name for name, info in PodRecipe.model_fields.items() if (info.alias or name) not in TEMPLATED_OWN_FIELDS]
+
+
+TEMPLATED_MESSAGE = (
+    f"with templateRef, set only {', '.join(TEMPLATED_OWN_FIELDS)}: the pod, network and workspace come from the "
+    "template"
+)
+
+
+class SandboxSpec(PodRecipe):
+    """Desired state of a Sandbox: one locked-down pod with its workspace, network policy and lifetime, written out
+    here (image, ...) or taken from a SandboxTemplate (templateRef). A change to anything the pod is made of (image,
+    command, env, resources, ports, workspace) replaces the pod; the contents of a non-persistent workspace are lost
+    then."""
+
+    image: str | None = Field(  # type: ignore[assignment]
+        None,
+        description=(
+            "Container image to run, e.g. python:3.12-slim. It runs as uid 65532 with a read-only root. Required "
+            "unless templateRef is set."
+        ),
+        min_length=1,
+        max_length=c.MAX_IMAGE_LENGTH,
+        pattern=IMAGE_PATTERN,
+    )
+    template_ref: TemplateRef | None = Field(
+        None,
+        alias="templateRef",
+        description=(
+            "Take the pod, network, workspace and lifetime defaults from this SandboxTemplate; the Sandbox may then "
+            "set only lifetime (the stricter of its own and the template's wins) and suspended. A SandboxPool of the "
+            "template serves it a warm pod when one is Ready. Immutable."
+        ),
+    )
+    suspended: bool = Field(
+        False, description="Delete the pod and keep the workspace, Service and NetworkPolicy; false resumes."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            ("has(self.image) != has(self.templateRef)", "set exactly one of image and templateRef"),
+            (f"!has(self.templateRef) || ({_unset(PodRecipe, 'self', _from_template_only())})", TEMPLATED_MESSAGE),
+            (
+                "has(self.templateRef) == has(oldSelf.templateRef) && "
+                "(!has(self.templateRef) || self.templateRef.name == oldSelf.templateRef.name)",
+                "templateRef is immutable",
+            ),
+        )
+    )
+
+    @model_validator(mode="after")
+    def _image_or_template(self) -> SandboxSpec:
+        if (self.image is None) == (self.template_ref is None):
+            raise ValueError("set exactly one of image and templateRef")
+        if self.template_ref is not None:
+            fields = PodRecipe.model_fields
+            differing = [
+                fields[name].alias or name for name in _from_template_only()
+                if getattr(self, name) != (None if fields[name].is_required() else
+                                           fields[name].get_default(call_default_factory=True))
+            ]
+            if differing:
+                raise ValueError(f"{TEMPLATED_MESSAGE} ({', '.join(differing)} set)")
+        return self
 
 
 class SandboxStatus(StatusModel):
@@ -526,6 +631,19 @@ class SandboxStatus(StatusModel):
         None, alias="lastActivityAt", description="Latest activity seen, which the idle timeout counts from."
     )
     message: str | None = Field(None, description="Summary for humans.", max_length=c.MAX_MESSAGE_LENGTH)
+    launch: c.Launch | None = Field(
+        None,
+        description="How the current pod started: Warm (claimed from a SandboxPool) or Cold (made for this sandbox).",
+    )
+    template_hash: str | None = Field(
+        None,
+        alias="templateHash",
+        description=(
+            "Hash of the template recipe the current pod was made from; a template edited since leaves the pod as "
+            "it is (the next pod takes the new recipe)."
+        ),
+        max_length=64,
+    )
 
 
 @dataclass(frozen=True)
@@ -557,6 +675,36 @@ class InvalidSandboxError(ValueError):
     """A Sandbox body that does not validate; the message names the offending fields but never their values."""
 
 
+class MissingTemplateError(InvalidSandboxError):
+    """The SandboxTemplate a Sandbox names does not exist (yet, or any more)."""
+
+
+def from_template(spec: SandboxSpec, recipe: PodRecipe, created: datetime) -> SandboxSpec:
+    """The spec a Sandbox with templateRef runs: the template's recipe, the Sandbox's suspension and the stricter of
+    the two lifetimes (its deadline the earlier, its idle timeout the shorter; Suspend on expiry if either says so)."""
+    own, limit = spec.lifetime, recipe.lifetime
+
+    def deadline(lifetime: Lifetime) -> datetime | None:
+        if lifetime.expires_at is not None:
+            return lifetime.expires_at
+        return seconds_after(created, lifetime.ttl_seconds) if lifetime.ttl_seconds is not None else None
+
+    own_deadline, limit_deadline = deadline(own), deadline(limit)
+    absolute = own if limit_deadline is None or (own_deadline is not None and own_deadline <= limit_deadline) else limit
+    idles = [value for value in (own.idle_timeout_seconds, limit.idle_timeout_seconds) if value is not None]
+    suspend = c.OnExpiry.SUSPEND in (own.on_expiry, limit.on_expiry)
+    lifetime = Lifetime(
+        ttl_seconds=absolute.ttl_seconds,
+        expires_at=absolute.expires_at,
+        idle_timeout_seconds=min(idles, default=None),
+        on_expiry=c.OnExpiry.SUSPEND if suspend else c.OnExpiry.DELETE,
+    )
+    recipe_fields = {name: getattr(recipe, name) for name in PodRecipe.model_fields}
+    return SandboxSpec.model_construct(
+        **{**recipe_fields, "lifetime": lifetime, "template_ref": spec.template_ref, "suspended": spec.suspended}
+    )
+
+
 @dataclass(frozen=True)
 class SandboxObject:
     """A Sandbox as the operator sees it: identity, metadata it reads, the validated spec and its last status."""
@@ -574,8 +722,12 @@ class SandboxObject:
     defaults: OperatorDefaults = field(default_factory=lambda: OperatorDefaults())
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any], defaults: OperatorDefaults | None = None) -> SandboxObject:
-        """Validate a Sandbox body and fill in operator defaults; raise InvalidSandboxError naming the wrong fields."""
+    def from_body(
+        cls, body: Mapping[str, Any], defaults: OperatorDefaults | None = None, template: PodRecipe | None = None
+    ) -> SandboxObject:
+        """Validate a Sandbox body, take its template's recipe (``template``: the SandboxTemplate its templateRef
+        names, as found) and fill in operator defaults; raise InvalidSandboxError naming the wrong fields, or
+        MissingTemplateError."""
         meta = body.get("metadata") or {}
         defaults = defaults or OperatorDefaults()
         name = str(meta.get("name", ""))
@@ -586,12 +738,17 @@ class SandboxObject:
             spec = SandboxSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             raise InvalidSandboxError(describe_validation_error(error, "spec")) from None
+        created = optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
+        if spec.template_ref is not None:
+            if template is None:
+                raise MissingTemplateError(f"SandboxTemplate {spec.template_ref.name} does not exist")
+            spec = from_template(spec, template, created)
         return cls(
             name=name,
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation") or 0),
-            creation_timestamp=optional_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
+            creation_timestamp=created,
             spec=apply_operator_defaults(spec, defaults),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
@@ -608,19 +765,22 @@ class SandboxObject:
 
 @dataclass(frozen=True)
 class InvalidSandbox:
-    """A Sandbox whose body failed validation: enough to report the error in its status."""
+    """A Sandbox whose body failed validation, or whose template is missing: enough to report it in its status."""
 
     name: str
     namespace: str
     generation: int
     error: str
     status: SandboxStatus = field(default_factory=SandboxStatus)
+    reason: c.Reason = c.Reason.INVALID_SPEC
 
 
-def load_sandbox(body: Mapping[str, Any], defaults: OperatorDefaults | None = None) -> SandboxObject | InvalidSandbox:
+def load_sandbox(
+    body: Mapping[str, Any], defaults: OperatorDefaults | None = None, template: PodRecipe | None = None
+) -> SandboxObject | InvalidSandbox:
     """Parse a Sandbox body, returning an InvalidSandbox carrying the error instead of raising."""
     try:
-        return SandboxObject.from_body(body, defaults)
+        return SandboxObject.from_body(body, defaults, template)
     except InvalidSandboxError as error:
         meta = body.get("metadata") or {}
         return InvalidSandbox(
@@ -629,4 +789,5 @@ def load_sandbox(body: Mapping[str, Any], defaults: OperatorDefaults | None = No
             generation=int(meta.get("generation") or 0),
             error=str(error),
             status=read_status(SandboxStatus, body),
+            reason=c.Reason.TEMPLATE_NOT_FOUND if isinstance(error, MissingTemplateError) else c.Reason.INVALID_SPEC,
         )

@@ -56,6 +56,8 @@ PATHS: dict[str, tuple[str, str]] = {
     c.ChildKind.NETWORK_POLICY: ("/apis/networking.k8s.io/v1", "networkpolicies"),
     c.KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.PLURAL),
     c.TENANT_KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.TENANT_PLURAL),
+    c.TEMPLATE_KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.TEMPLATE_PLURAL),
+    c.POOL_KIND: (f"/apis/{c.GROUP}/{c.VERSION}", c.POOL_PLURAL),
     c.TenantChildKind.NAMESPACE: ("/api/v1", "namespaces"),
     c.TenantChildKind.RESOURCE_QUOTA: ("/api/v1", "resourcequotas"),
     c.TenantChildKind.LIMIT_RANGE: ("/api/v1", "limitranges"),
@@ -205,6 +207,35 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Write a Sandbox's complete new status; return the updated Sandbox."""
         return await self._write_status(c.KIND, namespace, name, old, new)
+
+    # --- SandboxPools: warm pods, claims ----------------------------------------------------------------------------
+
+    async def create_warm_pod(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a pool's warm pod (named by the API server from its generateName); return it as created."""
+        _check_kind(c.ChildKind.POD, manifest)
+        kind = c.ChildKind.POD
+        return await self._request("create", kind, "POST", _path(kind, manifest["metadata"]["namespace"]),
+                                   dict(manifest)) or {}
+
+    async def claim_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a warm pod into a Sandbox's (labels, owner, spec hash); ``patch`` carries the resourceVersion
+        the claim was decided on, so of two claimers one wins. None: lost (claimed or deleted meanwhile)."""
+        kind = c.ChildKind.POD
+        return await self._request("claim", kind, "PATCH", _path(kind, namespace, name), dict(patch),
+                                   content_type=MERGE_PATCH, ok=frozenset({404, 409}))
+
+    async def delete_unclaimed(self, namespace: str, name: str, version: str) -> None:
+        """Delete a pool's warm pod unless it changed since ``version`` (a Sandbox claimed it meanwhile)."""
+        kind = c.ChildKind.POD
+        options = {"preconditions": {"resourceVersion": version}} if version else {}
+        await self._request("delete", kind, "DELETE", _path(kind, namespace, name), options,
+                            ok=frozenset({404, 409}))
+
+    async def patch_pool_status(
+        self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write a SandboxPool's complete new status; return the updated pool."""
+        return await self._write_status(c.POOL_KIND, namespace, name, old, new)
 
     # --- Tenants: cluster-scoped objects too, written by server-side apply -------------------------------------------
 

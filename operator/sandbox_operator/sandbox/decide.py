@@ -73,6 +73,8 @@ class PodSummary:
     exit_code: int | None = None
     # The fields the operator owns, as the API server has them (k8s.manifest.owned_view); None: not known.
     owned: Mapping[str, Any] | None = None
+    # The pool it was claimed from (its pool label), for a warm pod a Sandbox took over.
+    pool: str | None = None
 
     @classmethod
     def from_body(cls, pod: Mapping[str, Any]) -> PodSummary:
@@ -102,6 +104,7 @@ class PodSummary:
             terminated_reason=(terminated or {}).get("reason"),
             exit_code=_int_or_none((terminated or {}).get("exitCode")),
             owned=owned_view(pod),
+            pool=(meta.get("labels") or {}).get(c.LABEL_POOL) or None,
         )
 
 
@@ -300,14 +303,18 @@ def _sync_child(
 
 def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
     old = sandbox.status
+    if sandbox.reason is c.Reason.TEMPLATE_NOT_FOUND and old.expires_at is not None:
+        # Started from a template since deleted: its pod keeps running, and the deadline it announced still holds.
+        return _fallback_plan_for(old, sandbox.generation, c.Reason.TEMPLATE_NOT_FOUND,
+                                  f"{sandbox.error}; the running pod is kept", None, now)
     ready = next_condition(
-        old, c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.INVALID_SPEC, sandbox.error, sandbox.generation,
-        now,
+        old, c.ConditionType.READY, c.ConditionStatus.FALSE, sandbox.reason, sandbox.error, sandbox.generation, now,
     )
     others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
+    waiting = sandbox.reason is c.Reason.TEMPLATE_NOT_FOUND
     new = old.model_copy(
         update={
-            "phase": c.SandboxPhase.FAILED,
+            "phase": c.SandboxPhase.PENDING if waiting else c.SandboxPhase.FAILED,
             "conditions": [ready, *others],
             "observed_generation": sandbox.generation,
             "message": ready.message,
@@ -335,7 +342,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     suspend_on_expiry = expired and spec.lifetime.on_expiry is c.OnExpiry.SUSPEND
     suspended = spec.suspended or suspend_on_expiry
 
-    pod_manifest = render.render_pod(sandbox)
+    pod_manifest = render.render_pod(sandbox, render.Claimed(pod.name, pod.pool) if pod and pod.pool else None)
     service_manifest = render.render_service(sandbox)
     actions: list[Action] = []
     events: list[Event] = []
@@ -381,6 +388,14 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     ]
 
     pod_exists = pod is not None and pod.deletion_timestamp is None
+    launch: c.Launch | None
+    if pod_exists and pod:
+        launch = c.Launch.WARM if pod.pool else c.Launch.COLD
+        current_recipe = pod.spec_hash == manifest_hash(pod_manifest)
+        template_hash = (render.recipe_hash(pod_manifest["spec"]) if current_recipe else old.template_hash) \
+            if spec.template_ref is not None else None
+    else:
+        launch, template_hash = old.launch, old.template_hash if spec.template_ref is not None else None
     new = SandboxStatus(
         phase=ready.phase,
         conditions=conditions,
@@ -392,6 +407,8 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         expires_at=deadline.at if deadline else None,
         last_activity_at=last_activity(sandbox, started_at, now, observed.first_seen),
         message=message,
+        launch=launch,
+        template_hash=template_hash,
     )
     created = not old.conditions and any(isinstance(action, CreateChild) for action in actions)
     wake = [*observed.held.values(), *([deadline.at] if deadline is not None and not expired else [])]
@@ -441,8 +458,12 @@ def _pod_plan(
     if pod.deletion_timestamp is not None:
         return [], [], pod_readiness(sandbox, pod)
     if pod.spec_hash != manifest_hash(manifest):
-        changed = _not_ready(c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}")
-        return [DeleteChild(c.ChildKind.POD, pod.name)], [], changed
+        if sandbox.spec.template_ref is None:
+            changed = _not_ready(c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}")
+            return [DeleteChild(c.ChildKind.POD, pod.name)], [], changed
+        # Made from an earlier version of the template: a running sandbox keeps what it started with. Only what
+        # other NetworkPolicies and the garbage collector go by (labels, owner) is still held to the rendering.
+        manifest = {"metadata": manifest["metadata"]}
     fields = tampered_fields(c.ChildKind.POD, manifest, pod.owned)
     if not fields:
         return [], [], pod_readiness(sandbox, pod)
@@ -479,21 +500,27 @@ def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> 
     spec = body.get("spec")
     lifetime = spec.get("lifetime") if isinstance(spec, Mapping) else None
     on_expiry = lifetime.get("onExpiry") if isinstance(lifetime, Mapping) else None
+    message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
+    return _fallback_plan_for(old, generation, c.Reason.RECONCILE_ERROR, message, on_expiry, now)
+
+
+def _fallback_plan_for(
+    old: SandboxStatus, generation: int, reason: c.Reason, message: str, on_expiry: Any, now: datetime
+) -> Plan:
+    """Ready=False with ``reason`` and, past the deadline the stored status announced, the Sandbox's deletion (unless
+    ``on_expiry`` says Suspend); a Warning Event when the reason is new."""
     deadline = old.expires_at
     delete = deadline is not None and now >= deadline and on_expiry != c.OnExpiry.SUSPEND
-    message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
     if delete:
         message += f"; deleting it: it expired at {format_time(deadline)}"  # type: ignore[arg-type]
-    ready = next_condition(
-        old, c.ConditionType.READY, c.ConditionStatus.FALSE, c.Reason.RECONCILE_ERROR, message, generation, now
-    )
+    ready = next_condition(old, c.ConditionType.READY, c.ConditionStatus.FALSE, reason, message, generation, now)
     others = [cond for cond in old.conditions if cond.type != c.ConditionType.READY]
     new = old.model_copy(update={"conditions": [ready, *others], "message": message})
     previous = old.condition(c.ConditionType.READY)
     events = (
         ()
-        if previous is not None and previous.reason == c.Reason.RECONCILE_ERROR
-        else (Event(c.EventType.WARNING, c.EventReason.RECONCILE_ERROR, message),)
+        if previous is not None and previous.reason == reason
+        else (Event(c.EventType.WARNING, c.EventReason(reason.value), message),)
     )
     return Plan(
         actions=(DeleteSandbox(),) if delete else (),

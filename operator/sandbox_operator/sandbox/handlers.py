@@ -33,6 +33,7 @@ from sandbox_operator.k8s.loop import (
 )
 from sandbox_operator.k8s.manifest import ChildSummary, owned_by
 from sandbox_operator.operator import Runtime
+from sandbox_operator.pool.warm import WARM, claim
 from sandbox_operator.sandbox.decide import (
     CreateChild,
     DeleteChild,
@@ -171,6 +172,29 @@ def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observ
     )
 
 
+# --- templates -------------------------------------------------------------------------------------------------
+
+# Sandboxes whose template was missing at their last pass, by (namespace, template): the template's event wakes them.
+# A Sandbox leaves when its pass finds the template, or with its DELETED event.
+TEMPLATE_WAITERS: dict[tuple[str, str], set[str]] = {}
+
+
+def _template_name(body: Mapping[str, Any]) -> str | None:
+    ref = (body.get("spec") or {}).get("templateRef")
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+async def wake_template_waiters(template: tuple[str, str], runtime: Runtime) -> None:
+    """The template appeared, changed or went: reconcile the Sandboxes that were waiting for it."""
+    for name in sorted(TEMPLATE_WAITERS.get(template, ())):
+        state = WATCHED.sandboxes.get((template[0], name))
+        if state is not None:
+            state.task = asyncio.get_running_loop().create_task(
+                reconcile_sandbox(state, runtime, (template[0], name), trigger="template")
+            )
+
+
 # --- the reconciliation ---------------------------------------------------------------------------------
 
 
@@ -184,12 +208,20 @@ class Refusal:
 
 
 async def _create(
-    runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any], *, look_first: bool
+    runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any], *, look_first: bool,
+    template: str | None = None,
 ) -> Refusal | None:
     """Create a child; if its name is taken, look: ours is observed as it is (and ``state.found`` set: the plan was
     made without it), another object's is a conflict. ``look_first``: read before creating, for a Sandbox that had
-    its children before (after a takeover the watch may not have shown them yet; a read is no write)."""
+    its children before (after a takeover the watch may not have shown them yet; a read is no write). The pod of a
+    Sandbox made from a ``template`` is claimed from one of its pools when one has a Ready pod (pool.warm)."""
     kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
+    if kind is c.ChildKind.POD:
+        claimed = await claim(runtime.kube, template, manifest) if template is not None else None
+        metrics.LAUNCHES.labels(c.Launch.WARM if claimed is not None else c.Launch.COLD).inc()
+        if claimed is not None:
+            _expect(state, kind, claimed)
+            return None
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
         try:
@@ -220,9 +252,10 @@ async def _apply(
     there already (``state.found``): the rest of the plan was made without it."""
     namespace, name = sandbox_key
     uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions"))
+    template = _template_name(body)
     for action in plan.actions:
         if isinstance(action, CreateChild):
-            refusal = await _create(runtime, state, uid, action.manifest, look_first=established)
+            refusal = await _create(runtime, state, uid, action.manifest, look_first=established, template=template)
             if refusal is not None or state.found:
                 return refusal
         elif isinstance(action, UpdateChild):
@@ -264,7 +297,8 @@ def _record(state: SandboxState, runtime: Runtime, body: Mapping[str, Any], plan
         if event.reason is c.EventReason.READY and not old_status.get("startedAt"):
             created = optional_time(body["metadata"].get("creationTimestamp"))
             if created is not None:
-                metrics.READY_LATENCY.observe((datetime.now(UTC) - created).total_seconds())
+                launch = plan.status.get("launch") or c.Launch.COLD
+                metrics.READY_LATENCY.labels(launch).observe((datetime.now(UTC) - created).total_seconds())
         if event.reason is c.EventReason.EXPIRED and plan.expiry_reason is not None:
             action = "delete" if any(isinstance(a, DeleteSandbox) for a in plan.actions) else "suspend"
             metrics.EXPIRATIONS.labels(plan.expiry_reason.value, action).inc()
@@ -276,9 +310,19 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     if body is None:
         return PassResult()
 
+    template = _template_name(body)
+    if template is not None:
+        waiting = TEMPLATE_WAITERS.setdefault((key[0], template), set())
+        if WARM.recipe(key[0], template) is None:
+            waiting.add(key[1])  # woken by the template's event (pool.handlers.template_changed)
+        else:
+            waiting.discard(key[1])
+            if not waiting:
+                del TEMPLATE_WAITERS[(key[0], template)]
+
     def load() -> SandboxObject | InvalidSandbox:
         defaults = sandbox_defaults(TENANT_LIFETIMES.get, key[0], runtime.defaults)
-        sandbox = load_sandbox(body, defaults)
+        sandbox = load_sandbox(body, defaults, WARM.recipe(key[0], template) if template is not None else None)
         state.secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
         return sandbox
 
@@ -381,6 +425,9 @@ async def sandbox_changed(
         state.forget()
         if WATCHED.sandboxes.get(key) is state:  # not a newer Sandbox of the same name
             del WATCHED.sandboxes[key]
+            template = _template_name(body)
+            if template is not None:
+                TEMPLATE_WAITERS.get((key[0], template), set()).discard(key[1])
         if state.phase is not None:
             metrics.SANDBOXES.labels(key[0], state.phase).dec()
             state.phase = None

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import EgressRule, SandboxObject
-from sandbox_operator.k8s.manifest import child_metadata, controller_name, owner_reference, with_spec_hash
+from sandbox_operator.api.sandbox import EgressRule, OperatorDefaults, PodRecipe, SandboxObject, Workspace
+from sandbox_operator.k8s.manifest import (
+    HASH_ANNOTATION_LENGTH,
+    child_metadata,
+    controller_name,
+    owner_reference,
+    with_spec_hash,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,15 +72,26 @@ def child_labels(sandbox: SandboxObject) -> dict[str, str]:
 def owning_sandbox(child: Mapping[str, Any]) -> str | None:
     """The name of the Sandbox whose child this object is: the Sandbox its controller owner reference names, else the
     value of its sandbox label when it carries the operator's labels; None when it is no sandbox's child. Either way
-    the object's name must be the one rendered for that Sandbox, so no other object is ever taken for a child."""
+    the object's name must be the one rendered for that Sandbox, so no other object is ever taken for a child; a pod
+    claimed from a pool keeps its name, and is found by its owner reference and its pool label."""
     meta = child.get("metadata") or {}
     owner = controller_name(child, c.KIND)
     labels = meta.get("labels") or {}
+    if owner is not None and child.get("kind", "Pod") == "Pod" and labels.get(c.LABEL_POOL):
+        return owner
     if owner is None and labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY:
         owner = labels.get(c.LABEL_SANDBOX) or None
     if owner is None or meta.get("name") not in (child_name(owner), child_name(owner, c.WORKSPACE_PVC_SUFFIX)):
         return None
     return owner
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A warm pod a Sandbox took over from a pool: it keeps its name and the pool label (the pool's fence)."""
+
+    pod_name: str
+    pool: str
 
 
 def _metadata(sandbox: SandboxObject, name: str) -> dict[str, Any]:
@@ -85,8 +104,7 @@ def _quantities(values: Mapping[str, int | str]) -> dict[str, str]:
     return {name: str(value) for name, value in values.items()}
 
 
-def _container(sandbox: SandboxObject) -> dict[str, Any]:
-    spec = sandbox.spec
+def _container(spec: PodRecipe) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": c.CONTAINER_NAME,
         "image": spec.image,
@@ -136,15 +154,16 @@ def _container(sandbox: SandboxObject) -> dict[str, Any]:
     return container
 
 
-def _workspace_volume(sandbox: SandboxObject) -> dict[str, Any]:
-    workspace = sandbox.spec.workspace
-    if workspace.persistent:
-        return {"name": c.WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name(sandbox)}}
+def _workspace_volume(workspace: Workspace, claim: str | None) -> dict[str, Any]:
+    if claim is not None:
+        return {"name": c.WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
     return {"name": c.WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": str(workspace.size)}}
 
 
-def render_pod(sandbox: SandboxObject) -> dict[str, Any]:
-    """The locked-down pod of a sandbox (Pod Security `restricted`, read-only root, no token, no host access).
+def render_pod_spec(recipe: PodRecipe, defaults: OperatorDefaults, claim: str | None = None) -> dict[str, Any]:
+    """The spec of a locked-down sandbox pod (Pod Security `restricted`, read-only root, no token, no host access),
+    from the recipe alone: a warm pod of a pool and the pod of a Sandbox of the same recipe have the same spec.
+    ``claim`` names the PersistentVolumeClaim of a persistent workspace.
 
     restartPolicy is Never: a sandbox is one session, so a restart would silently lose its processes and memory, and
     untrusted code that crashes should not loop; a finished container is reported as Failed instead.
@@ -166,20 +185,42 @@ def render_pod(sandbox: SandboxObject) -> dict[str, Any]:
             "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(sandbox)],
+        "containers": [_container(recipe)],
         "volumes": [
             {"name": c.TMP_VOLUME, "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}},
-            _workspace_volume(sandbox),
+            _workspace_volume(recipe.workspace, claim),
         ],
     }
-    if sandbox.spec.runtime_class_name:
-        spec["runtimeClassName"] = sandbox.spec.runtime_class_name
-    if sandbox.defaults.node_selector:
-        spec["nodeSelector"] = dict(sandbox.defaults.node_selector)
-    if sandbox.defaults.tolerations:
-        spec["tolerations"] = [dict(toleration) for toleration in sandbox.defaults.tolerations]
-    metadata = _metadata(sandbox, pod_name(sandbox))
-    return with_spec_hash({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+    if recipe.runtime_class_name:
+        spec["runtimeClassName"] = recipe.runtime_class_name
+    if defaults.node_selector:
+        spec["nodeSelector"] = dict(defaults.node_selector)
+    if defaults.tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in defaults.tolerations]
+    return spec
+
+
+def recipe_hash(pod_spec: Mapping[str, Any]) -> str:
+    """Hash of a rendered pod spec: a warm pod serves a Sandbox only when the two hashes are equal."""
+    canonical = json.dumps(pod_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ANNOTATION_LENGTH]
+
+
+def render_pod(sandbox: SandboxObject, claimed: Claimed | None = None) -> dict[str, Any]:
+    """The sandbox's pod: its own (``sbx-<name>``), or the warm pod it claimed, relabelled and owned by it."""
+    claim = pvc_name(sandbox) if sandbox.spec.workspace.persistent else None
+    spec = render_pod_spec(sandbox.spec, sandbox.defaults, claim)
+    pod = with_spec_hash({"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(sandbox, pod_name(sandbox)),
+                          "spec": spec})
+    return pod if claimed is None else as_claimed(pod, claimed)
+
+
+def as_claimed(pod: Mapping[str, Any], claimed: Claimed) -> dict[str, Any]:
+    """A Sandbox's own pod manifest as the warm pod it claimed: that pod's name, and the pool label beside its own."""
+    meta = pod["metadata"]
+    metadata = {**meta, "name": claimed.pod_name, "labels": {**meta["labels"], c.LABEL_POOL: claimed.pool},
+                "annotations": dict(meta.get("annotations") or {})}
+    return with_spec_hash({**pod, "metadata": metadata})
 
 
 def _networks(cidrs: Iterable[str]) -> list[IPNetwork]:

@@ -1,0 +1,1 @@
+"""SandboxTemplates and SandboxPools: warm pods a new Sandbox of a template claims."""

@@ -1,0 +1,321 @@
+"""Kopf wiring for SandboxTemplates and SandboxPools: keep the templates and each pool's warm pods known (pool.warm),
+call the pure ``pool.decide.decide_pool`` and apply its plan.
+
+Like the other kinds: event handlers only, no finalizers; owner references let the garbage collector delete a pool's
+unclaimed pods and fence with it (claimed pods are owned by their Sandboxes by then). A template's change wakes its
+pools (they roll) and the Sandboxes waiting for it; it never touches a running Sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from sandbox_operator import metrics
+from sandbox_operator.api import names as c
+from sandbox_operator.api.schema import describe_validation_error, next_condition, read_status, status_changed
+from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
+from sandbox_operator.k8s.cache import Store, list_objects, prime
+from sandbox_operator.k8s.client import KubeError
+from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile
+from sandbox_operator.k8s.manifest import ChildSummary, controller_name
+from sandbox_operator.operator import Runtime
+from sandbox_operator.pool.decide import (
+    ApplyFence,
+    CreateWarmPods,
+    DeleteWarmPod,
+    PoolObject,
+    PoolObserved,
+    WarmPod,
+    decide_pool,
+)
+from sandbox_operator.pool.warm import WARM, pool_of_member
+from sandbox_operator.sandbox.handlers import wake_template_waiters
+
+logger = logging.getLogger(__name__)
+
+# A warm pod created (or deleted) is counted as such until the watch shows it, at most this long.
+EXPECTATION_SECONDS = 30.0
+QUOTA_RETRY_SECONDS = 15.0
+
+
+@dataclass
+class PoolState(ObjectState):
+    """What one pool's reconciliations share; lives in its Kopf memo and dies with it."""
+
+    # Pods created whose ADDED event has not come yet, and pods deleted whose DELETED has not: name -> when.
+    creating: dict[str, float] = field(default_factory=dict)
+    deleting: dict[str, float] = field(default_factory=dict)
+
+
+def _state(memo: Any) -> PoolState:
+    return object_state(memo, "pool", PoolState)
+
+
+POOLS: dict[tuple[str, str], PoolState] = {}
+FENCES: Store[tuple[str, str], ChildSummary] = Store()
+RUNTIME: list[Runtime] = []  # the process's runtime, for wake-ups that come without a Kopf memo
+
+
+def _wake(key: tuple[str, str], trigger: str) -> None:
+    state = POOLS.get(key)
+    if state is not None and RUNTIME:
+        state.task = asyncio.get_running_loop().create_task(reconcile_pool(state, RUNTIME[0], key, trigger))
+
+
+def _recipe(body: Mapping[str, Any]) -> SandboxTemplateSpec | str:
+    try:
+        return SandboxTemplateSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return describe_validation_error(error, "spec")
+
+
+def _member_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    pool = pool_of_member(body)
+    return None if pool is None else (str(body["metadata"].get("namespace") or ""), pool)
+
+
+def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    pool = controller_name(body, c.POOL_KIND)
+    return None if pool is None else (str(body["metadata"].get("namespace") or ""), pool)
+
+
+@kopf.on.startup()
+async def fill_pool_caches(memo: Any, **_: Any) -> None:
+    """Before Kopf watches anything: the templates, the pools' fences and their warm pods, one LIST each (like
+    ``sandbox.handlers.fill_caches``), so the first pass of a Sandbox or pool sees them."""
+    runtime: Runtime = memo["runtime"]
+    RUNTIME[:] = [runtime]
+    WARM.on_claimed = lambda key: _wake(key, "claimed")
+    namespaces = list(memo["settings"].namespaces)
+    await prime(WARM.templates, runtime.kube, c.TEMPLATE_KIND, namespaces, key=_template_key, summary=_recipe)
+    await prime(FENCES, runtime.kube, c.ChildKind.NETWORK_POLICY, namespaces, key=_fence_key,
+                summary=ChildSummary.from_body, label_selector=c.LABEL_POOL)
+    async for body in list_objects(runtime.kube, c.ChildKind.POD, namespaces, label_selector=c.LABEL_POOL):
+        key = _member_key(body)
+        if key is not None:
+            WARM.put_member(key, str(body["metadata"].get("uid", "")), WarmPod.from_body(body))
+
+
+def _template_key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.TEMPLATE_PLURAL)
+async def template_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A template changed, appeared or went: its pools roll (or empty), and Sandboxes waiting for it go on."""
+    key, uid = _template_key(body), str(body["metadata"].get("uid", ""))
+    if event["type"] == "DELETED":
+        WARM.templates.remove(key, uid)
+    else:
+        recipe = _recipe(body)
+        if WARM.templates.items.get(key) == (uid, recipe):
+            return
+        WARM.templates.put(key, uid, recipe)
+    for pool in WARM.pools_of(*key):
+        _wake((key[0], pool), "template")
+    await wake_template_waiters(key, memo["runtime"])
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.POOL_PLURAL)
+async def pool_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: Any,
+                       **_: Any) -> None:
+    """Any change to a pool (its replicas, through scale too): reconcile it. The echo of our own status write is
+    skipped, like a Sandbox's."""
+    state, key = _state(memo), (namespace or "", name)
+    if event["type"] == "DELETED":
+        state.forget()
+        if POOLS.get(key) is state:
+            del POOLS[key]
+            WARM.pool_templates.pop(key, None)
+            for kind in ("desired", "current", "ready"):
+                metrics.POOL_PODS.remove(key[0], key[1], kind)
+        return
+    POOLS[key] = state
+    template = ((body.get("spec") or {}).get("templateRef") or {}).get("name")
+    if isinstance(template, str):
+        WARM.pool_templates[key] = template
+    if state.packed is not None and int(body["metadata"].get("resourceVersion") or 0) <= state.version:
+        metrics.RECONCILES_SKIPPED.labels("pool").inc()
+        return
+    state.remember(body)
+    await reconcile_pool(state, memo["runtime"], key, trigger="pool")
+
+
+def is_pool_pod(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter: a pod a pool made (warm, or claimed since: it then leaves the pool's count)."""
+    return bool((body.get("metadata", {}).get("labels") or {}).get(c.LABEL_POOL))
+
+
+@kopf.on.event("pods", when=is_pool_pod)
+async def pool_pod_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A warm pod started, became ready, failed, went, or was claimed: its pool refills or rolls on."""
+    meta = body["metadata"]
+    pool = meta.get("labels", {}).get(c.LABEL_POOL)
+    key = (namespace or "", str(pool))
+    state = POOLS.get(key)
+    name = str(meta.get("name"))
+    member = _member_key(body) == key
+    if event["type"] == "DELETED" or not member:
+        WARM.remove_member(key, name)
+        if state is not None:
+            state.deleting.pop(name, None)
+    else:
+        summary = WarmPod.from_body(body)
+        before = (WARM.members.get(key) or {}).get(name)
+        WARM.put_member(key, str(meta.get("uid", "")), summary)
+        if state is not None:
+            state.creating.pop(name, None)
+        if before is not None and before[1] == summary:
+            return
+    _wake(key, "pool-pod")
+
+
+def is_pool_fence(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter: a pool's fence NetworkPolicy."""
+    return _fence_key(body) is not None
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_pool_fence)
+async def fence_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A pool's fence changed or went: put it back."""
+    key, uid = _fence_key(body), str(body["metadata"].get("uid", ""))
+    assert key is not None
+    if event["type"] == "DELETED":
+        FENCES.remove(key, uid)
+    else:
+        FENCES.put(key, uid, ChildSummary.from_body(body))
+    _wake(key, "fence")
+
+
+# --- the reconciliation ---------------------------------------------------------------------------------------------
+
+
+def _load(body: Mapping[str, Any]) -> PoolObject | str:
+    meta = body.get("metadata") or {}
+    try:
+        spec = SandboxPoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        return describe_validation_error(error, "spec")
+    return PoolObject(name=str(meta.get("name")), namespace=str(meta.get("namespace")), uid=str(meta.get("uid")),
+                      generation=int(meta.get("generation") or 0), spec=spec,
+                      status=read_status(SandboxPoolStatus, body))
+
+
+def _forget_old(expected: dict[str, float]) -> None:
+    for name, at in list(expected.items()):
+        if time.monotonic() - at > EXPECTATION_SECONDS:
+            del expected[name]
+
+
+async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -> PassResult:
+    """One pass for one pool: observe, decide (pure), act, write the status."""
+    body = state.body
+    if body is None:
+        return PassResult()
+    now = datetime.now(UTC)
+    pool = _load(body)
+    if isinstance(pool, str):
+        return await _report_invalid(runtime, body, pool, now)
+    _forget_old(state.creating)
+    _forget_old(state.deleting)
+    found = WARM.templates.get((pool.namespace, pool.spec.template_ref.name))
+    observed = PoolObserved(
+        recipe=found if isinstance(found, SandboxTemplateSpec) else None,
+        pods=[pod for pod in WARM.pods(key) if pod.name not in state.deleting],
+        fence=FENCES.get(key),
+        starting=len(state.creating),
+    )
+    plan = decide_pool(pool, observed, runtime.defaults, now)
+    refusal: KubeError | None = None
+    for action in plan.actions:
+        if isinstance(action, ApplyFence):
+            if action.replace:
+                await runtime.kube.replace(c.ChildKind.NETWORK_POLICY, action.manifest)
+            else:
+                await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest)
+        elif isinstance(action, DeleteWarmPod):
+            await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version)
+            state.deleting[action.name] = time.monotonic()
+        elif isinstance(action, CreateWarmPods):
+            refusal = await _create_warm_pods(state, runtime, action)
+    requeue_at = None
+    if refusal is not None:
+        plan = decide_pool(pool, replace(
+            observed, quota_error=refusal.message if refusal.quota_exceeded else None,
+            create_error=None if refusal.quota_exceeded else refusal.message,
+        ), runtime.defaults, now)
+        requeue_at = now + timedelta(seconds=QUOTA_RETRY_SECONDS)
+    if state.creating:
+        requeue_at = now + timedelta(seconds=EXPECTATION_SECONDS) if requeue_at is None else requeue_at
+    if status_changed(SandboxPoolStatus, body.get("status"), plan.status):
+        updated = await runtime.kube.patch_pool_status(pool.namespace, pool.name, body.get("status") or {},
+                                                       plan.status)
+        if updated is not None:
+            state.remember(updated)
+    metrics.POOL_PODS.labels(pool.namespace, pool.name, "desired").set(pool.spec.replicas)
+    metrics.POOL_PODS.labels(pool.namespace, pool.name, "current").set(plan.status.get("replicas", 0))
+    metrics.POOL_PODS.labels(pool.namespace, pool.name, "ready").set(plan.status.get("readyReplicas", 0))
+    return PassResult(requeue_at=requeue_at, failed="rejected" if refusal and not refusal.quota_exceeded else None)
+
+
+# Warm pods are created this many at a time: a pool of 50 fills in a few round trips, not fifty.
+CREATE_CONCURRENCY = 10
+
+
+async def _create_warm_pods(state: PoolState, runtime: Runtime, action: CreateWarmPods) -> KubeError | None:
+    """Create the warm pods, a few at once; return the first refusal (quota, admission), if any."""
+    refusals: list[KubeError] = []
+
+    async def create_one() -> None:
+        try:
+            created = await runtime.kube.create_warm_pod(action.manifest)
+        except KubeError as error:
+            if error.transient:
+                raise
+            refusals.append(error)
+            return
+        name = str((created.get("metadata") or {}).get("name") or "")
+        if name and name not in (WARM.members.get(_key(action.manifest)) or {}):
+            state.creating[name] = time.monotonic()
+
+    remaining = action.count
+    while remaining > 0 and not refusals:
+        batch = min(CREATE_CONCURRENCY, remaining)
+        await asyncio.gather(*(create_one() for _ in range(batch)))
+        remaining -= batch
+    return refusals[0] if refusals else None
+
+
+def _key(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    meta = manifest["metadata"]
+    return (meta["namespace"], meta["labels"][c.LABEL_POOL])
+
+
+async def _report_invalid(runtime: Runtime, body: Mapping[str, Any], error: str, now: datetime) -> PassResult:
+    """A pool whose spec does not validate: say so in its status; nothing is created or deleted."""
+    meta = body.get("metadata") or {}
+    old = read_status(SandboxPoolStatus, body)
+    generation = int(meta.get("generation") or 0)
+    condition = next_condition(old, c.ConditionType.READY, c.ConditionStatus.FALSE, c.PoolReason.INVALID_SPEC,
+                               error, generation, now)
+    new = old.model_copy(update={"conditions": [condition], "message": condition.message,
+                                 "observed_generation": generation}).to_dict()
+    if status_changed(SandboxPoolStatus, body.get("status"), new):
+        await runtime.kube.patch_pool_status(str(meta.get("namespace")), str(meta.get("name")),
+                                             body.get("status") or {}, new)
+    return PassResult(failed="rejected")
+
+
+async def reconcile_pool(state: PoolState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
+    """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop)."""
+    await reconcile(state, lambda: _pool_pass(state, runtime, key), what=f"pool {key[0]}/{key[1]}", trigger=trigger)
