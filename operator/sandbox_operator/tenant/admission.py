@@ -1,4 +1,10 @@
-"""The ValidatingAdmissionPolicy that checks every Sandbox in a tenant's namespace against its Tenant.
+"""The ValidatingAdmissionPolicy that checks every Sandbox and SandboxTemplate in a tenant's namespace against its
+Tenant.
+
+A template's spec has the fields of a Sandbox's, with the same names (api.sandbox.PodRecipe), so one set of rules
+checks both: a template that breaks the tenant's limits is refused when it is written, and a Sandbox made from it
+(templateRef, no recipe of its own) cannot be used to escape them. A Sandbox with templateRef is still held to the
+lifetime rules for the lifetime it sets itself.
 
 The policy is static and shipped in deploy/ (`paramKind: Tenant`); the operator renders one binding per tenant
 (`tenant.render.render_policy_binding`) with `paramRef` to the Tenant and a namespaceSelector on the tenant's namespace.
@@ -26,6 +32,9 @@ from sandbox_operator.api import names as c
 _LIMITS = "params.spec.limits"
 _NETWORK = "params.spec.network"
 _TENANT = "' (tenant ' + params.metadata.name + ')'"
+# A Sandbox made from a template: the rules on the pod recipe were applied to the template (the policy matches
+# SandboxTemplates too, whose spec has the same fields); its own lifetime is still checked.
+_TEMPLATED = "has(object.spec.templateRef)"
 
 
 def _unset(section: str, field: str) -> str:
@@ -37,7 +46,7 @@ def _quantity_rule(sandbox_field: str, limit_field: str) -> dict[str, str]:
     value, limit = f"object.spec.{sandbox_field}", f"{_LIMITS}.{limit_field}"
     return {
         "expression": (
-            f"{_unset(_LIMITS, limit_field)} || !has({value}) || "
+            f"{_TEMPLATED} || {_unset(_LIMITS, limit_field)} || !has({value}) || "
             f"quantity(string({value})).compareTo(quantity(string({limit}))) <= 0"
         ),
         "messageExpression": (
@@ -59,8 +68,9 @@ def validations() -> list[dict[str, str]]:
             "reason": "Invalid",
         },
         {
+            # A Sandbox with templateRef has no image of its own: its template's was checked when it was written.
             "expression": (
-                "params.spec.allowedImages.exists(p, "
+                f"{_TEMPLATED} || params.spec.allowedImages.exists(p, "
                 "object.spec.image.matches('^' + p.replace('.', '\\\\.').replace('*', '.*') + '$'))"
             ),
             "messageExpression": (
@@ -99,7 +109,7 @@ def validations() -> list[dict[str, str]]:
         },
         {
             "expression": (
-                f"{_unset(_LIMITS, 'maxLifetimeSeconds')} || has({lifetime}.ttlSeconds) || "
+                f"{_TEMPLATED} || {_unset(_LIMITS, 'maxLifetimeSeconds')} || has({lifetime}.ttlSeconds) || "
                 f"has({lifetime}.expiresAt) || (has(params.spec.defaults) && has(params.spec.defaults.ttlSeconds))"
             ),
             "messageExpression": (
@@ -141,7 +151,8 @@ def validations() -> list[dict[str, str]]:
         },
         {
             "expression": (
-                "!has(params.spec.requireImagePullAlways) || !params.spec.requireImagePullAlways || "
+                f"{_TEMPLATED} || !has(params.spec.requireImagePullAlways) || "
+                "!params.spec.requireImagePullAlways || "
                 f"(has(object.spec.imagePullPolicy) && object.spec.imagePullPolicy == '{c.PullPolicy.ALWAYS}')"
             ),
             "messageExpression": (
@@ -152,7 +163,7 @@ def validations() -> list[dict[str, str]]:
         },
         {
             "expression": (
-                "!has(params.spec.runtimeClassName) || (has(object.spec.runtimeClassName) && "
+                f"{_TEMPLATED} || !has(params.spec.runtimeClassName) || (has(object.spec.runtimeClassName) && "
                 "object.spec.runtimeClassName == params.spec.runtimeClassName)"
             ),
             "messageExpression": (
@@ -178,7 +189,7 @@ def render_admission_policy() -> dict[str, Any]:
                     {
                         "apiGroups": [c.GROUP],
                         "apiVersions": [c.VERSION],
-                        "resources": [c.PLURAL],
+                        "resources": [c.PLURAL, c.TEMPLATE_PLURAL],
                         "operations": ["CREATE", "UPDATE"],
                     }
                 ]

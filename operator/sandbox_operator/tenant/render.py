@@ -176,7 +176,8 @@ def render_policy_binding(tenant: TenantObject) -> dict[str, Any]:
 
 
 def render_tenant_cluster_role() -> dict[str, Any]:
-    """The ClusterRole shipped in deploy/ that tenant subjects are bound to: Sandboxes and nothing else."""
+    """The ClusterRole shipped in deploy/ that tenant subjects are bound to: Sandboxes, and reading the templates and
+    pools the platform team provides (writing them stays with the platform: warm pods use the tenant's quota)."""
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "ClusterRole",
@@ -188,6 +189,11 @@ def render_tenant_cluster_role() -> dict[str, Any]:
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
             },
             {"apiGroups": [c.GROUP], "resources": [f"{c.PLURAL}/status"], "verbs": ["get"]},
+            {
+                "apiGroups": [c.GROUP],
+                "resources": [c.TEMPLATE_PLURAL, c.POOL_PLURAL],
+                "verbs": ["get", "list", "watch"],
+            },
         ],
     }
 
