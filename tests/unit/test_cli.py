@@ -95,7 +95,7 @@ def test_an_unknown_output_format_is_a_usage_error(capsys: pytest.CaptureFixture
 
 def test_usage_errors_and_help_are_exit_codes_of_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["create"]) == 2
-    assert "the following arguments are required: --image" in capsys.readouterr().err
+    assert "one of the arguments --image --template is required" in capsys.readouterr().err
     assert main(["--help"]) == 0
 
 

@@ -246,3 +246,16 @@ def test_a_download_takes_only_files_and_directories_inside_the_target(tmp_path:
         with pytest.raises(SandboxFileError, match="refusing"):
             _unpack(hostile, tmp_path / "bad")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_spec_from_a_template_carries_only_the_reference_and_the_lifetime() -> None:
+    spec = build_spec(template="python-small", ttl=600, idle_timeout=120)
+    assert spec == {"templateRef": {"name": "python-small"}, "lifetime": {"ttlSeconds": 600, "idleTimeoutSeconds": 120}}
+    with pytest.raises(InvalidSpecError, match="command, cpu: a sandbox made from a template takes these from it"):
+        build_spec(template="python-small", command=["sh"], cpu="1")
+    with pytest.raises(InvalidSpecError, match="exactly one of image and template"):
+        build_spec(image="busybox", template="python-small")
+    with pytest.raises(InvalidSpecError, match="exactly one of image and template"):
+        build_spec()
+    with pytest.raises(InvalidSpecError, match=r"spec: .*templateRef"):
+        build_spec(template="python-small", spec={"resources": {"cpu": "2"}})

@@ -25,6 +25,7 @@ def _sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
     """What create and get-or-create pass to the SDK; the CLI waits itself (with its progress line)."""
     return {
         "image": args.image,
+        "template": args.template,
         "ttl": args.ttl,
         "idle_timeout": args.idle_timeout,
         "cpu": args.cpu,

@@ -105,7 +105,11 @@ def _global_options() -> argparse.ArgumentParser:
 
 def _sandbox_options(parser: argparse.ArgumentParser) -> None:
     """What ``create`` and ``get-or-create`` make a Sandbox with."""
-    parser.add_argument("--image", required=True, help="the container image, e.g. python:3.11-slim")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="the container image, e.g. python:3.11-slim")
+    source.add_argument(
+        "--template", metavar="NAME", help="a SandboxTemplate to start from (a warm pod when a SandboxPool has one)"
+    )
     parser.add_argument("--ttl", type=positive_number, metavar="SECONDS", help="delete it this long after creation")
     parser.add_argument(
         "--idle-timeout", type=positive_number, metavar="SECONDS", help="expire it after this long without activity"

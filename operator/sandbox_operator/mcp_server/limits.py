@@ -17,6 +17,12 @@ class McpSettings(BaseSettings):
         "service account (HTTP), else 'default'.",
     )
     image: str = Field("python:3.11-slim", description="Image of sandboxes created without one.")
+    template: str | None = Field(
+        None,
+        description="SandboxTemplate of sandboxes created without an image (instead of image, cpu and memory): they "
+        "start from a warm pod when a SandboxPool of it has one.",
+        max_length=63,
+    )
     ttl_seconds: int = Field(3600, ge=60, le=7 * 86400, description="Lifetime of a session's sandbox.")
     idle_timeout_seconds: int = Field(
         900, ge=10, le=86400, description="A session's sandbox is removed this long after its last use."

@@ -175,6 +175,12 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
             except SandboxError as error:
                 raise ToolError(str(error)) from None
 
+    def recipe(image: str | None) -> dict[str, Any]:
+        """What a new sandbox is made of: the image asked for, else the server's template, else its image."""
+        if image is None and settings.template is not None:
+            return {"template": settings.template}
+        return {"image": image or settings.image, "cpu": settings.cpu, "memory": settings.memory}
+
     async def sandbox_of(call: Call, name: str | None) -> Sandbox:
         if name is not None:
             sandbox = await call.sandboxes.get(name, namespace=call.namespace)
@@ -182,19 +188,18 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
         return await call.sandboxes.get_or_create(
             {SESSION_KEY_PART: call.session},
             namespace=call.namespace,
-            image=settings.image,
             ttl=settings.ttl_seconds,
             idle_timeout=settings.idle_timeout_seconds,
-            cpu=settings.cpu,
-            memory=settings.memory,
             timeout=settings.ready_timeout_seconds,
+            **recipe(None),
         )
 
     @server.tool(description="Create a sandbox and wait until it is ready; returns its name for the other tools.")
     async def sandbox_create(
         ctx: Context,
         image: Annotated[
-            str | None, Field(description="Container image; default: the server's.", max_length=512)
+            str | None,
+            Field(description="Container image; default: the server's template or image.", max_length=512),
         ] = None,
         ttl_seconds: Annotated[
             int | None, Field(description="Deleted this long after creation.", ge=60, le=7 * 86400)
@@ -206,13 +211,11 @@ def build_server(settings: McpSettings, clients: Clients, **server_options: Any)
     ) -> dict[str, Any]:
         async def work(call: Call) -> dict[str, Any]:
             sandbox = await call.sandboxes.create(
-                image=image or settings.image,
                 ttl=ttl_seconds or settings.ttl_seconds,
                 idle_timeout=idle_timeout_seconds or settings.idle_timeout_seconds,
-                cpu=settings.cpu,
-                memory=settings.memory,
                 timeout=settings.ready_timeout_seconds,
                 namespace=call.namespace,
+                **recipe(image),
             )
             return sandbox.summary()
 

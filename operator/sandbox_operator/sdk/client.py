@@ -112,7 +112,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_spec(
     *,
-    image: str,
+    image: str | None = None,
+    template: str | None = None,
     command: Sequence[str] | None = None,
     args: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -123,11 +124,19 @@ def build_spec(
     spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Sandbox spec from the SDK's arguments, checked against the API's model: InvalidSpecError names each bad
-    field before anything is sent. ``spec`` adds any other field in its YAML form (e.g. {"network": {...}})."""
-    body: dict[str, Any] = {
-        "image": image,
-        "command": list(command) if command is not None else list(KEEPALIVE_COMMAND),
-    }
+    field before anything is sent. ``spec`` adds any other field in its YAML form (e.g. {"network": {...}}).
+    ``template`` names a SandboxTemplate instead of an image: the pod comes from it (warm, when a SandboxPool of it
+    has a Ready pod), and only the lifetime may be given here."""
+    if (image is None) == (template is None):
+        raise InvalidSpecError("pass exactly one of image and template")
+    if template is not None:
+        from_template = {"command": command, "args": args, "env": env, "cpu": cpu, "memory": memory}
+        given = sorted(name for name, value in from_template.items() if value is not None)
+        if given:
+            raise InvalidSpecError(f"{', '.join(given)}: a sandbox made from a template takes these from it")
+        body: dict[str, Any] = {"templateRef": {"name": template}}
+    else:
+        body = {"image": image, "command": list(command) if command is not None else list(KEEPALIVE_COMMAND)}
     if args is not None:
         body["args"] = list(args)
     if env:
@@ -479,7 +488,8 @@ class SandboxClient:
         self,
         name: str | None = None,
         *,
-        image: str,
+        image: str | None = None,
+        template: str | None = None,
         command: Sequence[str] | None = None,
         args: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -495,7 +505,8 @@ class SandboxClient:
         timeout: float = DEFAULT_READY_TIMEOUT,
     ) -> Sandbox:
         """Create a Sandbox (named ``name``, or ``sandbox-<random>``) and, by default, wait until it is Ready.
-        Without ``command`` the container idles (a shell loop), ready for commands."""
+        Without ``command`` the container idles (a shell loop), ready for commands. ``template`` (instead of
+        ``image``) names a SandboxTemplate: the sandbox starts from a warm pod when one of its pools has one."""
         body = self._manifest(
             name,
             namespace,
@@ -503,6 +514,7 @@ class SandboxClient:
             annotations,
             build_spec(
                 image=image,
+                template=template,
                 command=command,
                 args=args,
                 env=env,
@@ -527,7 +539,8 @@ class SandboxClient:
         self,
         key: Mapping[str, str],
         *,
-        image: str,
+        image: str | None = None,
+        template: str | None = None,
         name_prefix: str = keys.DEFAULT_NAME_PREFIX,
         namespace: str | None = None,
         wait: bool = True,
@@ -535,12 +548,14 @@ class SandboxClient:
         **options: Any,
     ) -> Sandbox:
         """The Sandbox for ``key`` (e.g. {"user": ..., "project": ...}): the existing one, or a new one made with
-        ``image`` and ``options`` (those of ``create``). Safe from any number of processes at once: the name comes
-        from the key, and the API server creates it once. A Sandbox being deleted is waited for, then made again."""
+        ``image`` (or ``template``) and ``options`` (those of ``create``). Safe from any number of processes at once:
+        the name comes from the key, and the API server creates it once. A Sandbox being deleted is waited for, then
+        made again."""
         name = keys.sandbox_name(key, name_prefix)
         namespace = namespace or self.namespace
         deadline = time.monotonic() + timeout
-        spec = build_spec(image=image, **{k: options.pop(k) for k in list(options) if k in _SPEC_OPTIONS})
+        chosen = {k: options.pop(k) for k in list(options) if k in _SPEC_OPTIONS}
+        spec = build_spec(image=image, template=template, **chosen)
         if options:
             raise TypeError(f"get_or_create() got unexpected arguments: {', '.join(sorted(options))}")
         metadata = keys.key_metadata(key)
