@@ -119,3 +119,42 @@ def test_a_replica_with_its_peering_object_does_not_warn(
         finally:
             present.stop()
     assert "does not exist" not in present.log()
+
+
+def test_claims_across_a_takeover_never_share_a_pod(
+    cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.test_pools import Pools
+
+    pools = Pools(api, namespace)
+    with cluster_peering(api) as peering:
+        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
+        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
+        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
+        active.start()
+        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
+        standby.start()
+        try:
+            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
+            pools.template("shared")
+            pools.pool("shared", "shared", 10)
+            pools.wait_pool("shared", 10)
+            names = [f"c{i:02d}" for i in range(30)]
+            with ThreadPoolExecutor(max_workers=8) as creators:
+                list(creators.map(lambda name: pools.sandbox(name, "shared"), names[:15]))
+                active.stop(signal.SIGKILL)  # claims in flight, pool refilling
+                list(creators.map(lambda name: pools.sandbox(name, "shared"), names[15:]))
+            statuses = [wait_for(lambda name=name: pools.ready(name), timeout=LIFETIME + 90, what=f"{name} Ready")
+                        for name in names]
+            pods = [status["podName"] for status in statuses]
+            assert len(set(pods)) == len(names), "two sandboxes share a pod"
+            for name, pod_name in zip(names, pods, strict=True):
+                owner = pools.pod(pod_name).metadata.owner_references[0]
+                assert (owner.kind, owner.name) == ("Sandbox", name)
+            print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
+            assert reconciles(standby) > 0
+        finally:
+            active.stop(signal.SIGKILL)
+            standby.stop()

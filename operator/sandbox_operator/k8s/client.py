@@ -224,12 +224,18 @@ class Kube:
         return await self._request("claim", kind, "PATCH", _path(kind, namespace, name), dict(patch),
                                    content_type=MERGE_PATCH, ok=frozenset({404, 409}))
 
-    async def delete_unclaimed(self, namespace: str, name: str, version: str) -> None:
-        """Delete a pool's warm pod unless it changed since ``version`` (a Sandbox claimed it meanwhile)."""
+    async def delete_unclaimed(self, namespace: str, name: str, version: str) -> bool:
+        """Delete a pool's warm pod unless it changed since ``version`` (a Sandbox may have claimed it meanwhile);
+        False when it had changed (the watch brings the change)."""
         kind = c.ChildKind.POD
         options = {"preconditions": {"resourceVersion": version}} if version else {}
-        await self._request("delete", kind, "DELETE", _path(kind, namespace, name), options,
-                            ok=frozenset({404, 409}))
+        try:
+            await self._request("delete", kind, "DELETE", _path(kind, namespace, name), options, ok=frozenset({404}))
+        except KubeError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
 
     async def patch_pool_status(
         self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]

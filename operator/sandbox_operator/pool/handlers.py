@@ -244,8 +244,8 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
             else:
                 await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest)
         elif isinstance(action, DeleteWarmPod):
-            await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version)
-            state.deleting[action.name] = time.monotonic()
+            if await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version):
+                state.deleting[action.name] = time.monotonic()
         elif isinstance(action, CreateWarmPods):
             refusal = await _create_warm_pods(state, runtime, action)
     requeue_at = None
