@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,13 +223,7 @@ def test_running_sandbox_whose_template_was_deleted_keeps_its_pod_until_its_dead
     assert after.actions == (DeleteSandbox(),)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _decide_invalid passes on_expiry=None to _fallback_plan_for, so a templated Sandbox whose own "
-    "lifetime says onExpiry: Suspend is deleted (workspace and all) past its deadline once its template is gone; "
-    "_fallback_plan reads spec.lifetime.onExpiry from the body for exactly this",
-)
-def test_BUG_template_gone_past_deadline_does_not_delete_a_sandbox_that_suspends_on_expiry() -> None:
+def test_template_gone_past_deadline_does_not_delete_a_sandbox_that_suspends_on_expiry() -> None:
     status = SandboxStatus(phase=c.SandboxPhase.READY, expires_at=at(600)).to_dict()
     sbx = missing_template(status, lifetime={"ttlSeconds": 600, "onExpiry": "Suspend"})
     plan = decide(sbx, children(templated(recipe())), at(601))

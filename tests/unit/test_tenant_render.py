@@ -87,9 +87,14 @@ def test_policy_binding_passes_this_tenant_to_the_policy_for_its_namespace_only(
     assert spec["validationActions"] == ["Deny"]
 
 
-def test_cluster_role_grants_sandboxes_and_nothing_else() -> None:
+def test_cluster_role_grants_sandboxes_and_reading_templates_and_pools_and_nothing_else() -> None:
     rules = render_tenant_cluster_role()["rules"]
-    assert {resource for rule in rules for resource in rule["resources"]} == {"sandboxes", "sandboxes/status"}
+    granted = {(resource, verb) for rule in rules for resource in rule["resources"] for verb in rule["verbs"]}
+    writes = {"create", "update", "patch", "delete", "deletecollection"}
+    assert {resource for resource, _ in granted} == {"sandboxes", "sandboxes/status", "sandboxtemplates",
+                                                     "sandboxpools"}
+    assert not {(resource, verb) for resource, verb in granted if resource != "sandboxes" and verb in writes}, \
+        "templates and pools (warm pods use the tenant's quota) are written by the platform team only"
     assert all(rule["apiGroups"] == [c.GROUP] for rule in rules)
 
 

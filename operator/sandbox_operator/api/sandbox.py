@@ -521,8 +521,10 @@ def _unset(model: type[SpecModel], path: str, names: list[str] | None = None) ->
         info = model.model_fields[name]
         field_path = f"{path}.{info.alias or name}"
         default = None if info.is_required() else info.get_default(call_default_factory=True)
-        if default is None or default == []:
+        if default is None:
             parts.append(f"!has({field_path})")
+        elif default == []:
+            parts.append(f"(!has({field_path}) || size({field_path}) == 0)")
         elif isinstance(default, SpecModel):
             parts.append(f"(!has({field_path}) || ({_unset(type(default), field_path)}))")
         elif isinstance(default, bool):
@@ -773,6 +775,8 @@ class InvalidSandbox:
     error: str
     status: SandboxStatus = field(default_factory=SandboxStatus)
     reason: c.Reason = c.Reason.INVALID_SPEC
+    # What its own lifetime says happens at the deadline (a missing template leaves only that to go by).
+    on_expiry: str | None = None
 
 
 def load_sandbox(
@@ -790,4 +794,13 @@ def load_sandbox(
             error=str(error),
             status=read_status(SandboxStatus, body),
             reason=c.Reason.TEMPLATE_NOT_FOUND if isinstance(error, MissingTemplateError) else c.Reason.INVALID_SPEC,
+            on_expiry=_on_expiry(body),
         )
+
+
+def _on_expiry(body: Mapping[str, Any]) -> str | None:
+    """spec.lifetime.onExpiry of a body that may not validate, read defensively."""
+    spec = body.get("spec")
+    lifetime = spec.get("lifetime") if isinstance(spec, Mapping) else None
+    value = lifetime.get("onExpiry") if isinstance(lifetime, Mapping) else None
+    return value if isinstance(value, str) else None

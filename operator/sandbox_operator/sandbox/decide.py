@@ -306,7 +306,7 @@ def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
     if sandbox.reason is c.Reason.TEMPLATE_NOT_FOUND and old.expires_at is not None:
         # Started from a template since deleted: its pod keeps running, and the deadline it announced still holds.
         return _fallback_plan_for(old, sandbox.generation, c.Reason.TEMPLATE_NOT_FOUND,
-                                  f"{sandbox.error}; the running pod is kept", None, now)
+                                  f"{sandbox.error}; the running pod is kept", sandbox.on_expiry, now)
     ready = next_condition(
         old, c.ConditionType.READY, c.ConditionStatus.FALSE, sandbox.reason, sandbox.error, sandbox.generation, now,
     )
