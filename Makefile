@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help venv deps test unit lint cluster-test node-test demo cluster-up cluster-down cluster-status cluster-build \
-	manifests image image-import image-lock chart-sync helm bench clean
+	manifests image image-import image-lock chart-sync helm bench bench-pool clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -89,6 +89,9 @@ helm: venv ## build helm from its pinned Go module and print its path
 
 bench: venv ## issue 11 in one run: create->Ready, writes, CPU, RSS against direct pods and agent-sandbox; fill, restart, expiry (BENCH_ARGS=...)
 	$(PY) bench/fleet.py $(BENCH_ARGS)
+
+bench-pool: venv ## warm claims from a SandboxPool against cold templated Sandboxes, direct pods and agent-sandbox's warm pool; BENCH_ARGS="--node real" on the real node
+	$(PY) bench/pool.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches in the tree (not ~/.cache/sandbox-operator)
 	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache .hypothesis
