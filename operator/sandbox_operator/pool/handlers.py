@@ -54,6 +54,8 @@ class PoolState(ObjectState):
     # Pods created whose ADDED event has not come yet, and pods deleted whose DELETED has not: name -> when.
     creating: dict[str, float] = field(default_factory=dict)
     deleting: dict[str, float] = field(default_factory=dict)
+    gathering: bool = False  # a wake-up is on its way (``_wake``)
+    status_written: float = 0.0  # when the last status write went out (monotonic)
 
 
 def _state(memo: Any) -> PoolState:
@@ -65,10 +67,26 @@ FENCES: Store[tuple[str, str], ChildSummary] = Store()
 RUNTIME: list[Runtime] = []  # the process's runtime, for wake-ups that come without a Kopf memo
 
 
+# Wake-ups of a pool by its pods' events, claims and its template are gathered for this long: a burst of claims (or
+# of warm pods starting) costs one pass, and the refill does not compete with the claims it follows.
+WAKE_GATHER_SECONDS = 0.25
+# While a pool fills or refills its ready count moves with every pod: its status is written at most this often,
+# unless its condition or generation changed.
+STATUS_INTERVAL_SECONDS = 1.0
+
+
 def _wake(key: tuple[str, str], trigger: str) -> None:
     state = POOLS.get(key)
-    if state is not None and RUNTIME:
-        state.task = asyncio.get_running_loop().create_task(reconcile_pool(state, RUNTIME[0], key, trigger))
+    if state is None or not RUNTIME or state.gathering:
+        return
+    state.gathering = True
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        state.gathering = False
+        state.task = loop.create_task(reconcile_pool(state, RUNTIME[0], key, trigger))
+
+    loop.call_later(WAKE_GATHER_SECONDS, fire)
 
 
 def _recipe(body: Mapping[str, Any]) -> SandboxTemplateSpec | str:
@@ -258,14 +276,29 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
     if state.creating:
         requeue_at = now + timedelta(seconds=EXPECTATION_SECONDS) if requeue_at is None else requeue_at
     if status_changed(SandboxPoolStatus, body.get("status"), plan.status):
-        updated = await runtime.kube.patch_pool_status(pool.namespace, pool.name, body.get("status") or {},
-                                                       plan.status)
-        if updated is not None:
-            state.remember(updated)
+        wait = state.status_written + STATUS_INTERVAL_SECONDS - time.monotonic()
+        if wait > 0 and not _news(body.get("status") or {}, plan.status):
+            later = now + timedelta(seconds=wait)
+            requeue_at = later if requeue_at is None else min(requeue_at, later)
+        else:
+            updated = await runtime.kube.patch_pool_status(pool.namespace, pool.name, body.get("status") or {},
+                                                           plan.status)
+            state.status_written = time.monotonic()
+            if updated is not None:
+                state.remember(updated)
     metrics.POOL_PODS.labels(pool.namespace, pool.name, "desired").set(pool.spec.replicas)
     metrics.POOL_PODS.labels(pool.namespace, pool.name, "current").set(plan.status.get("replicas", 0))
     metrics.POOL_PODS.labels(pool.namespace, pool.name, "ready").set(plan.status.get("readyReplicas", 0))
     return PassResult(requeue_at=requeue_at, failed="rejected" if refusal and not refusal.quota_exceeded else None)
+
+
+def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a status says more than new counts: another condition (full, quota, template) or generation."""
+    def condition(status: Mapping[str, Any]) -> tuple[Any, ...]:
+        found: Mapping[str, Any] = next(iter(status.get("conditions") or []), {})
+        return (found.get("status"), found.get("reason"), status.get("observedGeneration"))
+
+    return condition(old) != condition(new)
 
 
 # Warm pods are created this many at a time: a pool of 50 fills in a few round trips, not fifty.
