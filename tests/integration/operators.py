@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
@@ -45,6 +48,27 @@ def cluster_peering(api: client.ApiClient) -> Iterator[str]:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+@contextmanager
+def active_and_standby(
+    cluster: Cluster, api: client.ApiClient, logs: Path, lifetime: int, **settings: str
+) -> Iterator[tuple[OperatorProcess, OperatorProcess]]:
+    """Two replicas sharing a fresh peering object, the active one (higher priority) started first; both are in the
+    peering when this yields. Afterwards the active one is killed (if still running) and the standby stopped."""
+    with cluster_peering(api) as peering:
+        shared = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(lifetime), **settings}
+        active = OperatorProcess(cluster, logs / "active.log", PRIORITY="200", **shared)
+        standby = OperatorProcess(cluster, logs / "standby.log", PRIORITY="100", **shared)
+        active.start()
+        try:
+            wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
+            standby.start()
+            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
+            yield active, standby
+        finally:
+            active.stop(signal.SIGKILL)
+            standby.stop()
 
 
 def peers(api: client.ApiClient, name: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,15 @@ from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
 from tests.integration.operators import (
+    active_and_standby,
     cluster_peering,
     create_sandbox,
     event_reasons,
     exclusive,
-    peers,
     reconciles,
     wait_ready,
 )
+from tests.integration.test_pools import Pools
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -30,69 +32,47 @@ LIFETIME = 10  # SANDBOX_OPERATOR_PEERING_LIFETIME: the bound on the takeover ti
 def test_standby_takes_over_after_the_active_replica_is_killed_and_nothing_is_handled_twice(
     cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
 ) -> None:
-    with cluster_peering(api) as peering:
-        # Ready Events on (off by default) show whether a Sandbox was handled twice.
-        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME),
-                    "PROGRESS_EVENTS": "true"}
-        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
-        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
-        active.start()
-        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
-        standby.start()
-        try:
-            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
-            before = [f"before-{i}" for i in range(3)]
-            for name in before:
-                create_sandbox(api, namespace, name)
-            wait_ready(api, namespace, before)
-            assert reconciles(active) > 0
-            assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
+    # Ready Events on (off by default) show whether a Sandbox was handled twice.
+    with active_and_standby(cluster, api, tmp_path, LIFETIME, PROGRESS_EVENTS="true") as (active, standby):
+        before = [f"before-{i}" for i in range(3)]
+        for name in before:
+            create_sandbox(api, namespace, name)
+        wait_ready(api, namespace, before)
+        assert reconciles(active) > 0
+        assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
 
-            active.stop(signal.SIGKILL)
-            killed = time.monotonic()
-            after = [f"after-{i}" for i in range(3)]
-            for name in after:
-                create_sandbox(api, namespace, name)
-            wait_for(lambda: reconciles(standby) > 0, timeout=LIFETIME + 30, interval=0.1,
-                     what="the standby to take over")
-            takeover = time.monotonic() - killed
-            wait_ready(api, namespace, after, timeout=LIFETIME + 60)
-            ready_after = time.monotonic() - killed
-            print(f"\ntakeover after SIGKILL: {takeover:.1f}s (peering lifetime {LIFETIME}s); "
-                  f"sandboxes created after the kill Ready {ready_after:.1f}s after it")
-            assert takeover <= LIFETIME + 15
+        active.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        after = [f"after-{i}" for i in range(3)]
+        for name in after:
+            create_sandbox(api, namespace, name)
+        wait_for(lambda: reconciles(standby) > 0, timeout=LIFETIME + 30, interval=0.1,
+                 what="the standby to take over")
+        takeover = time.monotonic() - killed
+        wait_ready(api, namespace, after, timeout=LIFETIME + 60)
+        ready_after = time.monotonic() - killed
+        print(f"\ntakeover after SIGKILL: {takeover:.1f}s (peering lifetime {LIFETIME}s); "
+              f"sandboxes created after the kill Ready {ready_after:.1f}s after it")
+        assert takeover <= LIFETIME + 15
 
-            # Taking over re-reads every Sandbox: the ones already Ready get no second transition.
-            time.sleep(2)
-            for name in before + after:
-                assert event_reasons(api, namespace, name).count("Ready") == 1, name
-        finally:
-            active.stop(signal.SIGKILL)
-            standby.stop()
+        # Taking over re-reads every Sandbox: the ones already Ready get no second transition.
+        time.sleep(2)
+        for name in before + after:
+            assert event_reasons(api, namespace, name).count("Ready") == 1, name
 
 
 def test_a_clean_shutdown_hands_over_at_once(
     cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
 ) -> None:
-    with cluster_peering(api) as peering:
-        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": "60"}
-        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
-        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
-        active.start()
-        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
-        standby.start()
-        try:
-            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
-            active.stop(signal.SIGTERM)  # a rollout or a drain: Kopf withdraws from the peering on its way out
-            stopped = time.monotonic()
-            create_sandbox(api, namespace, "handed-over")
-            wait_ready(api, namespace, ["handed-over"], timeout=60)
-            handover = time.monotonic() - stopped
-            print(f"\nhandover after SIGTERM: Ready {handover:.1f}s after the active replica stopped (lifetime 60s)")
-            assert reconciles(standby) > 0
-            assert handover < 30, "a clean shutdown must not wait for the peering lifetime"
-        finally:
-            standby.stop()
+    with active_and_standby(cluster, api, tmp_path, 60) as (active, standby):
+        active.stop(signal.SIGTERM)  # a rollout or a drain: Kopf withdraws from the peering on its way out
+        stopped = time.monotonic()
+        create_sandbox(api, namespace, "handed-over")
+        wait_ready(api, namespace, ["handed-over"], timeout=60)
+        handover = time.monotonic() - stopped
+        print(f"\nhandover after SIGTERM: Ready {handover:.1f}s after the active replica stopped (lifetime 60s)")
+        assert reconciles(standby) > 0
+        assert handover < 30, "a clean shutdown must not wait for the peering lifetime"
 
 
 def test_a_replica_without_its_peering_object_says_so_at_start(
@@ -124,37 +104,22 @@ def test_a_replica_with_its_peering_object_does_not_warn(
 def test_claims_across_a_takeover_never_share_a_pod(
     cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.integration.test_pools import Pools
-
     pools = Pools(api, namespace)
-    with cluster_peering(api) as peering:
-        settings = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
-        active = OperatorProcess(cluster, tmp_path / "active.log", PRIORITY="200", **settings)
-        standby = OperatorProcess(cluster, tmp_path / "standby.log", PRIORITY="100", **settings)
-        active.start()
-        wait_for(lambda: len(peers(api, peering)) == 1, what="the active replica in the peering")
-        standby.start()
-        try:
-            wait_for(lambda: len(peers(api, peering)) == 2, what="both replicas in the peering")
-            pools.template("shared")
-            pools.pool("shared", "shared", 10)
-            pools.wait_pool("shared", 10)
-            names = [f"c{i:02d}" for i in range(30)]
-            with ThreadPoolExecutor(max_workers=8) as creators:
-                list(creators.map(lambda name: pools.sandbox(name, "shared"), names[:15]))
-                active.stop(signal.SIGKILL)  # claims in flight, pool refilling
-                list(creators.map(lambda name: pools.sandbox(name, "shared"), names[15:]))
-            statuses = [wait_for(lambda name=name: pools.ready(name), timeout=LIFETIME + 90, what=f"{name} Ready")
-                        for name in names]
-            pods = [status["podName"] for status in statuses]
-            assert len(set(pods)) == len(names), "two sandboxes share a pod"
-            for name, pod_name in zip(names, pods, strict=True):
-                owner = pools.pod(pod_name).metadata.owner_references[0]
-                assert (owner.kind, owner.name) == ("Sandbox", name)
-            print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
-            assert reconciles(standby) > 0
-        finally:
-            active.stop(signal.SIGKILL)
-            standby.stop()
+    with active_and_standby(cluster, api, tmp_path, LIFETIME) as (active, standby):
+        pools.template("shared")
+        pools.pool("shared", "shared", 10)
+        pools.wait_pool("shared", 10)
+        names = [f"c{i:02d}" for i in range(30)]
+        with ThreadPoolExecutor(max_workers=8) as creators:
+            list(creators.map(lambda name: pools.sandbox(name, "shared"), names[:15]))
+            active.stop(signal.SIGKILL)  # claims in flight, pool refilling
+            list(creators.map(lambda name: pools.sandbox(name, "shared"), names[15:]))
+        statuses = [wait_for(lambda name=name: pools.ready(name), timeout=LIFETIME + 90, what=f"{name} Ready")
+                    for name in names]
+        pods = [status["podName"] for status in statuses]
+        assert len(set(pods)) == len(names), "two sandboxes share a pod"
+        for name, pod_name in zip(names, pods, strict=True):
+            owner = pools.pod(pod_name).metadata.owner_references[0]
+            assert (owner.kind, owner.name) == ("Sandbox", name)
+        print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
+        assert reconciles(standby) > 0

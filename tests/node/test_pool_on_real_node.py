@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
 from localcluster import node as real_node_module
 from localcluster.handle import Cluster
-from localcluster.operator_process import install_crds
 
 from sandbox_operator.api import names as c
 from sandbox_operator.sdk import SandboxClient
 from tests.integration.test_pools import Pools
-from tests.node.conftest import BUSYBOX, placed_operator
+from tests.node.conftest import BUSYBOX
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.node
@@ -28,20 +24,9 @@ LISTENER = ["sh", "-c", "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && e
 
 
 @pytest.fixture(scope="module")
-def node_pools(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pools]:
-    """A restricted namespace served by an operator that places sandbox (and warm) pods on the real node."""
-    core = client.CoreV1Api(cluster.api_client())
-    name = f"node-pool-{uuid.uuid4().hex[:8]}"
-    labels = {"pod-security.kubernetes.io/enforce": "restricted", "sandbox-operator.io/test": "node"}
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    install_crds(cluster)
-    operator = placed_operator(cluster, tmp_path_factory.mktemp("pool-operator") / "operator.log", name)
-    operator.start()
-    try:
-        yield Pools(cluster.api_client(), name)
-    finally:
-        operator.stop()
-        core.delete_namespace(name, grace_period_seconds=0, propagation_policy="Background")
+def node_pools(cluster: Cluster, sdk_namespace: str) -> Pools:
+    """Templates and pools in a restricted namespace whose operator places sandbox (and warm) pods on the real node."""
+    return Pools(cluster.api_client(), sdk_namespace)
 
 
 def _template(pools: Pools, name: str, **recipe: Any) -> None:
