@@ -23,7 +23,7 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import describe_validation_error, next_condition, read_status, status_changed
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
-from sandbox_operator.k8s.cache import Store, list_objects, prime
+from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, list_objects, prime
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name
@@ -121,6 +121,17 @@ async def fill_pool_caches(memo: Any, **_: Any) -> None:
         key = _member_key(body)
         if key is not None:
             WARM.put_member(key, str(body["metadata"].get("uid", "")), WarmPod.from_body(body))
+    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep)
+
+
+def _sweep() -> None:
+    """Forget the templates and fences the start-up LIST saw and the watch never confirmed (deleted in between);
+    their pools look again. (A warm pod deleted in between costs a 404 at most: a claim or a delete finds it gone.)"""
+    for namespace, template in WARM.templates.sweep():
+        for pool in WARM.pools_of(namespace, template):
+            _wake((namespace, pool), "sweep")
+    for key in FENCES.sweep():
+        _wake(key, "sweep")
 
 
 def _template_key(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -135,10 +146,10 @@ async def template_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_
     if event["type"] == "DELETED":
         WARM.templates.remove(key, uid)
     else:
-        recipe = _recipe(body)
-        if WARM.templates.items.get(key) == (uid, recipe):
+        recipe, before = _recipe(body), WARM.templates.items.get(key)
+        WARM.templates.put(key, uid, recipe)  # also confirms what the start-up LIST saw
+        if before == (uid, recipe):
             return
-        WARM.templates.put(key, uid, recipe)
     for pool in WARM.pools_of(*key):
         _wake((key[0], pool), "template")
     await wake_template_waiters(key, memo["runtime"])
