@@ -67,11 +67,18 @@ class Pools:
         return status if status.get("phase") == "Ready" else None
 
     def wait_pool(self, name: str, ready: int, timeout: float = 60) -> dict[str, Any]:
+        """The pool's status once it says ``ready`` warm pods are ready and they are (the status may lag the pods
+        by a second while they move)."""
         def full() -> dict[str, Any] | None:
             status = self.status(c.POOL_PLURAL, name)
-            return status if status.get("readyReplicas") == ready and status.get("replicas") == ready else None
+            says = status.get("readyReplicas") == ready and status.get("replicas") == ready
+            return status if says and self.ready_warm_pods(name) == ready else None
 
         return wait_for(full, timeout=timeout, what=f"pool {name} with {ready} ready warm pods")
+
+    def ready_warm_pods(self, pool: str) -> int:
+        return sum(1 for pod in self.warm_pods(pool)
+                   if any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions or []))
 
     def pool_pods(self, pool: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(self.namespace, label_selector=f"{c.LABEL_POOL}={pool}").items)
@@ -177,9 +184,7 @@ def test_editing_the_template_rolls_the_pool_and_keeps_claimed_sandboxes_as_they
     def rolled() -> bool:
         nonlocal lowest_ready
         pods = pools.warm_pods("roll")
-        ready = sum(1 for pod in pods if any(cond.type == "Ready" and cond.status == "True"
-                                             for cond in pod.status.conditions or []))
-        lowest_ready = min(lowest_ready, ready)
+        lowest_ready = min(lowest_ready, pools.ready_warm_pods("roll"))
         status = pools.status(c.POOL_PLURAL, "roll")
         hashes = {pod.metadata.labels[c.LABEL_RECIPE_HASH] for pod in pods}
         return status.get("recipeHash") not in (None, first_hash) and hashes == {status["recipeHash"]} \
