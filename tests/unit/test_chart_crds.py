@@ -77,3 +77,8 @@ def test_no_object_of_the_release_is_of_a_kind_the_release_itself_defines(values
     peerings = {(group, kind) for group, kind in used if group == PEERING_GROUP}
     assert peerings and peerings <= {(crd["spec"]["group"], crd["spec"]["names"]["kind"])
                                      for crd in _helm_crds_directory()}
+
+
+def test_artifact_hub_lists_every_crd_the_chart_templates() -> None:
+    listed = yaml.safe_load(yaml.safe_load((CHART / "Chart.yaml").read_text())["annotations"]["artifacthub.io/crds"])
+    assert sorted(crd["name"] for crd in listed) == sorted(_crds(template()))
