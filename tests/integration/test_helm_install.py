@@ -3,8 +3,9 @@
 
 On the local cluster's fake (kwok) nodes the chart's pods only look Running, so the operator itself runs here
 as a process using the chart's ServiceAccount token: what is tested is what the chart installs and grants.
-The tenant ClusterRole and policy (``tenants.enabled``) are left out: deploy/ is applied cluster-wide by other
-tests, and Helm refuses to adopt objects it did not create.
+The CRDs (``crds.install``) and the tenant ClusterRole and policy (``tenants.enabled``) are left out: crds/ and
+deploy/ are applied cluster-wide by other tests, and Helm refuses to adopt objects it did not create
+(``test_helm_crds.py`` installs, upgrades and keeps the CRDs with the chart).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
 from localcluster.helm import CHART, helm, set_args
 from localcluster.operator_process import OperatorProcess
+from localcluster.paths import CRDS
 
 from tests.integration.operators import PEERING_GROUP, cluster_peering, create_sandbox, exclusive, wait_ready
 
@@ -56,7 +58,7 @@ def test_helm_install_runs_with_the_chart_identity_and_uninstall_leaves_only_crd
 ) -> None:
     release = f"sbx-{uuid.uuid4().hex[:6]}"
     peering = f"{release}-peering"
-    values = {"tenants.enabled": False, "peering.name": peering, "peering.lifetimeSeconds": 15}
+    values = {"crds.install": False, "tenants.enabled": False, "peering.name": peering, "peering.lifetimeSeconds": 15}
     installed = helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "180s",
                      *set_args(values), kubeconfig=cluster.kubeconfig, check=False)
     assert installed.returncode == 0, installed.stderr
@@ -95,8 +97,8 @@ def test_helm_install_runs_with_the_chart_identity_and_uninstall_leaves_only_crd
     assert not _exists(lambda: rbac.read_cluster_role(fullname))
     assert not _exists(lambda: rbac.read_cluster_role_binding(fullname))
     assert not _exists(lambda: custom.get_cluster_custom_object(PEERING_GROUP, "v1", "clusterkopfpeerings", peering))
-    crd_names = {d["metadata"]["name"] for d in yaml.safe_load_all(
-        helm("show", "crds", str(CHART)).stdout) if d}
+    crd_names = {d["metadata"]["name"] for path in CRDS.glob("*.yaml")
+                 for d in yaml.safe_load_all(path.read_text()) if d}
     extensions = client.ApiextensionsV1Api(api)
     assert all(_exists(lambda n=name: extensions.read_custom_resource_definition(n)) for name in crd_names)
     # The Sandbox outlives the release: its CRD stays, so nothing the users made is lost by an uninstall.

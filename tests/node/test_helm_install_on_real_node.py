@@ -26,6 +26,7 @@ from localcluster import operator_image
 from localcluster.controlplane import ClusterState
 from localcluster.handle import Cluster
 from localcluster.helm import CHART, helm, set_args
+from localcluster.paths import CRDS
 
 from sandbox_operator.api import names as c
 from tests.integration.test_sandbox_lifecycle import sandbox
@@ -94,6 +95,7 @@ def _values(work_namespace: str) -> dict[str, Any]:
                                     "ports": [real_node_module.APISERVER_PORT_FOR_PODS]},
         "peering.lifetimeSeconds": LIFETIME,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        "crds.install": False,  # crds/ is applied cluster-wide by the crds fixture; Helm cannot adopt it
         "tenants.enabled": False,  # deploy/ is applied cluster-wide by other tests; Helm cannot adopt it
         "test.sandboxImage": BUSYBOX,
     }
@@ -278,7 +280,7 @@ def _assert_only_crds_left(cluster: Cluster, api: client.ApiClient, release: str
         assert cluster.kubectl("get", kind, fullname, check=False).returncode != 0, f"{kind} {fullname} is left"
     wait_for(lambda: not _running_operator_pids(socket), timeout=60,
              what="no operator container running on the node")
-    crd_names = {d["metadata"]["name"] for path in sorted((CHART / "crds").glob("*.yaml"))
+    crd_names = {d["metadata"]["name"] for path in sorted(CRDS.glob("*.yaml"))
                  for d in yaml.safe_load_all(path.read_text()) if d}
     assert f"{c.PLURAL}.{c.GROUP}" in crd_names
     listed = set(cluster.kubectl("get", "crd", "-o", "name").stdout.split())

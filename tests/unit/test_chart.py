@@ -29,7 +29,8 @@ def test_chart_carries_the_crds_and_tenant_manifests_verbatim() -> None:
     assert stale_copies() == [], "run `python -m localcluster.chart_files` to copy crds/ and deploy/ into the chart"
 
 
-@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"operator.watchNamespaces": ["team-a", "team-b"]}])
+@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"operator.watchNamespaces": ["team-a", "team-b"]},
+                                    {"crds.install": False}, {"crds.keep": False}])
 def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
     result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *set_args(values), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
