@@ -33,6 +33,10 @@ def main() -> int:
     )
     # The API client logs whole response bodies at DEBUG: they can hold env values, so never let them through.
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    if settings.log_level != "DEBUG":
+        # Kopf says "Handler '...' succeeded." at INFO for every watch event of every handler: thousands of lines a
+        # second in a burst, most of the log and some of the CPU. Its warnings and errors still come through.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Importing these registers their Kopf handlers.
     import sandbox_operator.operator
     import sandbox_operator.pool.handlers
