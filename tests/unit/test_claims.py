@@ -262,11 +262,20 @@ def test_pod_with_pool_label_but_another_controller_is_no_member() -> None:
     assert pool_of_member(pod) is None
 
 
-def test_pod_named_otherwise_and_owned_by_a_sandbox_is_its_child_only_with_a_pool_label() -> None:
-    _, _, pod = claim(recipe())
+def test_claimed_pod_whose_pool_label_was_removed_is_still_its_child_and_is_replaced() -> None:
+    sbx, _, pod = claim(recipe())
     assert owning_sandbox(pod) == "demo"
-    del pod["metadata"]["labels"][c.LABEL_POOL]
-    assert owning_sandbox(pod) is None
+    del pod["metadata"]["labels"][c.LABEL_POOL]  # it left the fence: it must not be lost from sight
+    assert owning_sandbox(pod) == "demo"
+    plan = decide(sbx, children(sbx, PodSummary.from_body(pod)), at(10))
+    assert plan.actions == (DeleteChild(c.ChildKind.POD, "python-warm-x7k2p", repair=True),)
+    assert ready(plan)["reason"] == c.Reason.POD_TAMPERED
+
+
+def test_an_object_other_than_a_pod_named_otherwise_is_no_sandboxs_child() -> None:
+    _, _, pod = claim(recipe())
+    policy = {"metadata": {**pod["metadata"], "name": "someone-elses"}, "spec": {"podSelector": {}}}
+    assert owning_sandbox(policy) is None
 
 
 def test_warm_pod_summary_reads_readiness_failure_and_deletion() -> None:

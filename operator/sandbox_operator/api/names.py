@@ -369,4 +369,5 @@ class PoolReason(StrEnum):
     CREATE_REJECTED = "CreateRejected"
     TEMPLATE_NOT_FOUND = "TemplateNotFound"
     NOT_POOLABLE = "NotPoolable"
+    FENCE_CONFLICT = "FenceConflict"
     INVALID_SPEC = "InvalidSpec"

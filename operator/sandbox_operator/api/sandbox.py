@@ -497,6 +497,11 @@ class PodRecipe(SpecModel):
 
 
 
+def literal_values(recipe: PodRecipe) -> list[str]:
+    """The literal env values of a recipe: no message the operator writes may repeat one."""
+    return [var.value for var in recipe.env if var.value]
+
+
 class TemplateRef(SpecModel):
     """The SandboxTemplate (in the Sandbox's namespace) a Sandbox takes its pod, network and workspace from."""
 

@@ -58,11 +58,14 @@ def parse_quantity(quantity: int | str) -> Decimal:
     if not _QUANTITY_RE.match(text):
         raise ValueError(f"{text!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 1Gi")
     number, suffix = _NUMBER_RE.match(text).groups()  # type: ignore[union-attr]
-    if suffix in _BINARY_SUFFIXES:
-        return Decimal(number) * _BINARY_SUFFIXES[suffix]
-    if suffix in _DECIMAL_SUFFIXES:
-        return Decimal(number) * _DECIMAL_SUFFIXES[suffix]
-    return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    try:
+        if suffix in _BINARY_SUFFIXES:
+            return Decimal(number) * _BINARY_SUFFIXES[suffix]
+        if suffix in _DECIMAL_SUFFIXES:
+            return Decimal(number) * _DECIMAL_SUFFIXES[suffix]
+        return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    except ArithmeticError:  # 1E9999999999 matches the grammar but overflows any Decimal context
+        raise ValueError(f"{text!r} is too large to be a Kubernetes quantity") from None
 
 
 def _check_quantity(value: int | str) -> int | str:

@@ -22,6 +22,7 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import parse_quantity
 
 HASH_ANNOTATION_LENGTH = 16
+MAX_K8S_NAME = 63
 # Keys whose values (and whose children's values) are Kubernetes quantities.
 QUANTITY_KEYS = frozenset({"limits", "requests", "sizeLimit", "hard", "default", "defaultRequest", "max", "min"})
 # The parts of a child the operator owns and compares: its labels, owner references and spec. Annotations other than
@@ -92,6 +93,17 @@ def owned_by(child: Mapping[str, Any], uid: str) -> bool:
     """Whether the object's controller owner reference is the object with this uid."""
     refs = (child.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
+def bounded_name(stem: str, suffix: str = "") -> str:
+    """``<stem><suffix>``, or, when that is too long for a DNS label, the stem cut and ended by a hash of the whole
+    (so two long stems never give the same name)."""
+    full = f"{stem}{suffix}"
+    if len(full) <= MAX_K8S_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    head = full[: MAX_K8S_NAME - len(suffix) - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}{suffix}"
 
 
 def child_metadata(

@@ -12,6 +12,9 @@ Rules, in order:
   ``surge`` beyond ``replicas``; a pod of an older recipe is deleted only while the ready pods left stay at least
   ``replicas`` (unready old pods go at once). Claimed pods are the Sandboxes' and never touched.
 - A create refused by the quota is reported (Ready=False/QuotaExceeded) and tried again later; no error is raised.
+  Refusals may quote the pod spec: the template's literal env values are redacted from them.
+- A fence name taken by an object the pool does not own stops it: no warm pod runs without the fence
+  (Ready=False/FenceConflict).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from datetime import datetime
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import OperatorDefaults, PodRecipe
+from sandbox_operator.api.sandbox import OperatorDefaults, PodRecipe, literal_values
 from sandbox_operator.api.schema import next_condition
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus
 from sandbox_operator.k8s.manifest import ChildSummary, manifest_hash
+from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.pool import render
+from sandbox_operator.sandbox.decide import tampered_fields
 from sandbox_operator.sandbox.render import recipe_hash
 
 
@@ -81,6 +86,7 @@ class PoolObserved:
     starting: int = 0
     quota_error: str | None = None
     create_error: str | None = None
+    fence_conflict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,11 +154,16 @@ def decide_pool(pool: PoolObject, observed: PoolObserved, defaults: OperatorDefa
         message = "a template with a persistent workspace cannot be pooled: its claim is named after each Sandbox"
         actions += [DeleteWarmPod(pod.name, pod.resource_version) for pod in live]
         current = []
+    elif observed.fence_conflict is not None:
+        reason, message = c.PoolReason.FENCE_CONFLICT, observed.fence_conflict
+        current = []
     else:
         spec = render.warm_pod_spec(recipe, defaults)
         current_hash = recipe_hash(spec)
         fence = render.render_fence(pool.name, pool.namespace, pool.uid)
-        if observed.fence is None or observed.fence.spec_hash != manifest_hash(fence):
+        if observed.fence is None or observed.fence.spec_hash != manifest_hash(fence) or tampered_fields(
+            c.ChildKind.NETWORK_POLICY, fence, observed.fence.owned
+        ):
             actions.append(ApplyFence(fence, replace=observed.fence is not None))
         current = [pod for pod in live if pod.recipe_hash == current_hash and not pod.done]
         done = [pod for pod in live if pod.done]
@@ -179,11 +190,13 @@ def decide_pool(pool: PoolObject, observed: PoolObserved, defaults: OperatorDefa
         if wanted > 0:
             actions.append(CreateWarmPods(render.render_warm_pod(pool.name, pool.namespace, pool.uid, spec), wanted))
         ready = sum(pod.ready for pod in current)
+        secrets = literal_values(recipe)
         if observed.quota_error and wanted > 0:
-            reason, message = c.PoolReason.QUOTA_EXCEEDED, f"cannot create warm pods: {observed.quota_error}"
+            reason = c.PoolReason.QUOTA_EXCEEDED
+            message = f"cannot create warm pods: {redact(observed.quota_error, secrets)}"
         elif observed.create_error and wanted > 0:
             reason = c.PoolReason.CREATE_REJECTED
-            message = f"the API server refused a warm pod: {observed.create_error}"
+            message = f"the API server refused a warm pod: {redact(observed.create_error, secrets)}"
         elif kept_old or any(pod.recipe_hash != current_hash for pod in live if not pod.done):
             reason, message = c.PoolReason.ROLLING, f"replacing pods of an earlier template: {ready}/{replicas} ready"
         elif ready >= replicas:

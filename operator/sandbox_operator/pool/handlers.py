@@ -26,7 +26,7 @@ from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, Sa
 from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, list_objects, prime
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile
-from sandbox_operator.k8s.manifest import ChildSummary, controller_name
+from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
 from sandbox_operator.operator import Runtime
 from sandbox_operator.pool.decide import (
     ApplyFence,
@@ -38,13 +38,12 @@ from sandbox_operator.pool.decide import (
     decide_pool,
 )
 from sandbox_operator.pool.warm import WARM, pool_of_member
-from sandbox_operator.sandbox.handlers import wake_template_waiters
+from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, QUOTA_RETRY_SECONDS, wake_template_waiters
 
 logger = logging.getLogger(__name__)
 
-# A warm pod created (or deleted) is counted as such until the watch shows it, at most this long.
-EXPECTATION_SECONDS = 30.0
-QUOTA_RETRY_SECONDS = 15.0
+# A fence name held by another object is looked at again this often (it is never adopted).
+CONFLICT_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -90,10 +89,14 @@ def _wake(key: tuple[str, str], trigger: str) -> None:
 
 
 def _recipe(body: Mapping[str, Any]) -> SandboxTemplateSpec | str:
+    """The template's validated recipe, or why it does not validate (never an exception: no value a user writes may
+    stop the operator's start-up, which reads every template)."""
     try:
         return SandboxTemplateSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         return describe_validation_error(error, "spec")
+    except Exception as error:  # an input nobody foresaw: its text may quote the spec, its type does not
+        return f"spec: could not be read ({type(error).__name__})"
 
 
 def _member_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -268,16 +271,17 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
     refusal: KubeError | None = None
     for action in plan.actions:
         if isinstance(action, ApplyFence):
-            if action.replace:
-                await runtime.kube.replace(c.ChildKind.NETWORK_POLICY, action.manifest)
-            else:
-                await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest)
+            conflict = await _apply_fence(runtime, pool, action)
+            if conflict is not None:
+                observed = replace(observed, fence_conflict=conflict)
+                plan = decide_pool(pool, observed, runtime.defaults, now)
+                break
         elif isinstance(action, DeleteWarmPod):
             if await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version):
                 state.deleting[action.name] = time.monotonic()
         elif isinstance(action, CreateWarmPods):
             refusal = await _create_warm_pods(state, runtime, action)
-    requeue_at = None
+    requeue_at = now + timedelta(seconds=CONFLICT_RETRY_SECONDS) if observed.fence_conflict else None
     if refusal is not None:
         plan = decide_pool(pool, replace(
             observed, quota_error=refusal.message if refusal.quota_exceeded else None,
@@ -310,6 +314,20 @@ def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         return (found.get("status"), found.get("reason"), status.get("observedGeneration"))
 
     return condition(old) != condition(new)
+
+
+async def _apply_fence(runtime: Runtime, pool: PoolObject, action: ApplyFence) -> str | None:
+    """Create or replace the fence; return why not when its name is held by an object the pool does not own."""
+    if action.replace:
+        await runtime.kube.replace(c.ChildKind.NETWORK_POLICY, action.manifest)
+        return None
+    if await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest):
+        return None
+    name = action.manifest["metadata"]["name"]
+    live = await runtime.kube.get_child(c.ChildKind.NETWORK_POLICY, pool.namespace, name)
+    if live is None or owned_by(live, pool.uid):
+        return None  # ours (the watch has not shown it yet), or gone again: the next pass looks again
+    return f"NetworkPolicy {name} already exists and this pool does not own it; it is never adopted"
 
 
 # Warm pods are created this many at a time: a pool of 50 fills in a few round trips, not fifty.

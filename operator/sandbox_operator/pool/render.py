@@ -7,7 +7,7 @@ from typing import Any
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults, PodRecipe
-from sandbox_operator.k8s.manifest import child_metadata, owner_reference, with_spec_hash
+from sandbox_operator.k8s.manifest import bounded_name, child_metadata, owner_reference, with_spec_hash
 from sandbox_operator.sandbox.render import recipe_hash, render_pod_spec
 
 
@@ -22,8 +22,8 @@ def warm_selector(pool: str) -> str:
 
 
 def fence_name(pool: str) -> str:
-    """Name of the pool's fence NetworkPolicy."""
-    return f"{pool}{c.POOL_FENCE_SUFFIX}"[:63].rstrip("-")
+    """Name of the pool's fence NetworkPolicy (a long pool name is cut and hashed, never merely cut)."""
+    return bounded_name(pool, c.POOL_FENCE_SUFFIX)
 
 
 def warm_pod_spec(recipe: PodRecipe, defaults: OperatorDefaults) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, literal_values
 from sandbox_operator.api.schema import format_time, next_condition, optional_time, read_status
 from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view
 from sandbox_operator.k8s.redaction import redact
@@ -45,6 +45,8 @@ EXACT_FIELDS: Mapping[c.ChildKind, frozenset[str]] = {
     c.ChildKind.SERVICE: frozenset({"spec.selector"}),
     c.ChildKind.PVC: frozenset(),
 }
+# The pool of a claimed pod whose pool label was removed (not a valid label value, so never equal to one).
+LOST_POOL = "<removed>"
 # How many differing fields a message names.
 MAX_NAMED_FIELDS = 5
 
@@ -301,12 +303,17 @@ def _sync_child(
     return [UpdateChild(desired, repair=True)], [_tamper_event(kind, observed.name, fields, "restored")]
 
 
-def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
+def _decide_invalid(sandbox: InvalidSandbox, observed: Observed, now: datetime) -> Plan:
     old = sandbox.status
     if sandbox.reason is c.Reason.TEMPLATE_NOT_FOUND and old.expires_at is not None:
-        # Started from a template since deleted: its pod keeps running, and the deadline it announced still holds.
-        return _fallback_plan_for(old, sandbox.generation, c.Reason.TEMPLATE_NOT_FOUND,
+        # Started from a template since deleted: its pod keeps running, and the deadline it announced still holds
+        # (deleted then, or with its own onExpiry Suspend, its pod deleted).
+        plan = _fallback_plan_for(old, sandbox.generation, c.Reason.TEMPLATE_NOT_FOUND,
                                   f"{sandbox.error}; the running pod is kept", sandbox.on_expiry, now)
+        pod = observed.pod
+        if now >= old.expires_at and not plan.actions and pod is not None and pod.deletion_timestamp is None:
+            plan = replace(plan, actions=(DeleteChild(c.ChildKind.POD, pod.name),))
+        return plan
     ready = next_condition(
         old, c.ConditionType.READY, c.ConditionStatus.FALSE, sandbox.reason, sandbox.error, sandbox.generation, now,
     )
@@ -326,7 +333,7 @@ def _decide_invalid(sandbox: InvalidSandbox, now: datetime) -> Plan:
 def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: datetime) -> Plan:
     """Decide the actions, complete status, events and next wake-up for one Sandbox; pure and deterministic."""
     if isinstance(sandbox, InvalidSandbox):
-        return _decide_invalid(sandbox, now)
+        return _decide_invalid(sandbox, observed, now)
     secrets = secret_values(sandbox)
     observed = replace(  # refusals may quote the spec: redacted before any message is made of them
         observed,
@@ -342,7 +349,12 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     suspend_on_expiry = expired and spec.lifetime.on_expiry is c.OnExpiry.SUSPEND
     suspended = spec.suspended or suspend_on_expiry
 
-    pod_manifest = render.render_pod(sandbox, render.Claimed(pod.name, pod.pool) if pod and pod.pool else None)
+    # A pod named otherwise than its own was claimed from a pool. One that lost its pool label left the fence: the
+    # rendering names a pool no label can hold, so its labels differ and it is replaced as tampered.
+    claimed = pod is not None and pod.name != render.pod_name(sandbox)
+    pod_manifest = render.render_pod(
+        sandbox, render.Claimed(pod.name, pod.pool or LOST_POOL) if pod is not None and claimed else None
+    )
     service_manifest = render.render_service(sandbox)
     actions: list[Action] = []
     events: list[Event] = []
@@ -390,7 +402,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     pod_exists = pod is not None and pod.deletion_timestamp is None
     launch: c.Launch | None
     if pod_exists and pod:
-        launch = c.Launch.WARM if pod.pool else c.Launch.COLD
+        launch = c.Launch.WARM if claimed else c.Launch.COLD
         current_recipe = pod.spec_hash == manifest_hash(pod_manifest)
         template_hash = (render.recipe_hash(pod_manifest["spec"]) if current_recipe else old.template_hash) \
             if spec.template_ref is not None else None
@@ -424,7 +436,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
 
 def secret_values(sandbox: SandboxObject) -> list[str]:
     """The literal env values of the Sandbox: no message the operator writes may repeat one."""
-    return [var.value for var in sandbox.spec.env if var.value]
+    return literal_values(sandbox.spec)
 
 
 def _pod_plan(
@@ -526,5 +538,6 @@ def _fallback_plan_for(
         actions=(DeleteSandbox(),) if delete else (),
         status=new.to_dict(),
         events=events,
-        requeue_at=deadline if deadline is not None and not delete else None,
+        # A deadline already past with Suspend is not a wake-up (it would fire at once, forever).
+        requeue_at=deadline if deadline is not None and now < deadline else None,
     )

@@ -179,6 +179,14 @@ def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observ
 TEMPLATE_WAITERS: dict[tuple[str, str], set[str]] = {}
 
 
+def _stop_waiting(key: tuple[str, str], template: str) -> None:
+    waiting = TEMPLATE_WAITERS.get((key[0], template))
+    if waiting is not None:
+        waiting.discard(key[1])
+        if not waiting:
+            del TEMPLATE_WAITERS[(key[0], template)]
+
+
 def _template_name(body: Mapping[str, Any]) -> str | None:
     ref = (body.get("spec") or {}).get("templateRef")
     name = ref.get("name") if isinstance(ref, Mapping) else None
@@ -209,23 +217,33 @@ class Refusal:
 
 async def _create(
     runtime: Runtime, state: SandboxState, uid: str, manifest: Mapping[str, Any], *, look_first: bool,
-    template: str | None = None,
+    template: str | None = None, known_pod: str | None = None,
 ) -> Refusal | None:
     """Create a child; if its name is taken, look: ours is observed as it is (and ``state.found`` set: the plan was
     made without it), another object's is a conflict. ``look_first``: read before creating, for a Sandbox that had
-    its children before (after a takeover the watch may not have shown them yet; a read is no write). The pod of a
-    Sandbox made from a ``template`` is claimed from one of its pools when one has a Ready pod (pool.warm)."""
+    its children before (after a takeover the watch may not have shown them yet; a read is no write), including the
+    pod its status names (``known_pod``). The pod of a Sandbox made from a ``template`` is claimed from one of its
+    pools when one has a Ready pod (pool.warm)."""
     kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
-    if kind is c.ChildKind.POD:
-        claimed = await claim(runtime.kube, template, manifest) if template is not None else None
-        metrics.LAUNCHES.labels(c.Launch.WARM if claimed is not None else c.Launch.COLD).inc()
+    if kind is c.ChildKind.POD and look_first and known_pod not in (None, meta["name"]):
+        # Its pod may be one it claimed (named after the pool): look for that too before making another.
+        live = await runtime.kube.get_child(kind, meta["namespace"], str(known_pod))
+        if live is not None and owned_by(live, uid):
+            _expect(state, kind, live, read=True)
+            state.found = True
+            return None
+    if kind is c.ChildKind.POD and template is not None:
+        claimed = await claim(runtime.kube, template, manifest)
         if claimed is not None:
+            metrics.LAUNCHES.labels(c.Launch.WARM).inc()
             _expect(state, kind, claimed)
             return None
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
         try:
             if await runtime.kube.create(kind, manifest):
+                if kind is c.ChildKind.POD:
+                    metrics.LAUNCHES.labels(c.Launch.COLD).inc()
                 _expect(state, kind, manifest)
                 return None
         except KubeError as error:
@@ -252,10 +270,11 @@ async def _apply(
     there already (``state.found``): the rest of the plan was made without it."""
     namespace, name = sandbox_key
     uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions"))
-    template = _template_name(body)
+    template, known_pod = _template_name(body), (body.get("status") or {}).get("podName")
     for action in plan.actions:
         if isinstance(action, CreateChild):
-            refusal = await _create(runtime, state, uid, action.manifest, look_first=established, template=template)
+            refusal = await _create(runtime, state, uid, action.manifest, look_first=established, template=template,
+                                    known_pod=known_pod if isinstance(known_pod, str) else None)
             if refusal is not None or state.found:
                 return refusal
         elif isinstance(action, UpdateChild):
@@ -312,13 +331,11 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
 
     template = _template_name(body)
     if template is not None:
-        waiting = TEMPLATE_WAITERS.setdefault((key[0], template), set())
         if WARM.recipe(key[0], template) is None:
-            waiting.add(key[1])  # woken by the template's event (pool.handlers.template_changed)
+            # Woken by the template's event (pool.handlers.template_changed).
+            TEMPLATE_WAITERS.setdefault((key[0], template), set()).add(key[1])
         else:
-            waiting.discard(key[1])
-            if not waiting:
-                del TEMPLATE_WAITERS[(key[0], template)]
+            _stop_waiting(key, template)
 
     def load() -> SandboxObject | InvalidSandbox:
         defaults = sandbox_defaults(TENANT_LIFETIMES.get, key[0], runtime.defaults)
@@ -427,7 +444,7 @@ async def sandbox_changed(
             del WATCHED.sandboxes[key]
             template = _template_name(body)
             if template is not None:
-                TEMPLATE_WAITERS.get((key[0], template), set()).discard(key[1])
+                _stop_waiting(key, template)
         if state.phase is not None:
             metrics.SANDBOXES.labels(key[0], state.phase).dec()
             state.phase = None

@@ -13,6 +13,7 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import EgressRule, OperatorDefaults, PodRecipe, SandboxObject, Workspace
 from sandbox_operator.k8s.manifest import (
     HASH_ANNOTATION_LENGTH,
+    bounded_name,
     child_metadata,
     controller_name,
     owner_reference,
@@ -25,17 +26,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 TERMINATION_GRACE_SECONDS = 10
 # How often the kubelet checks a declared readiness port: a sandbox is usually waited for by a program.
 READINESS_PERIOD_SECONDS = 2
-MAX_K8S_NAME = 63
 
 
 def child_name(sandbox_name: str, suffix: str = "") -> str:
     """`sbx-<name><suffix>`; names too long for a DNS label are cut and end in a hash so they stay unique."""
-    full = f"{c.CHILD_PREFIX}{sandbox_name}{suffix}"
-    if len(full) <= MAX_K8S_NAME:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    head = full[: MAX_K8S_NAME - len(suffix) - len(digest) - 1].rstrip("-")
-    return f"{head}-{digest}{suffix}"
+    return bounded_name(f"{c.CHILD_PREFIX}{sandbox_name}", suffix)
 
 
 def pod_name(sandbox: SandboxObject) -> str:
@@ -73,11 +68,12 @@ def owning_sandbox(child: Mapping[str, Any]) -> str | None:
     """The name of the Sandbox whose child this object is: the Sandbox its controller owner reference names, else the
     value of its sandbox label when it carries the operator's labels; None when it is no sandbox's child. Either way
     the object's name must be the one rendered for that Sandbox, so no other object is ever taken for a child; a pod
-    claimed from a pool keeps its name, and is found by its owner reference and its pool label."""
+    claimed from a pool keeps its name, and is found by its controller owner reference alone (whatever its labels
+    say now: a claimed pod whose labels were changed is still found, and replaced)."""
     meta = child.get("metadata") or {}
     owner = controller_name(child, c.KIND)
     labels = meta.get("labels") or {}
-    if owner is not None and child.get("kind", "Pod") == "Pod" and labels.get(c.LABEL_POOL):
+    if owner is not None and "containers" in (child.get("spec") or {}):  # a pod (listed items carry no kind)
         return owner
     if owner is None and labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY:
         owner = labels.get(c.LABEL_SANDBOX) or None
