@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -121,5 +122,9 @@ def test_claims_across_a_takeover_never_share_a_pod(
         for name, pod_name in zip(names, pods, strict=True):
             owner = pools.pod(pod_name).metadata.owner_references[0]
             assert (owner.kind, owner.name) == ("Sandbox", name)
+        time.sleep(2)  # a second pod for a Sandbox would show up now
+        owners = Counter(pod.metadata.owner_references[0].name for pod in pools.core.list_namespaced_pod(
+            namespace).items if pod.metadata.owner_references[0].kind == "Sandbox" and not pod.metadata.deletion_timestamp)
+        assert owners == Counter(names), "a Sandbox owns more (or fewer) than one pod"
         print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
         assert reconciles(standby) > 0

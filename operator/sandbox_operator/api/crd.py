@@ -1,8 +1,8 @@
-"""The Sandbox and Tenant CustomResourceDefinitions, generated from the pydantic models so the two can never drift.
+"""The CustomResourceDefinitions of this API (Sandbox, Tenant, SandboxTemplate, SandboxPool), generated from the
+pydantic models so the two can never drift.
 
-Regenerate the committed files with `python -m sandbox_operator.api.crd > crds/sandbox-operator.io_sandboxes.yaml` and
-`python -m sandbox_operator.api.crd --tenant > crds/sandbox-operator.io_tenants.yaml` (or write every generated manifest
-at once with `python -m sandbox_operator.manifests`).
+Regenerate the committed files with `python -m sandbox_operator.manifests` (or one at a time:
+`python -m sandbox_operator.api.crd [--tenant | --template | --pool] > crds/...`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from sandbox_operator.api.sandbox import SandboxSpec, SandboxStatus
 from sandbox_operator.api.schema import DNS_LABEL_PATTERN
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
 from sandbox_operator.api.tenant import TenantSpec, TenantStatus
-
-HEADER = "# Generated from sandbox_operator.api.sandbox by `python -m sandbox_operator.api.crd`; do not edit.\n"
-TENANT_HEADER = (
-    "# Generated from sandbox_operator.api.tenant by `python -m sandbox_operator.api.crd --tenant`; do not edit.\n"
-)
 
 # Keywords a structural schema may carry and that this generator knows how to pass on; anything else pydantic emits
 # (exclusiveMinimum as a number, const, oneOf, ...) fails loudly instead of producing a CRD the API server refuses.
@@ -257,11 +252,6 @@ def sandbox_crd() -> dict[str, Any]:
     return crd(names, sandbox_schema(), columns, categories=c.CATEGORIES)
 
 
-def sandbox_crd_yaml() -> str:
-    """The CRD as the YAML committed under crds/."""
-    return HEADER + yaml.safe_dump(sandbox_crd(), sort_keys=False, width=120, allow_unicode=True)
-
-
 
 
 def tenant_schema() -> dict[str, Any]:
@@ -294,11 +284,6 @@ def tenant_crd() -> dict[str, Any]:
     ]
     names = (c.TENANT_KIND, c.TENANT_LIST_KIND, c.TENANT_PLURAL, c.TENANT_SINGULAR, c.TENANT_SHORT_NAMES)
     return crd(names, tenant_schema(), columns, scope="Cluster")
-
-
-def tenant_crd_yaml() -> str:
-    """The Tenant CRD as the YAML committed under crds/."""
-    return TENANT_HEADER + yaml.safe_dump(tenant_crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
 def template_crd() -> dict[str, Any]:
@@ -343,15 +328,18 @@ def pool_crd() -> dict[str, Any]:
     return crd(names, schema, columns, subresources={"status": {}, "scale": scale})
 
 
-def generated_yaml(generator: Callable[[], dict[str, Any]], flag: str) -> Callable[[], str]:
+def generated_yaml(generator: Callable[[], dict[str, Any]], flag: str = "") -> Callable[[], str]:
     """The YAML committed under crds/ for one generator, with a header saying how to regenerate it."""
     def text() -> str:
-        header = f"# Generated from sandbox_operator.api by `python -m sandbox_operator.api.crd {flag}`; do not edit.\n"
+        command = " ".join(("python -m sandbox_operator.api.crd", flag)).strip()
+        header = f"# Generated from sandbox_operator.api by `{command}`; do not edit.\n"
         return header + yaml.safe_dump(generator(), sort_keys=False, width=120, allow_unicode=True)
 
     return text
 
 
+sandbox_crd_yaml = generated_yaml(sandbox_crd)
+tenant_crd_yaml = generated_yaml(tenant_crd, "--tenant")
 template_crd_yaml = generated_yaml(template_crd, "--template")
 pool_crd_yaml = generated_yaml(pool_crd, "--pool")
 

@@ -224,16 +224,16 @@ class Kube:
         return await self._request("claim", kind, "PATCH", _path(kind, namespace, name), dict(patch),
                                    content_type=MERGE_PATCH, ok=frozenset({404, 409}))
 
-    async def delete_unclaimed(self, namespace: str, name: str, version: str) -> bool:
-        """Delete a pool's warm pod unless it changed since ``version`` (a Sandbox may have claimed it meanwhile);
-        False when it had changed (the watch brings the change)."""
+    async def delete_unclaimed(self, namespace: str, name: str, version: str) -> bool | None:
+        """Delete a pool's warm pod unless it changed since ``version`` (a Sandbox may have claimed it meanwhile).
+        True: deleted; False: it had changed (the watch brings the change); None: it was gone already."""
         kind = c.ChildKind.POD
         options = {"preconditions": {"resourceVersion": version}} if version else {}
         try:
-            await self._request("delete", kind, "DELETE", _path(kind, namespace, name), options, ok=frozenset({404}))
+            await self._request("delete", kind, "DELETE", _path(kind, namespace, name), options)
         except KubeError as error:
-            if error.status == 409:
-                return False
+            if error.status in (404, 409):
+                return None if error.status == 404 else False
             raise
         return True
 

@@ -25,7 +25,7 @@ from sandbox_operator.api.schema import describe_validation_error, next_conditio
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
 from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, list_objects, prime
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile
+from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, resource_version
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
 from sandbox_operator.operator import Runtime
 from sandbox_operator.pool.decide import (
@@ -38,7 +38,7 @@ from sandbox_operator.pool.decide import (
     decide_pool,
 )
 from sandbox_operator.pool.warm import WARM, pool_of_member
-from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, QUOTA_RETRY_SECONDS, wake_template_waiters
+from sandbox_operator.sandbox.handlers import EXPECTATION_SECONDS, QUOTA_RETRY_SECONDS, wake_template_users
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ async def template_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_
             return
     for pool in WARM.pools_of(*key):
         _wake((key[0], pool), "template")
-    await wake_template_waiters(key, memo["runtime"])
+    await wake_template_users(key, memo["runtime"])
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.POOL_PLURAL)
@@ -176,11 +176,29 @@ async def pool_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | N
     template = ((body.get("spec") or {}).get("templateRef") or {}).get("name")
     if isinstance(template, str):
         WARM.pool_templates[key] = template
-    if state.packed is not None and int(body["metadata"].get("resourceVersion") or 0) <= state.version:
+    if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("pool").inc()
         return
     state.remember(body)
+    if event["type"] is None and isinstance(template, str):  # Kopf's listing: a start, or a takeover
+        await _refresh(memo["runtime"], key, template)
     await reconcile_pool(state, memo["runtime"], key, trigger="pool")
+
+
+async def _refresh(runtime: Runtime, key: tuple[str, str], template: str) -> None:
+    """Read the pool's pods and template afresh: while this replica stood by (its watches paused) pods and templates
+    may have gone, and no event would say so."""
+    selector = f"{c.LABEL_POOL}={key[1]}"
+    listed = {}
+    async for body in list_objects(runtime.kube, c.ChildKind.POD, [key[0]], label_selector=selector):
+        if _member_key(body) == key:
+            listed[str(body["metadata"]["name"])] = (str(body["metadata"].get("uid", "")), WarmPod.from_body(body))
+    WARM.replace_members(key, listed)
+    found = await runtime.kube.get(c.TEMPLATE_KIND, key[0], template)
+    if found is None:
+        WARM.templates.items.pop((key[0], template), None)
+    else:
+        WARM.templates.put((key[0], template), str(found["metadata"].get("uid", "")), _recipe(found))
 
 
 def is_pool_pod(body: kopf.Body, **_: Any) -> bool:
@@ -198,9 +216,11 @@ async def pool_pod_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str
     name = str(meta.get("name"))
     member = _member_key(body) == key
     if event["type"] == "DELETED" or not member:
-        WARM.remove_member(key, name)
         if state is not None:
             state.deleting.pop(name, None)
+        if not WARM.remove_member(key, name):
+            return  # a claimed pod's own events are its Sandbox's business
+
     else:
         summary = WarmPod.from_body(body)
         before = (WARM.members.get(key) or {}).get(name)
@@ -277,8 +297,11 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
                 plan = decide_pool(pool, observed, runtime.defaults, now)
                 break
         elif isinstance(action, DeleteWarmPod):
-            if await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version):
+            deleted = await runtime.kube.delete_unclaimed(pool.namespace, action.name, action.resource_version)
+            if deleted:
                 state.deleting[action.name] = time.monotonic()
+            elif deleted is None:
+                WARM.remove_member(key, action.name)  # gone already (no event will say so)
         elif isinstance(action, CreateWarmPods):
             refusal = await _create_warm_pods(state, runtime, action)
     requeue_at = now + timedelta(seconds=CONFLICT_RETRY_SECONDS) if observed.fence_conflict else None

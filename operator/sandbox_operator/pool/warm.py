@@ -49,13 +49,22 @@ class Warm:
         """The watch saw an unclaimed pod of ``pool``."""
         self.members.setdefault(pool, {})[pod.name] = (uid, pod)
 
-    def remove_member(self, pool: tuple[str, str], name: str) -> None:
-        """The pod left the pool (claimed, or deleted)."""
+    def remove_member(self, pool: tuple[str, str], name: str) -> bool:
+        """The pod left the pool (claimed, or deleted); True when it was a member until now."""
         pods = self.members.get(pool)
-        if pods is not None:
-            pods.pop(name, None)
-            if not pods:
-                del self.members[pool]
+        if pods is None or pods.pop(name, None) is None:
+            return False
+        if not pods:
+            del self.members[pool]
+        return True
+
+    def replace_members(self, pool: tuple[str, str], listed: dict[str, tuple[str, WarmPod]]) -> None:
+        """The pool's unclaimed pods as a LIST just found them (after a start or a takeover: pods deleted while this
+        replica stood by would otherwise stay as phantoms, counted ready)."""
+        if listed:
+            self.members[pool] = listed
+        else:
+            self.members.pop(pool, None)
 
     def pods(self, pool: tuple[str, str]) -> list[WarmPod]:
         """The pool's unclaimed pods, less those being claimed right now."""

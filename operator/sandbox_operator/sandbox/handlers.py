@@ -174,17 +174,18 @@ def _observe(state: SandboxState, key: tuple[str, str], now: datetime) -> Observ
 
 # --- templates -------------------------------------------------------------------------------------------------
 
-# Sandboxes whose template was missing at their last pass, by (namespace, template): the template's event wakes them.
-# A Sandbox leaves when its pass finds the template, or with its DELETED event.
-TEMPLATE_WAITERS: dict[tuple[str, str], set[str]] = {}
+# The Sandboxes made from each template, by (namespace, template): the template's events wake them (one waiting for
+# it goes on; a running one's NetworkPolicy and Service follow its network section; its pod is kept). Entries go
+# with the Sandboxes' DELETED events.
+TEMPLATE_USERS: dict[tuple[str, str], set[str]] = {}
 
 
-def _stop_waiting(key: tuple[str, str], template: str) -> None:
-    waiting = TEMPLATE_WAITERS.get((key[0], template))
-    if waiting is not None:
-        waiting.discard(key[1])
-        if not waiting:
-            del TEMPLATE_WAITERS[(key[0], template)]
+def _stop_using(key: tuple[str, str], template: str) -> None:
+    users = TEMPLATE_USERS.get((key[0], template))
+    if users is not None:
+        users.discard(key[1])
+        if not users:
+            del TEMPLATE_USERS[(key[0], template)]
 
 
 def _template_name(body: Mapping[str, Any]) -> str | None:
@@ -193,9 +194,9 @@ def _template_name(body: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-async def wake_template_waiters(template: tuple[str, str], runtime: Runtime) -> None:
-    """The template appeared, changed or went: reconcile the Sandboxes that were waiting for it."""
-    for name in sorted(TEMPLATE_WAITERS.get(template, ())):
+async def wake_template_users(template: tuple[str, str], runtime: Runtime) -> None:
+    """The template appeared, changed or went: reconcile the Sandboxes made from it."""
+    for name in sorted(TEMPLATE_USERS.get(template, ())):
         state = WATCHED.sandboxes.get((template[0], name))
         if state is not None:
             state.task = asyncio.get_running_loop().create_task(
@@ -331,11 +332,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
 
     template = _template_name(body)
     if template is not None:
-        if WARM.recipe(key[0], template) is None:
-            # Woken by the template's event (pool.handlers.template_changed).
-            TEMPLATE_WAITERS.setdefault((key[0], template), set()).add(key[1])
-        else:
-            _stop_waiting(key, template)
+        TEMPLATE_USERS.setdefault((key[0], template), set()).add(key[1])
 
     def load() -> SandboxObject | InvalidSandbox:
         defaults = sandbox_defaults(TENANT_LIFETIMES.get, key[0], runtime.defaults)
@@ -444,7 +441,7 @@ async def sandbox_changed(
             del WATCHED.sandboxes[key]
             template = _template_name(body)
             if template is not None:
-                _stop_waiting(key, template)
+                _stop_using(key, template)
         if state.phase is not None:
             metrics.SANDBOXES.labels(key[0], state.phase).dec()
             state.phase = None
