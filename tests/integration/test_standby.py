@@ -123,8 +123,9 @@ def test_claims_across_a_takeover_never_share_a_pod(
             owner = pools.pod(pod_name).metadata.owner_references[0]
             assert (owner.kind, owner.name) == ("Sandbox", name)
         time.sleep(2)  # a second pod for a Sandbox would show up now
-        owners = Counter(pod.metadata.owner_references[0].name for pod in pools.core.list_namespaced_pod(
-            namespace).items if pod.metadata.owner_references[0].kind == "Sandbox" and not pod.metadata.deletion_timestamp)
+        live = [pod for pod in pools.core.list_namespaced_pod(namespace).items if not pod.metadata.deletion_timestamp]
+        owners = Counter(pod.metadata.owner_references[0].name for pod in live
+                         if pod.metadata.owner_references[0].kind == "Sandbox")
         assert owners == Counter(names), "a Sandbox owns more (or fewer) than one pod"
         print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
         assert reconciles(standby) > 0
