@@ -71,6 +71,8 @@ class SandboxState(ObjectState):
     # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
     found: bool = False
     unwatched: bool = False
+    # First seen in Kopf's listing (a start or a takeover), not as a new object.
+    listed: bool = False
 
 
 def _state(memo: Any) -> SandboxState:
@@ -226,10 +228,11 @@ async def _create(
     pod its status names (``known_pod``). The pod of a Sandbox made from a ``template`` is claimed from one of its
     pools when one has a Ready pod (pool.warm)."""
     kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
-    if kind is c.ChildKind.POD and look_first and known_pod not in (None, meta["name"]):
-        # Its pod may be one it claimed (named after the pool): look for that too before making another.
-        live = await runtime.kube.get_child(kind, meta["namespace"], str(known_pod))
-        if live is not None and owned_by(live, uid):
+    if kind is c.ChildKind.POD and look_first:
+        # Its pod may be one it claimed (named after the pool), claimed or made by a replica that died before it
+        # wrote the status: look for any pod of this Sandbox before making another.
+        live = await _own_pod(runtime, meta["namespace"], meta["labels"][c.LABEL_SANDBOX], uid, known_pod)
+        if live is not None:
             _expect(state, kind, live, read=True)
             state.found = True
             return None
@@ -262,6 +265,21 @@ async def _create(
     return None
 
 
+async def _own_pod(
+    runtime: Runtime, namespace: str, sandbox: str, uid: str, known_pod: str | None
+) -> dict[str, Any] | None:
+    """A live pod this Sandbox owns, by its label (one LIST) or the name its status gives; None if there is none."""
+    page = await runtime.kube.list_page(c.ChildKind.POD, namespace, label_selector=f"{c.LABEL_SANDBOX}={sandbox}")
+    for pod in page.get("items") or []:
+        if owned_by(pod, uid) and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return dict(pod)
+    if known_pod is not None:
+        live = await runtime.kube.get_child(c.ChildKind.POD, namespace, known_pod)
+        if live is not None and owned_by(live, uid):
+            return live
+    return None
+
+
 async def _apply(
     runtime: Runtime, state: SandboxState, sandbox_key: tuple[str, str], body: Mapping[str, Any], plan: Plan,
     now: datetime,
@@ -270,7 +288,9 @@ async def _apply(
     by an object the Sandbox does not own, and return why (as Observed fields); stop too when a child to create was
     there already (``state.found``): the rest of the plan was made without it."""
     namespace, name = sandbox_key
-    uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions"))
+    # Read before creating for a Sandbox that may have children the stores do not show: one with a status, or one
+    # first seen in Kopf's listing (a start or a takeover: the last replica may have died before its status write).
+    uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions")) or state.listed
     template, known_pod = _template_name(body), (body.get("status") or {}).get("podName")
     for action in plan.actions:
         if isinstance(action, CreateChild):
@@ -450,6 +470,8 @@ async def sandbox_changed(
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
+    if event["type"] is None and state.packed is None:
+        state.listed = True
     state.remember(body)
     if event["type"] is None:  # Kopf's listing (start-up, takeover): existing Sandboxes, a few at a time
         async with LISTED_PASSES:
