@@ -734,9 +734,13 @@ def measure(run: Run, args: argparse.Namespace, sizes: list[int], started: float
         cold_details(cold)
     if fills:
         scale_table(fills, share)
+    return finish(run, started, ": its work is in those figures")
+
+
+def finish(run: Run, started: float, overlap_note: str) -> int:
+    """Print what overlapped, how long it took and what failed; the exit status (1 when something failed)."""
     if run.overlaps:
-        print("\nWARNING: another sandbox controller ran during " + ", ".join(run.overlaps)
-              + ": its work is in those figures")
+        print("\nWARNING: another sandbox controller ran during " + ", ".join(run.overlaps) + overlap_note)
     print(f"\nmeasured in {(time.monotonic() - started) / 60:.1f} min")
     for failure in run.failures:
         print(f"FAILED: {failure}")

@@ -55,6 +55,7 @@ from fleet import (
     cell,
     clean_up,
     cold_phase,
+    finish,
     parse_time,
     per_object_writes,
     phase_line,
@@ -490,13 +491,7 @@ def measure_kwok(run: Run, args: argparse.Namespace, started: float) -> int:
             peer_note = f"its warm pool did not run here: {error}"
             print(f"  peer: {peer_note}", flush=True)
     report(columns, count, replicas, peer_note)
-    if run.overlaps:
-        print("\nWARNING: another sandbox controller ran on this machine during " + ", ".join(run.overlaps)
-              + " (CPU contention; a cluster-wide one would also act on these objects)")
-    print(f"\nmeasured in {(time.monotonic() - started) / 60:.1f} min")
-    for failure in run.failures:
-        print(f"FAILED: {failure}")
-    return 1 if run.failures else 0
+    return finish(run, started, " (CPU contention; a cluster-wide one would also act on these objects)")
 
 
 # --- the real node ---------------------------------------------------------------------------------------------------
