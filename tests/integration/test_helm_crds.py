@@ -54,8 +54,10 @@ def fresh_cluster(cluster: Cluster, api: client.ApiClient, exclusive: None) -> I
     try:
         yield
     finally:
-        _delete_crds(cluster)  # the test's upgraded CRDs go; the repository's come back
-        install_crds(cluster)
+        try:
+            _delete_crds(cluster)  # the test's upgraded CRDs go; the repository's come back
+        finally:
+            install_crds(cluster)  # whatever happened: every later test needs them
 
 
 def _chart_with_a_changed_sandbox_crd(directory: Path) -> Path:
