@@ -76,3 +76,26 @@ def test_kopf_marks_the_objects_of_its_listing_with_an_event_type_of_none() -> N
     from kopf._cogs.clients import watching
 
     assert "yield {'type': None, 'object': obj}" in inspect.getsource(watching.continuous_watch)
+
+
+def test_no_change_handler_is_registered_so_kopf_keeps_no_last_handled_state() -> None:
+    # operator.NoDiffBase spares Kopf a deep copy of every body on every event. It is safe only while no change
+    # handler (on.create, on.update, on.field, ...) or daemon is registered: those read that state.
+    import inspect
+
+    import kopf
+    from kopf._core.reactor import processing
+
+    import sandbox_operator.operator
+    import sandbox_operator.pool.handlers
+    import sandbox_operator.sandbox.handlers
+    import sandbox_operator.tenant.handlers
+
+    registry = kopf.get_default_registry()
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    storage = sandbox_operator.operator.NoDiffBase()
+    assert storage.build(body=kopf.Body({"spec": {"a": 1}})) == {}
+    assert storage.fetch(body=kopf.Body({})) is None
+    # Kopf builds that state where it detects causes, for every event: what the no-op replaces.
+    assert "diffbase_storage.build(" in inspect.getsource(processing)
