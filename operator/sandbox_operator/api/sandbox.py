@@ -799,12 +799,12 @@ def load_sandbox(
             error=str(error),
             status=read_status(SandboxStatus, body),
             reason=c.Reason.TEMPLATE_NOT_FOUND if isinstance(error, MissingTemplateError) else c.Reason.INVALID_SPEC,
-            on_expiry=_on_expiry(body),
+            on_expiry=on_expiry_of(body),
         )
 
 
-def _on_expiry(body: Mapping[str, Any]) -> str | None:
-    """spec.lifetime.onExpiry of a body that may not validate, read defensively."""
+def on_expiry_of(body: Mapping[str, Any]) -> str | None:
+    """spec.lifetime.onExpiry of a body that may not validate, read defensively (anything unexpected is unset)."""
     spec = body.get("spec")
     lifetime = spec.get("lifetime") if isinstance(spec, Mapping) else None
     value = lifetime.get("onExpiry") if isinstance(lifetime, Mapping) else None

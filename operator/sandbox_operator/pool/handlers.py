@@ -111,8 +111,9 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 @kopf.on.startup()
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
-    """Before Kopf watches anything: the templates, the pools' fences and their warm pods, one LIST each (like
-    ``sandbox.handlers.fill_caches``), so the first pass of a Sandbox or pool sees them."""
+    """Before Kopf watches anything: the templates and the pools' fences, one LIST each (like
+    ``sandbox.handlers.fill_caches``), so the first pass of a Sandbox or pool sees them. Each pool reads its own warm
+    pods when Kopf lists it (``_refresh``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
@@ -120,16 +121,12 @@ async def fill_pool_caches(memo: Any, **_: Any) -> None:
     await prime(WARM.templates, runtime.kube, c.TEMPLATE_KIND, namespaces, key=_template_key, summary=_recipe)
     await prime(FENCES, runtime.kube, c.ChildKind.NETWORK_POLICY, namespaces, key=_fence_key,
                 summary=ChildSummary.from_body, label_selector=c.LABEL_POOL)
-    async for body in list_objects(runtime.kube, c.ChildKind.POD, namespaces, label_selector=c.LABEL_POOL):
-        key = _member_key(body)
-        if key is not None:
-            WARM.put_member(key, str(body["metadata"].get("uid", "")), WarmPod.from_body(body))
     asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep)
 
 
 def _sweep() -> None:
     """Forget the templates and fences the start-up LIST saw and the watch never confirmed (deleted in between);
-    their pools look again. (A warm pod deleted in between costs a 404 at most: a claim or a delete finds it gone.)"""
+    their pools look again."""
     for namespace, template in WARM.templates.sweep():
         for pool in WARM.pools_of(namespace, template):
             _wake((namespace, pool), "sweep")
@@ -196,7 +193,7 @@ async def _refresh(runtime: Runtime, key: tuple[str, str], template: str) -> Non
     WARM.replace_members(key, listed)
     found = await runtime.kube.get(c.TEMPLATE_KIND, key[0], template)
     if found is None:
-        WARM.templates.items.pop((key[0], template), None)
+        WARM.templates.remove((key[0], template), "")
     else:
         WARM.templates.put((key[0], template), str(found["metadata"].get("uid", "")), _recipe(found))
 
@@ -220,7 +217,6 @@ async def pool_pod_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str
             state.deleting.pop(name, None)
         if not WARM.remove_member(key, name):
             return  # a claimed pod's own events are its Sandbox's business
-
     else:
         summary = WarmPod.from_body(body)
         before = (WARM.members.get(key) or {}).get(name)
@@ -280,9 +276,8 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
         return await _report_invalid(runtime, body, pool, now)
     _forget_old(state.creating)
     _forget_old(state.deleting)
-    found = WARM.templates.get((pool.namespace, pool.spec.template_ref.name))
     observed = PoolObserved(
-        recipe=found if isinstance(found, SandboxTemplateSpec) else None,
+        recipe=WARM.recipe(pool.namespace, pool.spec.template_ref.name),
         pods=[pod for pod in WARM.pods(key) if pod.name not in state.deleting],
         fence=FENCES.get(key),
         starting=len(state.creating),

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, literal_values
+from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, literal_values, on_expiry_of
 from sandbox_operator.api.schema import format_time, next_condition, optional_time, read_status
 from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view
 from sandbox_operator.k8s.redaction import redact
@@ -508,12 +508,8 @@ def _fallback_plan(body: Mapping[str, Any], error: Exception, now: datetime) -> 
     the stored status announced, the Sandbox's deletion; suspension on expiry is left to a pass that can decide."""
     old = read_status(SandboxStatus, body)
     generation = _int_or_none((body.get("metadata") or {}).get("generation")) or 0
-    # The body failed to load or decide: read it defensively, anything unexpected counts as unset.
-    spec = body.get("spec")
-    lifetime = spec.get("lifetime") if isinstance(spec, Mapping) else None
-    on_expiry = lifetime.get("onExpiry") if isinstance(lifetime, Mapping) else None
     message = f"the operator could not reconcile this sandbox ({type(error).__name__}); retrying with backoff"
-    return _fallback_plan_for(old, generation, c.Reason.RECONCILE_ERROR, message, on_expiry, now)
+    return _fallback_plan_for(old, generation, c.Reason.RECONCILE_ERROR, message, on_expiry_of(body), now)
 
 
 def _fallback_plan_for(
