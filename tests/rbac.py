@@ -234,6 +234,14 @@ def kopf_handler_permissions() -> set[Permission]:
     return needed
 
 
+def followed_permissions() -> set[Permission]:
+    """The kinds the operator's own streams list and watch (k8s.watch)."""
+    _operator_modules()
+    from sandbox_operator.k8s.watch import FOLLOWED
+
+    return {(kind.group, kind.plural, verb) for kind in FOLLOWED.listeners for verb in ("list", "watch")}
+
+
 def kopf_framework_permissions(clusterwide: bool) -> set[Permission]:
     """What Kopf needs whatever the handlers are: Events, CRD observation, peering (and namespaces if namespaced)."""
     peering = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
@@ -250,7 +258,8 @@ def kopf_framework_permissions(clusterwide: bool) -> set[Permission]:
 
 def required_permissions(clusterwide: bool = True) -> set[Permission]:
     """Everything the operator needs, cluster-wide or watching a list of namespaces."""
-    return kube_permissions() | kopf_handler_permissions() | kopf_framework_permissions(clusterwide)
+    return (kube_permissions() | kopf_handler_permissions() | followed_permissions()
+            | kopf_framework_permissions(clusterwide))
 
 
 def granted_permissions(rules: Iterable[dict[str, Any]]) -> set[Permission]:

@@ -13,6 +13,7 @@ import kopf
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.client import Kube, KubeError
 from sandbox_operator.sandbox.defaults import operator_defaults
 from sandbox_operator.settings import Settings
@@ -20,7 +21,8 @@ from sandbox_operator.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-# The kinds the operator watches only as children of its own objects. Not namespaces (few, and Kopf's own namespace
+# The kinds the operator watches only as children of its own objects (pods, Services, claims and NetworkPolicies by
+# its own streams, k8s.watch; the Tenants' other objects by Kopf). Not namespaces (few, and Kopf's own namespace
 # observer would take the selector too, and then miss the namespaces it is told to serve).
 WATCHED_CHILDREN: tuple[str | tuple[str, str], ...] = (
     "pods",
@@ -95,6 +97,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.peering.stealth = True
     if not config.standalone:
         await _warn_without_peering(memo["runtime"].kube, config)
+    watch.start(settings, list(config.namespaces))
     logger.info("sandbox-operator started; metrics on :%d", config.metrics_port)
 
 
@@ -117,7 +120,8 @@ async def _warn_without_peering(kube: Kube, config: Settings) -> None:
 
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
-    """Close the API connection pool."""
+    """Stop the children's streams; close the API connection pool."""
+    await watch.stop()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.kube.close()

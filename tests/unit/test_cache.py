@@ -64,7 +64,7 @@ def test_kopf_runs_the_cache_filling_start_up_handlers_after_the_runtime_is_made
 
     registry = kopf.get_default_registry()
     startup = [handler.fn.__name__ for handler in registry._activities.get_handlers(activity=causes.Activity.STARTUP)]
-    assert startup.index("start") < startup.index("fill_lifetimes") < startup.index("fill_caches")
+    assert startup.index("start") < startup.index("fill_lifetimes") < startup.index("remember_runtime")
     assert not registry._indexing.get_all_handlers()
 
 

@@ -1,15 +1,16 @@
 """What the operator knows of the objects it watches but does not reconcile itself (a Sandbox's pod and policy, a
-Tenant's lifetime rules): the newest summary of each, by key, fed by Kopf's event handlers.
+template, a Tenant's lifetime rules): the newest summary of each, by key.
 
 Why not Kopf's ``@kopf.index``: Kopf holds every handler of every kind until each indexed object has been through its
 index handler once, with one readiness toggle per object and every toggle dropped waking every waiting worker. That
 start-up gate costs time and CPU quadratic in the number of objects (78 s for 1,000 sandboxes, 367 s for 3,000), and
-new Sandboxes wait behind it. Here the gate is one LIST per kind before Kopf starts watching (``prime``): every
-Sandbox's first pass already sees its children, so a restart writes nothing for unchanged objects.
+new Sandboxes wait behind it.
 
-An object deleted between that LIST and Kopf's own would stay in a store forever (Kopf lists without it and sends no
-DELETED). So what ``prime`` put in is only trusted until Kopf's watch has confirmed it: ``sweep`` drops the entries no
-event has confirmed, well after Kopf's initial listing must have come through.
+The children's stores are fed by the operator's own streams (k8s.watch), whose first listing is the one gate, and
+trimmed to every new listing (``retain``). Kinds Kopf still watches (templates, Tenants) are filled by one LIST
+before Kopf starts (``prime``); an object deleted between that LIST and Kopf's own would stay (Kopf lists without
+it and sends no DELETED), so what ``prime`` put in is only trusted until Kopf's watch has confirmed it: ``sweep``
+drops the entries no event has confirmed, well after Kopf's initial listing must have come through.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ class Store(Generic[K, V]):
         if key not in self.items:
             self.items[key] = (uid, value)
             self.unconfirmed.add(key)
+
+    def retain(self, uids: set[str], in_scope: Callable[[K], bool]) -> list[K]:
+        """A new listing found ``uids``: drop the values in scope whose object it did not find (deleted while the
+        watch was paused or broken, with no DELETED event); return the keys dropped."""
+        dropped = [key for key, (uid, _) in self.items.items() if in_scope(key) and uid not in uids]
+        for key in dropped:
+            del self.items[key]
+            self.unconfirmed.discard(key)
+        return dropped
 
     def sweep(self) -> list[K]:
         """Drop what the start-up LIST put in and no event has confirmed since; return the keys dropped."""

@@ -20,6 +20,7 @@ from sandbox_operator import metrics
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.manifest import RepairStreaks
 from sandbox_operator.k8s.redaction import redact
+from sandbox_operator.k8s.watch import paused
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
     """Run ``one_pass`` for the object; a trigger arriving while a pass runs is folded into one more pass after it, so
     a burst of events (fifty pods starting) costs a few passes, not fifty."""
     state.dirty = True
-    if state.lock.locked():
-        return
+    if state.lock.locked() or paused():
+        return  # paused: another replica is active; when this one resumes, Kopf lists (and so wakes) every object
     async with state.lock:
         while state.dirty and not state.deleted:
             state.dirty = False

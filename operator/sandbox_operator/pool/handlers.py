@@ -23,10 +23,12 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import describe_validation_error, next_condition, read_status, status_changed
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
+from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, list_objects, prime
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, resource_version
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
+from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
 from sandbox_operator.pool.decide import (
     ApplyFence,
@@ -111,27 +113,23 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 @kopf.on.startup()
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
-    """Before Kopf watches anything: the templates and the pools' fences, one LIST each (like
-    ``sandbox.handlers.fill_caches``), so the first pass of a Sandbox or pool sees them. Each pool reads its own warm
-    pods when Kopf lists it (``_refresh``)."""
+    """Before Kopf watches anything: the templates, one LIST, so the first pass of a Sandbox or pool sees them. The
+    pools' warm pods and fences come from the pod and NetworkPolicy streams (k8s.watch), listed before any pass;
+    each pool also reads its own warm pods when Kopf lists it (``_refresh``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
     namespaces = list(memo["settings"].namespaces)
     await prime(WARM.templates, runtime.kube, c.TEMPLATE_KIND, namespaces, key=_template_key, summary=_recipe)
-    await prime(FENCES, runtime.kube, c.ChildKind.NETWORK_POLICY, namespaces, key=_fence_key,
-                summary=ChildSummary.from_body, label_selector=c.LABEL_POOL)
     asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep)
 
 
 def _sweep() -> None:
-    """Forget the templates and fences the start-up LIST saw and the watch never confirmed (deleted in between);
-    their pools look again."""
+    """Forget the templates the start-up LIST saw and the watch never confirmed (deleted in between); their pools
+    look again."""
     for namespace, template in WARM.templates.sweep():
         for pool in WARM.pools_of(namespace, template):
             _wake((namespace, pool), "sweep")
-    for key in FENCES.sweep():
-        _wake(key, "sweep")
 
 
 def _template_key(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -198,21 +196,20 @@ async def _refresh(runtime: Runtime, key: tuple[str, str], template: str) -> Non
         WARM.templates.put((key[0], template), str(found["metadata"].get("uid", "")), _recipe(found))
 
 
-def is_pool_pod(body: kopf.Body, **_: Any) -> bool:
-    """Kopf filter: a pod a pool made (warm, or claimed since: it then leaves the pool's count)."""
+def is_pool_pod(body: Mapping[str, Any]) -> bool:
+    """A pod a pool made (warm, or claimed since: it then leaves the pool's count)."""
     return bool((body.get("metadata", {}).get("labels") or {}).get(c.LABEL_POOL))
 
 
-@kopf.on.event("pods", when=is_pool_pod)
-async def pool_pod_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def pool_pod_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     """A warm pod started, became ready, failed, went, or was claimed: its pool refills or rolls on."""
     meta = body["metadata"]
     pool = meta.get("labels", {}).get(c.LABEL_POOL)
-    key = (namespace or "", str(pool))
+    key = (str(meta.get("namespace") or ""), str(pool))
     state = POOLS.get(key)
     name = str(meta.get("name"))
     member = _member_key(body) == key
-    if event["type"] == "DELETED" or not member:
+    if event_type == "DELETED" or not member:
         if state is not None:
             state.deleting.pop(name, None)
         if not WARM.remove_member(key, name):
@@ -228,21 +225,40 @@ async def pool_pod_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str
     _wake(key, "pool-pod")
 
 
-def is_pool_fence(body: kopf.Body, **_: Any) -> bool:
-    """Kopf filter: a pool's fence NetworkPolicy."""
+def _pool_pods_relisted(namespace: str | None, uids: set[str]) -> None:
+    for key in WARM.retain(uids, lambda key: namespace is None or key[0] == namespace):
+        _wake(key, "relisted")
+
+
+def is_pool_fence(body: Mapping[str, Any]) -> bool:
+    """A pool's fence NetworkPolicy."""
     return _fence_key(body) is not None
 
 
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_pool_fence)
-async def fence_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+def fence_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     """A pool's fence changed or went: put it back."""
     key, uid = _fence_key(body), str(body["metadata"].get("uid", ""))
-    assert key is not None
-    if event["type"] == "DELETED":
+    if key is None:
+        return
+    if event_type == "DELETED":
         FENCES.remove(key, uid)
     else:
-        FENCES.put(key, uid, ChildSummary.from_body(body))
+        before = FENCES.items.get(key)
+        summary = ChildSummary.from_body(body)
+        FENCES.put(key, uid, summary)
+        if before == (uid, summary):
+            return
     _wake(key, "fence")
+
+
+def _fences_relisted(namespace: str | None, uids: set[str]) -> None:
+    for key in FENCES.retain(uids, lambda key: namespace is None or key[0] == namespace):
+        _wake(key, "relisted")
+
+
+watch.FOLLOWED.listen(watch.PODS, Listener(wants=is_pool_pod, changed=pool_pod_changed, relisted=_pool_pods_relisted))
+watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_pool_fence, changed=fence_changed,
+                                                       relisted=_fences_relisted))
 
 
 # --- the reconciliation ---------------------------------------------------------------------------------------------
@@ -397,5 +413,7 @@ async def _report_invalid(runtime: Runtime, body: Mapping[str, Any], error: str,
 
 
 async def reconcile_pool(state: PoolState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
-    """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop)."""
+    """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its pods
+    and fence have been listed."""
+    await watch.wait_listed()
     await reconcile(state, lambda: _pool_pass(state, runtime, key), what=f"pool {key[0]}/{key[1]}", trigger=trigger)

@@ -66,6 +66,20 @@ class Warm:
         else:
             self.members.pop(pool, None)
 
+    def retain(self, uids: set[str], in_scope: Callable[[tuple[str, str]], bool]) -> list[tuple[str, str]]:
+        """A new listing of pods found ``uids``: drop the pods in scope it did not find (deleted while the watch was
+        paused or broken); return the pools that lost some."""
+        changed = []
+        for pool, pods in list(self.members.items()):
+            gone = [name for name, (uid, _) in pods.items() if in_scope(pool) and uid not in uids]
+            for name in gone:
+                del pods[name]
+            if gone:
+                changed.append(pool)
+            if not pods:
+                del self.members[pool]
+        return changed
+
     def pods(self, pool: tuple[str, str]) -> list[WarmPod]:
         """The pool's unclaimed pods, less those being claimed right now."""
         return [pod for name, (_, pod) in (self.members.get(pool) or {}).items()

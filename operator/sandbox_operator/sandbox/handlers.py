@@ -21,7 +21,8 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
 from sandbox_operator.api.schema import optional_time, seconds_after, status_changed
-from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, prime
+from sandbox_operator.k8s import watch
+from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import (
     ObjectState,
@@ -32,6 +33,7 @@ from sandbox_operator.k8s.loop import (
     resource_version,
 )
 from sandbox_operator.k8s.manifest import ChildSummary, owned_by
+from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
 from sandbox_operator.pool.warm import WARM, claim
 from sandbox_operator.sandbox.decide import (
@@ -82,14 +84,10 @@ def _state(memo: Any) -> SandboxState:
 # --- what the operator knows of each Sandbox's children, keyed by (namespace, sandbox name) ----------------------
 
 
-def is_sandbox_child(body: kopf.Body, **_: Any) -> bool:
-    """Kopf filter: the object is a Sandbox's child, found by its owner reference or, failing that, its labels (a
+def is_sandbox_child(body: Mapping[str, Any]) -> bool:
+    """The object is a Sandbox's child, found by its owner reference or, failing that, its labels (a
     child whose labels were removed is still found, and put right)."""
     return owning_sandbox(body) is not None
-
-
-def _child_key(namespace: str | None, body: Mapping[str, Any]) -> tuple[str, str]:
-    return (namespace or "", owning_sandbox(body) or "")
 
 
 def _body_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -111,32 +109,60 @@ class Watched:
 WATCHED = Watched()
 
 
+# The process's runtime, for the wake-ups of the children's streams (which come without a Kopf memo).
+RUNTIME: list[Runtime] = []
+# Tasks started by the children's streams, kept until done (the event loop holds tasks only weakly).
+_TASKS: set[asyncio.Task[None]] = set()
+
+
 @kopf.on.startup()
-async def fill_caches(memo: Any, **_: Any) -> None:
-    """Before Kopf watches anything: one LIST per child kind, so the first pass of every Sandbox sees what exists
-    (k8s.cache explains why this is not a Kopf index). Runs after ``operator.start`` (registered first), which made
-    the runtime; tenant.handlers.fill_lifetimes lists the Tenants."""
-    runtime: Runtime = memo["runtime"]
-    namespaces = list(memo["settings"].namespaces)
-    managed = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
-    counts = {}
-    for kind, store in WATCHED.children.items():
-        summary = PodSummary.from_body if kind is c.ChildKind.POD else ChildSummary.from_body
-        counts[kind] = await prime(store, runtime.kube, kind, namespaces, key=_body_key, summary=summary,
-                                   label_selector=managed)
-    logger.info("listed before watching: %s", ", ".join(f"{count} {kind}" for kind, count in counts.items()))
-    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep, runtime)
+async def remember_runtime(memo: Any, **_: Any) -> None:
+    """Keep the runtime for the children's streams (k8s.watch), which run outside Kopf's handlers. Runs after
+    ``operator.start`` (registered first), which made the runtime and starts the streams."""
+    RUNTIME[:] = [memo["runtime"]]
 
 
-def _sweep(runtime: Runtime) -> None:
-    """Forget what the start-up LIST saw and the watch never confirmed (deleted in between), and wake its Sandbox."""
-    for store in WATCHED.children.values():
-        for key in store.sweep():
-            state = WATCHED.sandboxes.get(key)
-            if state is not None:
-                state.task = asyncio.get_running_loop().create_task(
-                    reconcile_sandbox(state, runtime, key, trigger="sweep")
-                )
+def _wake(key: tuple[str, str], trigger: str) -> None:
+    """Reconcile the Sandbox ``key`` soon, if it is known (a child's event, or its going)."""
+    state = WATCHED.sandboxes.get(key)
+    if state is not None and RUNTIME:
+        task = asyncio.get_running_loop().create_task(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
+    """What a Sandbox child's stream does with each event: keep its summary, wake its Sandbox when that changed."""
+    store = WATCHED.children[kind]
+
+    def changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+        key, uid = _body_key(body), str(body["metadata"].get("uid", ""))
+        if key is None:
+            return
+        if event_type == "DELETED":
+            store.remove(key, uid)
+        else:
+            summary, before = _summary(kind, body), store.items.get(key)
+            store.put(key, uid, summary)
+            if before == (uid, summary):
+                metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
+                return
+        _wake(key, trigger)
+
+    def relisted(namespace: str | None, uids: set[str]) -> None:
+        for key in store.retain(uids, lambda key: namespace is None or key[0] == namespace):
+            _wake(key, "relisted")
+
+    return Listener(wants=is_sandbox_child, changed=changed, relisted=relisted)
+
+
+for _kind, _stream, _trigger in (
+    (c.ChildKind.POD, watch.PODS, "pod"),
+    (c.ChildKind.NETWORK_POLICY, watch.NETWORK_POLICIES, "networkpolicy"),
+    (c.ChildKind.SERVICE, watch.SERVICES, "service"),
+    (c.ChildKind.PVC, watch.PVCS, "pvc"),
+):
+    watch.FOLLOWED.listen(_stream, _child_listener(_kind, _trigger))
 
 
 EXPECTATION_SECONDS = 30.0
@@ -444,7 +470,9 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
-    """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop)."""
+    """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
+    children have been listed (before, it would not see them)."""
+    await watch.wait_listed()
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
 
@@ -473,7 +501,8 @@ async def sandbox_changed(
     if event["type"] is None and state.packed is None:
         state.listed = True
     state.remember(body)
-    if event["type"] is None:  # Kopf's listing (start-up, takeover): existing Sandboxes, a few at a time
+    if event["type"] is None and not _due(body):
+        # Kopf's listing (start-up, takeover): Sandboxes served before, a few at a time
         async with LISTED_PASSES:
             await reconcile_sandbox(state, memo["runtime"], key, trigger="listing")
     else:
@@ -485,43 +514,12 @@ async def sandbox_changed(
 LISTED_PASSES = asyncio.Semaphore(4)
 
 
-async def _child_changed(
-    kind: c.ChildKind, event: kopf.RawEvent, namespace: str | None, body: Mapping[str, Any], memo: Any, trigger: str
-) -> None:
-    key, uid = _child_key(namespace, body), str(body["metadata"].get("uid", ""))
-    store = WATCHED.children[kind]
-    if event["type"] == "DELETED":
-        store.remove(key, uid)
-    else:
-        summary, before = _summary(kind, body), store.items.get(key)
-        store.put(key, uid, summary)
-        if before == (uid, summary):
-            metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
-            return
-    state = WATCHED.sandboxes.get(key)
-    if state is not None:
-        await reconcile_sandbox(state, memo["runtime"], key, trigger=trigger)
-
-
-@kopf.on.event("pods", when=is_sandbox_child)
-async def pod_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A sandbox pod changed (scheduled, started, ready, failed, tampered with, gone): reconcile its Sandbox."""
-    await _child_changed(c.ChildKind.POD, event, namespace, body, memo, "pod")
-
-
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_sandbox_child)
-async def policy_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A sandbox NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(c.ChildKind.NETWORK_POLICY, event, namespace, body, memo, "networkpolicy")
-
-
-@kopf.on.event("services", when=is_sandbox_child)
-async def service_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A sandbox Service changed or vanished: put it back."""
-    await _child_changed(c.ChildKind.SERVICE, event, namespace, body, memo, "service")
-
-
-@kopf.on.event("persistentvolumeclaims", when=is_sandbox_child)
-async def pvc_changed(event: kopf.RawEvent, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A sandbox workspace PVC changed or vanished."""
-    await _child_changed(c.ChildKind.PVC, event, namespace, body, memo, "pvc")
+def _due(body: Mapping[str, Any]) -> bool:
+    """Whether a Sandbox found by Kopf's listing is waiting for the operator: never served (no status: created while
+    no replica was active), or past the deadline its status announced. Such a pass does not queue behind the
+    Sandboxes that are only confirmed."""
+    status = body.get("status") or {}
+    if not status.get("conditions"):
+        return True
+    expires = optional_time(status.get("expiresAt"))
+    return expires is not None and expires <= datetime.now(UTC)

@@ -21,10 +21,12 @@ import kopf
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import status_changed
 from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStatus, load_tenant
+from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, prime
 from sandbox_operator.k8s.client import Kube, KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair
 from sandbox_operator.k8s.manifest import ChildSummary
+from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
 from sandbox_operator.tenant.decide import (
     ApplyObject,
@@ -63,6 +65,10 @@ TENANTS: dict[str, TenantState] = {}
 # Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``: filled
 # before Kopf watches anything (``fill_lifetimes``), so no Sandbox is ever decided without its Tenant's rules.
 TENANT_LIFETIMES: Store[str, TenantLifetime] = Store()
+# The process's runtime, for the wake-ups that come from the NetworkPolicy stream (k8s.watch), without a Kopf memo.
+RUNTIME: list[Runtime] = []
+# Tasks started from that stream, kept until done (the event loop holds tasks only weakly).
+_TASKS: set[asyncio.Task[None]] = set()
 
 
 def tenant_namespace(body: Mapping[str, Any]) -> str | None:
@@ -79,6 +85,7 @@ def _lifetime(body: Mapping[str, Any]) -> TenantLifetime:
 async def fill_lifetimes(memo: Any, **_: Any) -> None:
     """One LIST of Tenants before Kopf watches anything (k8s.cache says why this is not a Kopf index). Runs after
     ``operator.start`` (registered first), which made the runtime."""
+    RUNTIME[:] = [memo["runtime"]]
     await prime(TENANT_LIFETIMES, memo["runtime"].kube, c.TENANT_KIND, [], key=tenant_namespace, summary=_lifetime)
     asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, TENANT_LIFETIMES.sweep)
 
@@ -201,7 +208,7 @@ async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: 
     await reconcile_tenant(state, memo["runtime"], trigger="tenant")
 
 
-def is_tenant_child(body: kopf.Body, **_: Any) -> bool:
+def is_tenant_child(body: Mapping[str, Any], **_: Any) -> bool:
     """Kopf filter: the object was rendered for a Tenant (by owner reference, or failing that its labels)."""
     return owning_tenant(body) is not None
 
@@ -231,10 +238,20 @@ async def tenant_limit_range_changed(body: kopf.Body, memo: Any, **_: Any) -> No
     await _child_changed(body, memo, "tenant-limitrange")
 
 
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", when=is_tenant_child)
-async def tenant_policy_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A tenant's default-deny NetworkPolicy changed or vanished: put it back."""
-    await _child_changed(body, memo, "tenant-networkpolicy")
+def tenant_policy_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A tenant's default-deny NetworkPolicy changed or vanished: put it back (from the NetworkPolicy stream,
+    k8s.watch, which the Sandboxes' and pools' policies share)."""
+    if event_type is None or not RUNTIME:
+        return  # Kopf's listing of the Tenants reconciles each anyway
+    owner = owning_tenant(body)
+    state = TENANTS.get(owner) if owner is not None else None
+    if state is not None:
+        task = asyncio.get_running_loop().create_task(reconcile_tenant(state, RUNTIME[0], "tenant-networkpolicy"))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_tenant_child, changed=tenant_policy_changed))
 
 
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", when=is_tenant_child)

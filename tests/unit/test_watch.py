@@ -1,0 +1,134 @@
+"""The operator's own streams of the kinds it only reads (k8s.watch), and what they rely on from Kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.clients import watching
+
+from sandbox_operator.k8s import loop, watch
+from sandbox_operator.k8s.cache import Store
+from sandbox_operator.pool.decide import WarmPod
+from sandbox_operator.pool.warm import Warm
+
+
+def test_kopf_watchers_enter_the_pause_block_by_its_module_name_with_their_pause_toggles() -> None:
+    """Pinned Kopf behaviour: every Kopf watcher goes through ``watching.streaming_block`` (looked up in the module at
+    call time, so the wrapper sees it) with the operator's pause toggles; a listing ends with ``Bookmark.LISTED``."""
+    source = inspect.getsource(watching.infinite_watch)
+    assert "async with streaming_block(" in source and "operator_paused=operator_paused" in source
+    assert "operator_paused" in inspect.signature(watching.infinite_watch).parameters
+    assert "yield Bookmark.LISTED" in inspect.getsource(watching.continuous_watch)
+    assert getattr(watching.streaming_block, "captures_pause", False)
+
+
+def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator_reconciles_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watch, "FOLLOWED", watch.Followed())
+    passes: list[str] = []
+
+    async def scenario() -> None:
+        toggles = aiotoggles.ToggleSet(any)
+        blocker = await toggles.make_toggle(False, name="a higher-priority peer")
+        async with watching.streaming_block(resource=watch.PODS.resource(), namespace=None,
+                                            operator_paused=toggles):
+            pass
+        assert watch.FOLLOWED.pause is toggles and not watch.paused()
+
+        async def one_pass() -> loop.PassResult:
+            passes.append("pass")
+            return loop.PassResult()
+
+        await blocker.turn_to(True)
+        state = loop.ObjectState()
+        await loop.reconcile(state, one_pass, what="x", trigger="timer")
+        assert watch.paused() and passes == []
+        await blocker.turn_to(False)
+        await loop.reconcile(state, one_pass, what="x", trigger="listing")
+        assert passes == ["pass"]
+
+    asyncio.run(scenario())
+
+
+def _pod(name: str, uid: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "uid": uid}}
+
+
+def test_a_stream_sends_every_event_in_order_and_trims_to_each_new_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing (events of type None, then LISTED), the watch, then a re-listing (after a pause or a 410) that no
+    longer has a pod: the listeners see every event in order, are told each listing's uids, and the operator counts
+    as listed after the first."""
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    script: list[Any] = [
+        {"type": None, "object": _pod("a", "ua")}, {"type": None, "object": _pod("b", "ub")}, watching.Bookmark.LISTED,
+        {"type": "MODIFIED", "object": _pod("a", "ua")}, {"type": "BOOKMARK", "object": {"metadata": {}}},
+        {"type": None, "object": _pod("a", "ua")}, watching.Bookmark.LISTED,
+        watching.Bookmark.LISTED,  # an empty re-listing
+    ]
+
+    async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
+        for item in script:
+            yield item
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    seen: list[tuple[str | None, str]] = []
+    listings: list[set[str]] = []
+    followed.listen(watch.PODS, watch.Listener(
+        wants=lambda body: True,
+        changed=lambda kind, body: seen.append((kind, body["metadata"]["name"])),
+        relisted=lambda namespace, uids: listings.append(set(uids)),
+    ))
+    followed.listen(watch.PODS, watch.Listener(wants=lambda body: False, changed=lambda kind, body: seen.append(
+        ("never", ""))))
+    followed.pending = {(watch.PODS, None)}
+
+    async def scenario() -> None:
+        await watch._stream(watch.PODS, None, settings=None)  # type: ignore[arg-type]
+        assert followed.listed.is_set()
+        await watch.wait_listed()
+
+    asyncio.run(scenario())
+    assert seen == [(None, "a"), (None, "b"), ("MODIFIED", "a"), (None, "a")]
+    assert listings == [{"ua", "ub"}, {"ua"}, set()]
+
+
+def test_a_store_keeps_only_what_a_listing_found_in_its_scope() -> None:
+    store: Store[tuple[str, str], int] = Store()
+    store.put(("ns", "a"), "ua", 1)
+    store.put(("ns", "b"), "ub", 2)
+    store.put(("other", "c"), "uc", 3)
+    assert store.retain({"ua"}, lambda key: key[0] == "ns") == [("ns", "b")]
+    assert store.get(("ns", "a")) == 1 and store.get(("ns", "b")) is None and store.get(("other", "c")) == 3
+
+
+def test_a_pool_keeps_only_the_warm_pods_a_listing_found() -> None:
+    warm = Warm()
+
+    def pod(name: str) -> WarmPod:
+        return WarmPod(name=name, recipe_hash="h", ready=True, resource_version="1")
+
+    warm.put_member(("ns", "p"), "u1", pod("p-1"))
+    warm.put_member(("ns", "p"), "u2", pod("p-2"))
+    warm.put_member(("ns", "q"), "u3", pod("q-1"))
+    assert warm.retain({"u1", "u3"}, lambda key: True) == [("ns", "p")]
+    assert [p.name for p in warm.pods(("ns", "p"))] == ["p-1"]
+    assert warm.retain(set(), lambda key: key[1] == "q") == [("ns", "q")]
+    assert ("ns", "q") not in warm.members
+
+
+def test_the_operator_watches_every_child_kind_of_a_sandbox_by_its_own_streams() -> None:
+    import sandbox_operator.pool.handlers
+    import sandbox_operator.sandbox.handlers
+    import sandbox_operator.tenant.handlers  # noqa: F401
+
+    plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
+    assert plurals == {"pods", "services", "persistentvolumeclaims", "networkpolicies"}
+    listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
+    assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 3
