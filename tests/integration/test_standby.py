@@ -129,3 +129,49 @@ def test_claims_across_a_takeover_never_share_a_pod(
         assert owners == Counter(names), "a Sandbox owns more (or fewer) than one pod"
         print(f"\nwarm {sum(s['launch'] == 'Warm' for s in statuses)} of {len(names)} across the takeover")
         assert reconciles(standby) > 0
+
+
+def test_a_replica_paused_for_a_higher_priority_one_touches_nothing_until_it_resumes(
+    cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
+) -> None:
+    """The active replica is demoted when a higher-priority one joins: its pod and NetworkPolicy streams pause with
+    Kopf's watchers, and neither a child's event nor a timer makes it reconcile; the new replica repairs."""
+    with cluster_peering(api) as peering:
+        shared = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
+        lower = OperatorProcess(cluster, tmp_path / "lower.log", PRIORITY="100", **shared)
+        higher = OperatorProcess(cluster, tmp_path / "higher.log", PRIORITY="200", **shared)
+        lower.start()
+        try:
+            create_sandbox(api, namespace, "demoted")
+            wait_ready(api, namespace, ["demoted"])
+            higher.start()
+            wait_for(lambda: "Pausing operations in favour of" in lower.log(), timeout=60,
+                     what="the lower replica to pause")
+            wait_for(lambda: reconciles(higher) > 0, timeout=60, what="the higher replica to reconcile")
+            time.sleep(1)
+            paused_at = reconciles(lower)
+            core = client.CoreV1Api(api)
+            old_pod = core.read_namespaced_pod("sbx-demoted", namespace).metadata.uid
+            core.delete_namespaced_pod("sbx-demoted", namespace, grace_period_seconds=0)
+            wait_for(lambda: _pod_uid(core, namespace, "sbx-demoted") not in (None, old_pod), timeout=60,
+                     what="the higher replica to recreate the pod")
+            time.sleep(3)
+            assert reconciles(lower) == paused_at, "a paused replica reconciled"
+
+            higher.stop(signal.SIGTERM)  # it withdraws from the peering: the lower one resumes
+            create_sandbox(api, namespace, "resumed")
+            wait_ready(api, namespace, ["resumed"], timeout=60)
+            assert reconciles(lower) > paused_at
+        finally:
+            higher.stop(signal.SIGKILL)
+            lower.stop()
+
+
+def _pod_uid(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return None if pod.metadata.deletion_timestamp else str(pod.metadata.uid)

@@ -27,6 +27,52 @@ def test_kopf_watchers_enter_the_pause_block_by_its_module_name_with_their_pause
     assert getattr(watching.streaming_block, "captures_pause", False)
 
 
+def test_kopf_posts_events_to_the_queue_its_context_variables_name() -> None:
+    """Pinned Kopf behaviour: ``kopf.event`` finds its queue in two context variables, which the streams copy from
+    a Kopf handler's context (``adopt_posting``)."""
+    from kopf._core.engines import posting
+
+    source = inspect.getsource(posting.enqueue)
+    assert "event_queue_loop_var.get()" in source and "event_queue_var.get()" in source
+
+
+def test_the_streams_post_events_where_kopf_handlers_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kopf._core.engines import posting
+
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    posted: list[str] = []
+
+    async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
+        yield {"type": "ADDED", "object": _pod("a", "ua")}
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+
+    async def scenario() -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def in_handler() -> None:
+            posting.event_queue_loop_var.set(asyncio.get_running_loop())
+            posting.event_queue_var.set(queue)
+            watch.adopt_posting()
+
+        import contextvars
+        contextvars.copy_context().run(in_handler)  # a Kopf handler's context, not the stream's
+        assert followed.posting is not None
+
+        async def wake() -> None:
+            posted.append(str(posting.event_queue_var.get() is queue))
+
+        tasks: list[asyncio.Task[None]] = []
+        followed.listen(watch.PODS, watch.Listener(
+            wants=lambda body: True, changed=lambda kind, body: tasks.append(asyncio.create_task(wake()))))
+        await watch._stream(watch.PODS, None, settings=None)  # type: ignore[arg-type]
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert posted == ["True"]
+
+
 def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator_reconciles_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -26,6 +26,7 @@ import kopf
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import watching
 from kopf._cogs.structs import references
+from kopf._core.engines import posting
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Followed:
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Kopf's Event queue (and its loop), as its handlers see it: what ``kopf.event`` posts to (``adopt_posting``).
+    posting: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     def listen(self, kind: Kind, listener: Listener) -> None:
         """Register a listener (at import, like a Kopf handler)."""
@@ -97,6 +100,15 @@ async def wait_listed() -> None:
     """Until every watched kind has been listed once: a pass that ran before would not see the children."""
     if not FOLLOWED.listed.is_set():
         await FOLLOWED.listed.wait()
+
+
+def adopt_posting() -> None:
+    """Called by Kopf handlers: note Kopf's Event queue, which ``kopf.event`` reads from context variables that Kopf
+    sets only for its per-object workers. The streams set them for the passes they start (pinned in
+    tests/unit/test_watch.py). Every owner a stream can wake has been through a Kopf handler first."""
+    if FOLLOWED.posting is None:
+        with contextlib.suppress(LookupError):
+            FOLLOWED.posting = (posting.event_queue_loop_var.get(), posting.event_queue_var.get())
 
 
 def _capture_pause() -> None:
@@ -160,9 +172,14 @@ async def _follow(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
 async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSettings) -> None:
     listeners = FOLLOWED.listeners[kind]
     listing: set[str] | None = None  # the uids of the listing under way
+    posting_set = False
     async for event in watching.infinite_watch(settings=settings, resource=kind.resource(),
                                                namespace=references.NamespaceName(namespace) if namespace else None,
                                                operator_paused=FOLLOWED.pause):
+        if not posting_set and FOLLOWED.posting is not None:  # in this task's context: its wake-ups inherit it
+            posting.event_queue_loop_var.set(FOLLOWED.posting[0])
+            posting.event_queue_var.set(FOLLOWED.posting[1])
+            posting_set = True
         if isinstance(event, watching.Bookmark):
             found, listing = listing or set(), None
             for listener in listeners:

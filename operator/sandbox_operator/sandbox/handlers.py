@@ -482,6 +482,7 @@ async def sandbox_changed(
 ) -> None:
     """Any change to a Sandbox (including its activity annotation): reconcile it. The echo of our own status write
     (a body no newer than the one that write returned) changes nothing and is not looked at again."""
+    watch.adopt_posting()
     state, key = _state(memo), (namespace or "", name)
     if event["type"] == "DELETED":
         state.forget()
