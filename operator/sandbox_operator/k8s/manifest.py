@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +41,48 @@ def owned_view(body: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+class Packed(Mapping[str, Any]):
+    """A JSON object kept as compact bytes, parsed again on each use: a summary keeps the fields it compares for as
+    long as its object lives (10,000 pods), and as parsed dicts they were a third of the operator's memory."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Mapping[str, Any]) -> None:
+        self.data = json.dumps(value, separators=(",", ":"), default=dict).encode()
+
+    def unpack(self) -> dict[str, Any]:
+        """The object, parsed (a fresh copy)."""
+        return json.loads(self.data)  # type: ignore[no-any-return]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.unpack()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.unpack())
+
+    def __len__(self) -> int:
+        return len(self.unpack())
+
+    def __eq__(self, other: object) -> bool:
+        return self.data == other.data if isinstance(other, Packed) else super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return f"Packed({self.data.decode()})"
+
+
+def packed_owned_view(body: Mapping[str, Any]) -> Packed:
+    """``owned_view(body)``, kept packed (see Packed)."""
+    meta = body.get("metadata") or {}
+    view: dict[str, Any] = {"metadata": {key: meta[key] for key in OWNED_METADATA if key in meta}}
+    for key, value in body.items():
+        if key not in ("metadata", "status", "apiVersion", "kind"):
+            view[key] = value
+    return Packed(view)
+
+
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
     """Hash of a manifest without its hash annotation: equal hashes mean the child still matches the spec."""
     meta = dict(manifest.get("metadata", {}))
@@ -65,7 +107,7 @@ class ChildSummary:
         return cls(
             name=str(meta.get("name", "")),
             spec_hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
-            owned=owned_view(body),
+            owned=packed_owned_view(body),
         )
 
 
@@ -170,6 +212,8 @@ def differences(
     desired: Any, live: Any, exact: Iterable[str] = (), path: str = "", quantity: bool = False
 ) -> list[str]:
     """Paths (``spec.containers[sandbox].image``) where ``live`` departs from ``desired``; empty when it does not."""
+    if isinstance(live, Packed):
+        live = live.unpack()
     exact = frozenset(exact)
     if path in exact:
         return [] if _equal(desired, live, quantity) else [path or "."]

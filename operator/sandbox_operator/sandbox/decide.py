@@ -30,7 +30,7 @@ from typing import Any
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, literal_values, on_expiry_of
 from sandbox_operator.api.schema import format_time, next_condition, optional_time, read_status
-from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view
+from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view, packed_owned_view
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.sandbox import render
 from sandbox_operator.sandbox.expiry import Deadline, activity_times, expiry_deadline, future_times, last_activity
@@ -105,7 +105,7 @@ class PodSummary:
             waiting_message=waiting.get("message"),
             terminated_reason=(terminated or {}).get("reason"),
             exit_code=_int_or_none((terminated or {}).get("exitCode")),
-            owned=owned_view(pod),
+            owned=packed_owned_view(pod),
             pool=(meta.get("labels") or {}).get(c.LABEL_POOL) or None,
         )
 
