@@ -28,20 +28,23 @@ def test_kopf_watchers_enter_the_pause_block_by_its_module_name_with_their_pause
 
 
 def test_kopf_posts_events_to_the_queue_its_context_variables_name() -> None:
-    """Pinned Kopf behaviour: ``kopf.event`` finds its queue in two context variables, which the streams copy from
-    a Kopf handler's context (``adopt_posting``)."""
+    """Pinned Kopf behaviour: ``kopf.event`` finds its queue in two context variables; Kopf starts its poster with
+    that queue by the module's name (so the wrapper sees it)."""
     from kopf._core.engines import posting
+    from kopf._core.reactor import running
 
     source = inspect.getsource(posting.enqueue)
     assert "event_queue_loop_var.get()" in source and "event_queue_var.get()" in source
+    assert "coro=posting.poster(" in inspect.getsource(running.spawn_tasks)
+    assert getattr(posting.poster, "captures_queue", False)
 
 
-def test_the_streams_post_events_where_kopf_handlers_do(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_streams_post_events_to_the_queue_kopf_starts_its_poster_with(monkeypatch: pytest.MonkeyPatch) -> None:
     from kopf._core.engines import posting
 
     followed = watch.Followed()
     monkeypatch.setattr(watch, "FOLLOWED", followed)
-    posted: list[str] = []
+    posted: list[bool] = []
 
     async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
         yield {"type": "ADDED", "object": _pod("a", "ua")}
@@ -49,19 +52,14 @@ def test_the_streams_post_events_where_kopf_handlers_do(monkeypatch: pytest.Monk
     monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
 
     async def scenario() -> None:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def in_handler() -> None:
-            posting.event_queue_loop_var.set(asyncio.get_running_loop())
-            posting.event_queue_var.set(queue)
-            watch.adopt_posting()
-
-        import contextvars
-        contextvars.copy_context().run(in_handler)  # a Kopf handler's context, not the stream's
-        assert followed.posting is not None
+        queue: posting.K8sEventQueue = asyncio.Queue()
+        poster = asyncio.create_task(posting.poster(event_queue=queue, backbone=None, settings=None))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        poster.cancel()
+        assert followed.posting is not None and followed.posting[1] is queue
 
         async def wake() -> None:
-            posted.append(str(posting.event_queue_var.get() is queue))
+            posted.append(posting.event_queue_var.get() is queue)
 
         tasks: list[asyncio.Task[None]] = []
         followed.listen(watch.PODS, watch.Listener(
@@ -70,7 +68,7 @@ def test_the_streams_post_events_where_kopf_handlers_do(monkeypatch: pytest.Monk
         await asyncio.gather(*tasks)
 
     asyncio.run(scenario())
-    assert posted == ["True"]
+    assert posted == [True]
 
 
 def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator_reconciles_nothing(
@@ -169,12 +167,12 @@ def test_a_pool_keeps_only_the_warm_pods_a_listing_found() -> None:
     assert ("ns", "q") not in warm.members
 
 
-def test_the_operator_watches_every_child_kind_of_a_sandbox_by_its_own_streams() -> None:
+def test_the_operator_watches_sandboxes_and_every_child_kind_by_its_own_streams() -> None:
     import sandbox_operator.pool.handlers
     import sandbox_operator.sandbox.handlers
     import sandbox_operator.tenant.handlers  # noqa: F401
 
     plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
-    assert plurals == {"pods", "services", "persistentvolumeclaims", "networkpolicies"}
+    assert plurals == {"sandboxes", "pods", "services", "persistentvolumeclaims", "networkpolicies"}
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
     assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 3

@@ -20,13 +20,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import watching
 from kopf._cogs.structs import references
 from kopf._core.engines import posting
+
+from sandbox_operator.api import names as c
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ PODS = Kind("", "v1", "pods", "Pod")
 SERVICES = Kind("", "v1", "services", "Service")
 PVCS = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+SANDBOXES = Kind(c.GROUP, c.VERSION, c.PLURAL, c.KIND)
 
 
 @dataclass
@@ -76,7 +79,7 @@ class Followed:
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # Kopf's Event queue (and its loop), as its handlers see it: what ``kopf.event`` posts to (``adopt_posting``).
+    # Kopf's Event queue (and its loop), as its handlers see it: what ``kopf.event`` posts to (``_capture_posting``).
     posting: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     def listen(self, kind: Kind, listener: Listener) -> None:
@@ -102,13 +105,21 @@ async def wait_listed() -> None:
         await FOLLOWED.listed.wait()
 
 
-def adopt_posting() -> None:
-    """Called by Kopf handlers: note Kopf's Event queue, which ``kopf.event`` reads from context variables that Kopf
-    sets only for its per-object workers. The streams set them for the passes they start (pinned in
-    tests/unit/test_watch.py). Every owner a stream can wake has been through a Kopf handler first."""
-    if FOLLOWED.posting is None:
-        with contextlib.suppress(LookupError):
-            FOLLOWED.posting = (posting.event_queue_loop_var.get(), posting.event_queue_var.get())
+def _capture_posting() -> None:
+    """Note Kopf's Event queue (and its loop) when Kopf starts its poster: ``kopf.event`` finds them in context
+    variables that Kopf sets only for its own per-object workers, so the streams set them for the passes they start
+    (pinned in tests/unit/test_watch.py). The upstream fix would be a ``kopf.event`` that works from any task of the
+    operator's loop."""
+    original = posting.poster
+    if getattr(original, "captures_queue", False):
+        return
+
+    async def poster(*, event_queue: posting.K8sEventQueue, **kwargs: Any) -> NoReturn:
+        FOLLOWED.posting = (asyncio.get_running_loop(), event_queue)
+        await original(event_queue=event_queue, **kwargs)
+
+    poster.captures_queue = True  # type: ignore[attr-defined]
+    posting.poster = poster
 
 
 def _capture_pause() -> None:
@@ -134,6 +145,7 @@ def _capture_pause() -> None:
 
 
 _capture_pause()
+_capture_posting()
 
 
 def start(settings: kopf.OperatorSettings, namespaces: list[str]) -> None:

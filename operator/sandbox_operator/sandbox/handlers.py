@@ -1,8 +1,10 @@
-"""Kopf wiring: watch Sandboxes and their children, call the pure ``sandbox.decide.decide``, apply its plan.
+"""Wiring: watch Sandboxes and their children, call the pure ``sandbox.decide.decide``, apply its plan.
 
-No finalizers are used (only event handlers), so deleting a Sandbox never waits for the operator; owner references
-let the garbage collector remove the children. Per-sandbox state lives in Kopf's per-object ``memo`` and in
-``WATCHED``, both dropped with the object's DELETED event: nothing here grows without bound.
+Sandboxes and their children come from the operator's own streams (k8s.watch: Kopf's list+watch, paused with Kopf,
+without its per-object workers); Kopf runs the start-up, the peering and the Event poster. No finalizers are used,
+so deleting a Sandbox never waits for the operator; owner references let the garbage collector remove the children.
+Per-sandbox state lives in ``WATCHED``, dropped with the object's DELETED event (or a re-listing without it):
+nothing here grows without bound.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +29,6 @@ from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import (
     ObjectState,
     PassResult,
-    object_state,
     reconcile,
     record_repair,
     resource_version,
@@ -58,8 +59,9 @@ QUOTA_RETRY_SECONDS = 15.0
 
 @dataclass
 class SandboxState(ObjectState):
-    """What one Sandbox's reconciliations share; lives in the Sandbox's Kopf memo and dies with it."""
+    """What one Sandbox's reconciliations share; kept in ``WATCHED.sandboxes`` and dropped with the Sandbox."""
 
+    uid: str = ""
     phase: str | None = None
     # Children we created that the watch has not shown yet: without this, a reconcile in that window
     # would create them again (a harmless but wasted 409).
@@ -75,10 +77,6 @@ class SandboxState(ObjectState):
     unwatched: bool = False
     # First seen in Kopf's listing (a start or a takeover), not as a new object.
     listed: bool = False
-
-
-def _state(memo: Any) -> SandboxState:
-    return object_state(memo, "sandbox", SandboxState)
 
 
 # --- what the operator knows of each Sandbox's children, keyed by (namespace, sandbox name) ----------------------
@@ -126,9 +124,7 @@ def _wake(key: tuple[str, str], trigger: str) -> None:
     """Reconcile the Sandbox ``key`` soon, if it is known (a child's event, or its going)."""
     state = WATCHED.sandboxes.get(key)
     if state is not None and RUNTIME:
-        task = asyncio.get_running_loop().create_task(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        _spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
 
 
 def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
@@ -476,38 +472,68 @@ async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[st
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
 
-@kopf.on.event("sandbox-operator.io", "v1alpha1", "sandboxes")
-async def sandbox_changed(
-    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    """Any change to a Sandbox (including its activity annotation): reconcile it. The echo of our own status write
-    (a body no newer than the one that write returned) changes nothing and is not looked at again."""
-    watch.adopt_posting()
-    state, key = _state(memo), (namespace or "", name)
-    if event["type"] == "DELETED":
-        state.forget()
-        if WATCHED.sandboxes.get(key) is state:  # not a newer Sandbox of the same name
-            del WATCHED.sandboxes[key]
-            template = _template_name(body)
-            if template is not None:
-                _stop_using(key, template)
-        if state.phase is not None:
-            metrics.SANDBOXES.labels(key[0], state.phase).dec()
-            state.phase = None
+def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """Any change to a Sandbox (including its activity annotation), from the Sandboxes' stream (k8s.watch): reconcile
+    it. The echo of our own status write (a body no newer than the one that write returned) changes nothing and is
+    not looked at again."""
+    meta = body["metadata"]
+    key, uid = (str(meta.get("namespace") or ""), str(meta["name"])), str(meta.get("uid") or "")
+    state = WATCHED.sandboxes.get(key)
+    if event_type == "DELETED":
+        if state is not None and state.uid == uid:  # not a newer Sandbox of the same name
+            _forget(key, state, body)
         return
-    WATCHED.sandboxes[key] = state
+    if state is None or state.uid != uid:
+        if state is not None:  # replaced while this replica was paused: the watch never said it went
+            _forget(key, state, state.body or body)
+        state = WATCHED.sandboxes[key] = SandboxState(uid=uid)
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
-    if event["type"] is None and state.packed is None:
+    if event_type is None and state.packed is None:
         state.listed = True
     state.remember(body)
-    if event["type"] is None and not _due(body):
-        # Kopf's listing (start-up, takeover): Sandboxes served before, a few at a time
-        async with LISTED_PASSES:
-            await reconcile_sandbox(state, memo["runtime"], key, trigger="listing")
+    if not RUNTIME:
+        return
+    if event_type is None and not _due(body):
+        # A (re)listing (start-up, takeover): Sandboxes served before, a few at a time
+        _spawn(_listed_pass(state, RUNTIME[0], key))
     else:
-        await reconcile_sandbox(state, memo["runtime"], key, trigger="sandbox")
+        _spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
+
+
+async def _listed_pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
+    async with LISTED_PASSES:
+        await reconcile_sandbox(state, runtime, key, trigger="listing")
+
+
+def _forget(key: tuple[str, str], state: SandboxState, body: Mapping[str, Any]) -> None:
+    """The Sandbox is gone: no more passes; drop what was kept for it."""
+    state.forget()
+    del WATCHED.sandboxes[key]
+    template = _template_name(body)
+    if template is not None:
+        _stop_using(key, template)
+    if state.phase is not None:
+        metrics.SANDBOXES.labels(key[0], state.phase).dec()
+        state.phase = None
+
+
+def _sandboxes_relisted(namespace: str | None, uids: set[str]) -> None:
+    """A (re)listing: forget the Sandboxes it did not find (deleted while this replica was paused)."""
+    for key, state in list(WATCHED.sandboxes.items()):
+        if (namespace is None or key[0] == namespace) and state.uid not in uids:
+            _forget(key, state, state.body or {})
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+watch.FOLLOWED.listen(watch.SANDBOXES, Listener(wants=lambda body: True, changed=sandbox_changed,
+                                                relisted=_sandboxes_relisted))
 
 
 # Passes for the Sandboxes a (re)start finds run this many at a time: a new Sandbox, an expiry or a pod's change

@@ -193,7 +193,6 @@ async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -
 @kopf.on.event(c.GROUP, c.VERSION, c.TENANT_PLURAL)
 async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Any change to a Tenant: reconcile it. On deletion only stop: the garbage collector removes its objects."""
-    watch.adopt_posting()
     state, uid, namespace = _state(memo), body["metadata"]["uid"], tenant_namespace(body)
     if event["type"] == "DELETED":
         state.forget()
