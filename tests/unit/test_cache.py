@@ -99,3 +99,12 @@ def test_no_change_handler_is_registered_so_kopf_keeps_no_last_handled_state() -
     assert storage.fetch(body=kopf.Body({})) is None
     # Kopf builds that state where it detects causes, for every event: what the no-op replaces.
     assert "diffbase_storage.build(" in inspect.getsource(processing)
+
+
+def test_a_watch_event_counts_as_a_change_only_when_the_summary_moved() -> None:
+    store: Store[str, int] = Store()
+    assert store.record("ADDED", "a", "u1", lambda: 1)
+    assert not store.record("MODIFIED", "a", "u1", lambda: 1)
+    assert store.record("MODIFIED", "a", "u1", lambda: 2)
+    assert store.record("ADDED", "a", "u2", lambda: 2)  # a new object under the same key
+    assert store.record("DELETED", "a", "u2", lambda: 2) and store.get("a") is None

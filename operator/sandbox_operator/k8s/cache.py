@@ -60,6 +60,16 @@ class Store(Generic[K, V]):
         self.unconfirmed.discard(key)
         return True
 
+    def record(self, event_type: str | None, key: K, uid: str, value: Callable[[], V]) -> bool:
+        """Apply a watch event (``value`` summarises the body); True unless it changed nothing the store holds (a
+        DELETED event always counts: its owner looks again)."""
+        if event_type == "DELETED":
+            self.remove(key, uid)
+            return True
+        before, summary = self.items.get(key), value()
+        self.put(key, uid, summary)
+        return before != (uid, summary)
+
     def prime(self, key: K, uid: str, value: V) -> None:
         """The start-up LIST saw the object; the watch has not confirmed it yet."""
         if key not in self.items:

@@ -240,15 +240,8 @@ def fence_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     key, uid = _fence_key(body), str(body["metadata"].get("uid", ""))
     if key is None:
         return
-    if event_type == "DELETED":
-        FENCES.remove(key, uid)
-    else:
-        before = FENCES.items.get(key)
-        summary = ChildSummary.from_body(body)
-        FENCES.put(key, uid, summary)
-        if before == (uid, summary):
-            return
-    _wake(key, "fence")
+    if FENCES.record(event_type, key, uid, lambda: ChildSummary.from_body(body)):
+        _wake(key, "fence")
 
 
 def _fences_relisted(namespace: str | None, uids: set[str]) -> None:

@@ -135,15 +135,10 @@ def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
         key, uid = _body_key(body), str(body["metadata"].get("uid", ""))
         if key is None:
             return
-        if event_type == "DELETED":
-            store.remove(key, uid)
+        if store.record(event_type, key, uid, lambda: _summary(kind, body)):
+            _wake(key, trigger)
         else:
-            summary, before = _summary(kind, body), store.items.get(key)
-            store.put(key, uid, summary)
-            if before == (uid, summary):
-                metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
-                return
-        _wake(key, trigger)
+            metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
 
     def relisted(namespace: str | None, uids: set[str]) -> None:
         for key in store.retain(uids, lambda key: namespace is None or key[0] == namespace):
