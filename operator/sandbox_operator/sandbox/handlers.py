@@ -75,8 +75,11 @@ class SandboxState(ObjectState):
     # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
     found: bool = False
     unwatched: bool = False
-    # First seen in Kopf's listing (a start or a takeover), not as a new object.
+    # First seen in a listing (a start or a takeover), not as a new object.
     listed: bool = False
+    # Listed, never served (no status): its first pass need not wait for the children's listing (it reads before
+    # it creates, as ``listed`` says).
+    unserved: bool = False
 
 
 # --- what the operator knows of each Sandbox's children, keyed by (namespace, sandbox name) ----------------------
@@ -306,7 +309,7 @@ async def _apply(
     there already (``state.found``): the rest of the plan was made without it."""
     namespace, name = sandbox_key
     # Read before creating for a Sandbox that may have children the stores do not show: one with a status, or one
-    # first seen in Kopf's listing (a start or a takeover: the last replica may have died before its status write).
+    # first seen in a listing (a start or a takeover: the last replica may have died before its status write).
     uid, established = body["metadata"]["uid"], bool((body.get("status") or {}).get("conditions")) or state.listed
     template, known_pod = _template_name(body), (body.get("status") or {}).get("podName")
     for action in plan.actions:
@@ -462,8 +465,11 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
-    children have been listed (before, it would not see them)."""
-    await watch.wait_listed()
+    children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``)."""
+    if state.unserved:
+        state.unserved = False
+    else:
+        await watch.wait_listed()
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
 
@@ -487,6 +493,7 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         return
     if event_type is None and state.packed is None:
         state.listed = True
+        state.unserved = not (body.get("status") or {}).get("conditions")
     state.remember(body)
     if not RUNTIME:
         return
@@ -537,7 +544,7 @@ LISTED_PASSES = asyncio.Semaphore(4)
 
 
 def _due(body: Mapping[str, Any]) -> bool:
-    """Whether a Sandbox found by Kopf's listing is waiting for the operator: never served (no status: created while
+    """Whether a Sandbox found by the listing is waiting for the operator: never served (no status: created while
     no replica was active), or past the deadline its status announced. Such a pass does not queue behind the
     Sandboxes that are only confirmed."""
     status = body.get("status") or {}
