@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 300.0
 # A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
 MAX_WAKEUP_DELAY = 86400.0
+# A pass due while this replica is paused is tried again this often, until it resumes.
+PAUSED_RETRY_SECONDS = 5.0
 # +50ms: wake just after a deadline, never a hair before it.
 WAKEUP_MARGIN = 0.05
 
@@ -115,8 +117,14 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
     """Run ``one_pass`` for the object; a trigger arriving while a pass runs is folded into one more pass after it, so
     a burst of events (fifty pods starting) costs a few passes, not fifty."""
     state.dirty = True
-    if state.lock.locked() or paused():
-        return  # paused: another replica is active; when this one resumes, Kopf lists (and so wakes) every object
+    if paused():
+        # Another replica is active: nothing is written now, and nothing is lost either (a deadline that came due
+        # while paused is looked at again once this replica resumes; a re-listing wakes only changed objects).
+        _schedule(state, None, PAUSED_RETRY_SECONDS,
+                  lambda: reconcile(state, one_pass, what=what, trigger=trigger))
+        return
+    if state.lock.locked():
+        return
     async with state.lock:
         while state.dirty and not state.deleted:
             state.dirty = False
