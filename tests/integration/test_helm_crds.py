@@ -9,6 +9,7 @@ applying it again afterwards; on a cluster named by SANDBOX_OPERATOR_TEST_KUBECO
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,33 @@ def _served_crds(extensions: client.ApiextensionsV1Api) -> list[str]:
 
 
 def _delete_crds(cluster: Cluster) -> None:
-    cluster.kubectl("delete", "--ignore-not-found", "--wait", "--timeout=120s", "-f", str(CRDS), timeout=150)
+    """Delete crds/ (and so every object of them). A CRD deleted before the API server's watch cache for it is ready
+    stays Terminating for minutes ("could not list instances: storage is (re)initializing": the CRD finalizer backs
+    off exponentially), so wait until each one can be watched first."""
+    api = cluster.api_client()
+    for crd in client.ApiextensionsV1Api(api).list_custom_resource_definition().items:
+        if crd.metadata.name in CRD_NAMES and not crd.metadata.deletion_timestamp:
+            _wait_watchable(api, crd)
+    cluster.kubectl("delete", "--ignore-not-found", "--wait", "--timeout=300s", "-f", str(CRDS), timeout=330)
+
+
+def _wait_watchable(api: client.ApiClient, crd: Any, timeout: float = 60) -> None:
+    """Until a watch of the CRD's objects is accepted: the API server serves watches from its cache only, and answers
+    429 while that cache is (re)initializing."""
+    version = next(v.name for v in crd.spec.versions if v.storage)
+    path = f"/apis/{crd.spec.group}/{version}/{crd.spec.names.plural}"
+    deadline = time.monotonic() + timeout
+    request = api.param_serialize("GET", path, query_params=[("watch", "true"), ("timeoutSeconds", "1")],
+                                  auth_settings=["BearerToken"])
+    while True:
+        response = api.call_api(*request, _request_timeout=10)
+        status = response.status
+        response.response.release_conn()
+        if status == 200:
+            return
+        if status != 429 or time.monotonic() > deadline:
+            raise AssertionError(f"watching {path} answered {status}")
+        time.sleep(0.5)
 
 
 @pytest.fixture
