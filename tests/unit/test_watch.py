@@ -179,3 +179,33 @@ def test_the_operator_watches_sandboxes_and_every_child_kind_by_its_own_streams(
     assert plurals == {"sandboxes", "pods", "services", "persistentvolumeclaims", "networkpolicies"}
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
     assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 3
+
+
+def test_a_child_listed_at_start_up_does_not_wake_its_sandbox_but_one_listed_later_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the start-up gate opens, every Sandbox's pass is queued behind it and will see its children: the
+    children's own listing events only fill the stores. After it (a re-listing, or the watch) they wake."""
+    from sandbox_operator.api import names as c
+    from sandbox_operator.sandbox import handlers
+
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
+    woken: list[tuple[tuple[str, str], str]] = []
+    monkeypatch.setattr(handlers, "_wake", lambda key, trigger: woken.append((key, trigger)))
+    listener = handlers._child_listener(c.ChildKind.NETWORK_POLICY, "networkpolicy")
+
+    def policy(uid: str, note: str) -> dict[str, Any]:
+        return {"metadata": {"name": "sbx-a", "namespace": "ns", "uid": uid, "annotations": {"note": note},
+                             "labels": {c.LABEL_SANDBOX: "a", c.LABEL_MANAGED_BY: c.MANAGED_BY}},
+                "spec": {"podSelector": {}}}
+
+    listener.changed(None, policy("u1", "x"))
+    assert woken == [] and handlers.WATCHED.children[c.ChildKind.NETWORK_POLICY].get(("ns", "a")) is not None
+    followed.listed.set()
+    listener.changed("MODIFIED", policy("u1", "x"))  # nothing it compares moved
+    assert woken == []
+    listener.changed(None, policy("u2", "x"))  # a re-listing finds another object
+    listener.changed("DELETED", policy("u2", "x"))
+    assert woken == [(("ns", "a"), "networkpolicy"), (("ns", "a"), "networkpolicy")]

@@ -99,6 +99,11 @@ def paused() -> bool:
     return FOLLOWED.paused()
 
 
+def listed() -> bool:
+    """Whether every watched kind has been listed once (the start-up gate is open)."""
+    return FOLLOWED.listed.is_set()
+
+
 async def wait_listed() -> None:
     """Until every watched kind has been listed once: a pass that ran before would not see the children."""
     if not FOLLOWED.listed.is_set():
