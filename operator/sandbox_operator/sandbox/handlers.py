@@ -250,9 +250,11 @@ async def _create(
     pod its status names (``known_pod``). The pod of a Sandbox made from a ``template`` is claimed from one of its
     pools when one has a Ready pod (pool.warm)."""
     kind, meta = c.ChildKind(manifest["kind"]), manifest["metadata"]
-    if kind is c.ChildKind.POD and look_first:
+    if kind is c.ChildKind.POD and look_first and template is not None:
         # Its pod may be one it claimed (named after the pool), claimed or made by a replica that died before it
-        # wrote the status: look for any pod of this Sandbox before making another.
+        # wrote the status: look for any pod of this Sandbox before making another. (A Sandbox without a template
+        # only ever has ``sbx-<name>``, read by name below: a LIST by label costs the API server a scan of the
+        # namespace's pods, and a start that finds thousands of never-served Sandboxes would make thousands.)
         live = await _own_pod(runtime, meta["namespace"], meta["labels"][c.LABEL_SANDBOX], uid, known_pod)
         if live is not None:
             _expect(state, kind, live, read=True)
