@@ -72,7 +72,6 @@ PEERING_GROUP = "kopf.dev/v1"
 REPLACEABLE = frozenset({c.ChildKind.NETWORK_POLICY, c.ChildKind.SERVICE})
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "sandbox-operator"
-CONNECTION_POOL_SIZE = 16
 
 
 def _check_kind(kind: str, manifest: Mapping[str, Any]) -> None:
@@ -101,9 +100,6 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
-        # At most this many requests in flight: each pooled TLS connection holds a 256 KiB read buffer, and a burst
-        # opened up to the client's default of 100 (25 MiB). Sixteen serve thousands of requests a second.
-        configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
         api = client.ApiClient(configuration)
         api.user_agent = FIELD_MANAGER  # the API server names our writes after it in managedFields
         return cls(api)
