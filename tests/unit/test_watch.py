@@ -209,3 +209,24 @@ def test_a_child_listed_at_start_up_does_not_wake_its_sandbox_but_one_listed_lat
     listener.changed(None, policy("u2", "x"))  # a re-listing finds another object
     listener.changed("DELETED", policy("u2", "x"))
     assert woken == [(("ns", "a"), "networkpolicy"), (("ns", "a"), "networkpolicy")]
+
+
+def test_an_object_a_listener_cannot_handle_does_not_stop_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+
+    async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
+        yield {"type": "ADDED", "object": _pod("bad", "u1")}
+        yield {"type": "ADDED", "object": _pod("good", "u2")}
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    seen: list[str] = []
+
+    def changed(kind: str | None, body: Mapping[str, Any]) -> None:
+        if body["metadata"]["name"] == "bad":
+            raise KeyError("spec")
+        seen.append(body["metadata"]["name"])
+
+    followed.listen(watch.PODS, watch.Listener(wants=lambda body: True, changed=changed))
+    asyncio.run(watch._stream(watch.PODS, None, settings=None))  # type: ignore[arg-type]
+    assert seen == ["good"]

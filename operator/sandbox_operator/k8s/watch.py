@@ -212,5 +212,10 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
             listing = set() if listing is None else listing
             listing.add(str((body.get("metadata") or {}).get("uid", "")))
         for listener in listeners:
-            if listener.wants(body):
-                listener.changed(kind_of_event, body)
+            try:
+                if listener.wants(body):
+                    listener.changed(kind_of_event, body)
+            except Exception as error:  # one object nobody foresaw must not stop every other object's events
+                meta = body.get("metadata") or {}
+                logger.error("%s %s/%s: event not handled (%s)", kind.plural, meta.get("namespace"), meta.get("name"),
+                             type(error).__name__)
