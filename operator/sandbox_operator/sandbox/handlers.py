@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,8 +112,6 @@ WATCHED = Watched()
 
 # The process's runtime, for the wake-ups of the children's streams (which come without a Kopf memo).
 RUNTIME: list[Runtime] = []
-# Tasks started by the children's streams, kept until done (the event loop holds tasks only weakly).
-_TASKS: set[asyncio.Task[None]] = set()
 
 
 @kopf.on.startup()
@@ -127,7 +125,7 @@ def _wake(key: tuple[str, str], trigger: str) -> None:
     """Reconcile the Sandbox ``key`` soon, if it is known (a child's event, or its going)."""
     state = WATCHED.sandboxes.get(key)
     if state is not None and RUNTIME:
-        _spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
+        watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
 
 
 def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
@@ -503,9 +501,9 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         return
     if event_type is None and not _due(body):
         # A (re)listing (start-up, takeover): Sandboxes served before, a few at a time
-        _spawn(_listed_pass(state, RUNTIME[0], key))
+        watch.spawn(_listed_pass(state, RUNTIME[0], key))
     else:
-        _spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
+        watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
 
 
 async def _listed_pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
@@ -530,12 +528,6 @@ def _sandboxes_relisted(namespace: str | None, uids: set[str]) -> None:
     for key, state in list(WATCHED.sandboxes.items()):
         if (namespace is None or key[0] == namespace) and state.uid not in uids:
             _forget(key, state, state.body or {})
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
 
 
 watch.FOLLOWED.listen(watch.SANDBOXES, Listener(wants=lambda body: True, changed=sandbox_changed,

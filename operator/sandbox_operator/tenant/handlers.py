@@ -67,8 +67,6 @@ TENANTS: dict[str, TenantState] = {}
 TENANT_LIFETIMES: Store[str, TenantLifetime] = Store()
 # The process's runtime, for the wake-ups that come from the NetworkPolicy stream (k8s.watch), without a Kopf memo.
 RUNTIME: list[Runtime] = []
-# Tasks started from that stream, kept until done (the event loop holds tasks only weakly).
-_TASKS: set[asyncio.Task[None]] = set()
 
 
 def tenant_namespace(body: Mapping[str, Any]) -> str | None:
@@ -246,9 +244,7 @@ def tenant_policy_changed(event_type: str | None, body: Mapping[str, Any]) -> No
     owner = owning_tenant(body)
     state = TENANTS.get(owner) if owner is not None else None
     if state is not None:
-        task = asyncio.get_running_loop().create_task(reconcile_tenant(state, RUNTIME[0], "tenant-networkpolicy"))
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        watch.spawn(reconcile_tenant(state, RUNTIME[0], "tenant-networkpolicy"))
 
 
 watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_tenant_child, changed=tenant_policy_changed))
