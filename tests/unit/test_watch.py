@@ -211,12 +211,15 @@ def test_a_child_listed_at_start_up_does_not_wake_its_sandbox_but_one_listed_lat
     assert woken == [(("ns", "a"), "networkpolicy"), (("ns", "a"), "networkpolicy")]
 
 
-def test_an_object_a_listener_cannot_handle_does_not_stop_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_event_or_a_listing_a_listener_cannot_handle_stops_neither_the_stream_nor_the_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     followed = watch.Followed()
     monkeypatch.setattr(watch, "FOLLOWED", followed)
 
     async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
-        yield {"type": "ADDED", "object": _pod("bad", "u1")}
+        yield {"type": None, "object": _pod("bad", "u1")}
+        yield watching.Bookmark.LISTED
         yield {"type": "ADDED", "object": _pod("good", "u2")}
 
     monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
@@ -227,6 +230,11 @@ def test_an_object_a_listener_cannot_handle_does_not_stop_the_stream(monkeypatch
             raise KeyError("spec")
         seen.append(body["metadata"]["name"])
 
-    followed.listen(watch.PODS, watch.Listener(wants=lambda body: True, changed=changed))
+    def relisted(namespace: str | None, uids: set[str]) -> None:
+        raise ValueError(namespace)
+
+    followed.listen(watch.PODS, watch.Listener(wants=lambda body: True, changed=changed, relisted=relisted))
+    followed.pending = {(watch.PODS, None)}
     asyncio.run(watch._stream(watch.PODS, None, settings=None))  # type: ignore[arg-type]
     assert seen == ["good"]
+    assert followed.listed.is_set(), "a listing a listener could not handle still opens the gate"

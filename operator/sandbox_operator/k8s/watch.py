@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -200,6 +201,7 @@ async def _follow(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
 async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSettings) -> None:
     listeners = FOLLOWED.listeners[kind]
     listing: set[str] | None = None  # the uids of the listing under way
+    started: float | None = time.monotonic()  # until the first listing is in
     posting_set = False
     async for event in watching.infinite_watch(settings=settings, resource=kind.resource(),
                                                namespace=references.NamespaceName(namespace) if namespace else None,
@@ -210,10 +212,20 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
             posting_set = True
         if isinstance(event, watching.Bookmark):
             found, listing = listing or set(), None
+            where = f" in {namespace}" if namespace else ""
+            if started is not None:
+                logger.info("listed %d %s%s in %.1f s", len(found), kind.plural, where, time.monotonic() - started)
+                started = None
+            else:
+                logger.info("listed %d %s%s again", len(found), kind.plural, where)
             for listener in listeners:
-                listener.relisted(namespace, found)
+                try:
+                    listener.relisted(namespace, found)
+                except Exception as error:  # the gate must open all the same: every other Sandbox waits for it
+                    logger.error("%s%s: listing not handled (%s)", kind.plural, where, type(error).__name__)
             FOLLOWED.pending.discard((kind, namespace))
-            if not FOLLOWED.pending:
+            if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
+                logger.info("every watched kind is listed: the Sandboxes' passes go on")
                 FOLLOWED.listed.set()
             continue
         kind_of_event, body = event["type"], event["object"]
