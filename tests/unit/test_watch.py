@@ -238,3 +238,44 @@ def test_an_event_or_a_listing_a_listener_cannot_handle_stops_neither_the_stream
     asyncio.run(watch._stream(watch.PODS, None, settings=None))  # type: ignore[arg-type]
     assert seen == ["good"]
     assert followed.listed.is_set(), "a listing a listener could not handle still opens the gate"
+
+
+def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_more_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a start, a Sandbox that had its status waits for every kind's listing (its pass must see its children); one
+    never served (listed, or created meanwhile) is served at once (its creates read first or read what a 409 finds),
+    each of its passes until the gate opens, and once more after it, which sees every child."""
+    from sandbox_operator.sandbox import handlers
+
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
+    monkeypatch.setattr(handlers, "RUNTIME", [object()])
+    passes: list[tuple[str, str]] = []
+
+    async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
+        passes.append((what.rsplit("/", 1)[1], trigger))
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+
+    def sandbox(name: str, served: bool) -> dict[str, Any]:
+        status = {"conditions": [{"type": "Ready", "status": "True"}], "phase": "Running"} if served else {}
+        return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": "1"},
+                "spec": {}, "status": status}
+
+    async def scenario() -> None:
+        handlers.sandbox_changed(None, sandbox("old", served=True))
+        handlers.sandbox_changed(None, sandbox("listed", served=False))
+        handlers.sandbox_changed("ADDED", sandbox("added", served=False))
+        await asyncio.sleep(0.05)
+        assert sorted(passes) == [("added", "sandbox"), ("listed", "listing")]
+        handlers._wake(("ns", "listed"), "pod")  # its pod's event, the gate still closed
+        await asyncio.sleep(0.05)
+        assert passes[-1] == ("listed", "pod")
+        passes.clear()
+        followed.listed.set()
+        await asyncio.sleep(0.05)
+        assert sorted(passes) == [("added", "listed"), ("listed", "listed"), ("old", "listing")]
+
+    asyncio.run(scenario())

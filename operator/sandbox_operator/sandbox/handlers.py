@@ -77,8 +77,8 @@ class SandboxState(ObjectState):
     unwatched: bool = False
     # First seen in a listing (a start or a takeover), not as a new object.
     listed: bool = False
-    # Listed, never served (no status): its first pass need not wait for the children's listing (it reads before
-    # it creates, as ``listed`` says).
+    # Never served (no status), first seen before every kind was listed: until they are, its passes do not wait for
+    # that (each create reads first, or reads what a 409 says is there), and one more pass follows once they are.
     unserved: bool = False
 
 
@@ -468,9 +468,7 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
     children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``)."""
-    if state.unserved:
-        state.unserved = False
-    else:
+    if not state.unserved:
         await watch.wait_listed()
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
@@ -493,9 +491,9 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
-    if event_type is None and state.packed is None:
-        state.listed = True
-        state.unserved = not (body.get("status") or {}).get("conditions")
+    if state.packed is None:  # first seen by this replica
+        state.listed = event_type is None
+        state.unserved = not watch.listed() and not (body.get("status") or {}).get("conditions")
     state.remember(body)
     if not RUNTIME:
         return
@@ -504,11 +502,21 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         watch.spawn(_listed_pass(state, RUNTIME[0], key))
     else:
         watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
+        if state.unserved:
+            watch.spawn(_served_early(state, RUNTIME[0], key))
 
 
 async def _listed_pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
     async with LISTED_PASSES:
         await reconcile_sandbox(state, runtime, key, trigger="listing")
+
+
+async def _served_early(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
+    """A Sandbox served before every kind was listed (``unserved``) gets one more pass once they are, which sees all
+    its children (a stale one its early passes could not know of), and its passes wait for the listing no more."""
+    await watch.wait_listed()
+    state.unserved = False
+    await reconcile_sandbox(state, runtime, key, trigger="listed")
 
 
 def _forget(key: tuple[str, str], state: SandboxState, body: Mapping[str, Any]) -> None:
