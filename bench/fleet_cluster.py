@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import urllib3
 from kubernetes import client, config
+from localcluster.controlplane import fake_node
 
 WriteKey = tuple[str, str, str]  # (verb, resource, subresource) as apiserver_request_total labels them
 # Not the controllers' doing: lease renewals (leader election, node heartbeats) and node status heartbeats.
@@ -137,17 +138,8 @@ def write_label(key: WriteKey) -> str:
 
 
 def kwok_node(name: str, pods: int) -> dict[str, Any]:
-    """A fake node kwok runs pods on (the shape of localcluster's own), sized for ``pods`` tiny sandbox pods."""
-    capacity = {"cpu": "1000", "memory": "16Ti", "pods": str(pods), "ephemeral-storage": "64Ti"}
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-        },
-        "status": {"allocatable": capacity, "capacity": capacity},
-    }
+    """A fake node kwok runs pods on, sized for ``pods`` tiny sandbox pods."""
+    return fake_node(name, pods=pods)
 
 
 def wait_nodes_ready(api: RawApi, names: Iterable[str], timeout: float) -> set[str]:

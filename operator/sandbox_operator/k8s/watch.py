@@ -80,6 +80,8 @@ class Followed:
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # When each (plural, namespace) stream last started listing or watching unpaused (``_capture_pause``).
+    streaming_since: dict[tuple[str, str | None], float] = field(default_factory=dict)
     # Kopf's Event queue (and its loop), as its handlers see it: what ``kopf.event`` posts to (``_capture_posting``).
     posting: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
@@ -155,6 +157,7 @@ def _capture_pause() -> None:
             FOLLOWED.pause = operator_paused
             FOLLOWED.pause_found.set()
         async with original(resource=resource, namespace=namespace, operator_paused=operator_paused) as waiter:
+            FOLLOWED.streaming_since[(resource.plural, namespace)] = time.monotonic()  # not paused (any more)
             yield waiter
 
     streaming_block.captures_pause = True  # type: ignore[attr-defined]
@@ -201,7 +204,6 @@ async def _follow(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
 async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSettings) -> None:
     listeners = FOLLOWED.listeners[kind]
     listing: set[str] | None = None  # the uids of the listing under way
-    started: float | None = time.monotonic()  # until the first listing is in
     posting_set = False
     async for event in watching.infinite_watch(settings=settings, resource=kind.resource(),
                                                namespace=references.NamespaceName(namespace) if namespace else None,
@@ -213,11 +215,10 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
         if isinstance(event, watching.Bookmark):
             found, listing = listing or set(), None
             where = f" in {namespace}" if namespace else ""
-            if started is not None:
-                logger.info("listed %d %s%s in %.1f s", len(found), kind.plural, where, time.monotonic() - started)
-                started = None
-            else:
-                logger.info("listed %d %s%s again", len(found), kind.plural, where)
+            since = FOLLOWED.streaming_since.get((kind.plural, namespace))
+            logger.info("listed %d %s%s%s%s", len(found), kind.plural, where,
+                        "" if FOLLOWED.listed.is_set() else " (start-up)",
+                        "" if since is None else f" in {time.monotonic() - since:.1f} s")
             for listener in listeners:
                 try:
                     listener.relisted(namespace, found)

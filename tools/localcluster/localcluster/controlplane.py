@@ -30,6 +30,23 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 FAKE_POD_CIDR = "10.245.0.0/16"  # addresses kwok hands to pods on fake nodes; never routed
 FAKE_NODES = ("kwok-node-0", "kwok-node-1", "kwok-node-2")
+
+
+def fake_node(
+    name: str, *, pods: int, cpu: str = "1000", memory: str = "16Ti", storage: str = "64Ti"
+) -> dict[str, Any]:
+    """A Node kwok takes up (its pods are fake: no container runs), with room for ``pods`` pods."""
+    capacity = {"cpu": cpu, "memory": memory, "pods": str(pods), "ephemeral-storage": storage}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
 ADMISSION_PLUGINS = (
     "NamespaceLifecycle",
     "LimitRanger",
@@ -359,22 +376,7 @@ class ControlPlane:
         )
 
     def _register_fake_nodes(self, state: ClusterState, kubectl: Path) -> None:
-        nodes = [
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                },
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"},
-                },
-            }
-            for name in FAKE_NODES
-        ]
+        nodes = [fake_node(name, pods=110, cpu="32", memory="256Gi", storage="1Ti") for name in FAKE_NODES]
         manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
         subprocess.run(
             [str(kubectl), f"--kubeconfig={state.kubeconfig}", "apply", "-f", "-"],
