@@ -114,3 +114,14 @@ def forbidden_lines(process: OperatorProcess) -> list[str]:
     being deleted or a quota exceeded, are not about permissions)."""
     refused = re.compile(r"forbidden: User .{0,200}? cannot |Not enough permissions")
     return [line for line in process.log().splitlines() if refused.search(line)]
+
+
+def pod_uid(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
+    """The pod's uid; None when it is gone or going."""
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return None if pod.metadata.deletion_timestamp else str(pod.metadata.uid)

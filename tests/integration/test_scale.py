@@ -22,7 +22,7 @@ from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
-from tests.integration.operators import active_and_standby, create_sandbox, exclusive, reconciles
+from tests.integration.operators import active_and_standby, create_sandbox, exclusive, pod_uid, reconciles
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -87,19 +87,10 @@ def _quiet(process: OperatorProcess, at_least: float) -> Callable[[], bool]:
     return probe
 
 
-def _pod_uid(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
-    try:
-        return str(core.read_namespaced_pod(f"{c.CHILD_PREFIX}{name}", namespace).metadata.uid)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
 def _served(api: client.ApiClient, namespace: str, name: str, old_pod: str | None = None) -> bool:
     """The Sandbox is Ready on a pod other than ``old_pod``."""
     body = _sandboxes_one(api, namespace, name)
-    uid = _pod_uid(client.CoreV1Api(api), namespace, name)
+    uid = pod_uid(client.CoreV1Api(api), namespace, f"{c.CHILD_PREFIX}{name}")
     return body is not None and _ready(body) and uid is not None and uid != old_pod
 
 
@@ -125,7 +116,7 @@ def _hands_over(api: client.ApiClient, namespace: str, before: dict[tuple[str, s
     Sandbox past its deadline, then goes quiet; every other object is as it was (uid and resourceVersion)."""
     core = client.CoreV1Api(api)
     new, repaired, expired = f"new-{round_name}", f"fill-{round_name}", f"expiring-{round_name}"
-    old_pod = _pod_uid(core, namespace, repaired)
+    old_pod = pod_uid(core, namespace, f"{c.CHILD_PREFIX}{repaired}")
     core.delete_namespaced_pod(f"{c.CHILD_PREFIX}{repaired}", namespace)
     create_sandbox(api, namespace, new)
     wait_for(lambda: _served(api, namespace, new), timeout=LIFETIME + 120, interval=0.5,

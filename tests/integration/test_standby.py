@@ -19,6 +19,7 @@ from tests.integration.operators import (
     create_sandbox,
     event_reasons,
     exclusive,
+    pod_uid,
     reconciles,
     wait_ready,
 )
@@ -153,7 +154,7 @@ def test_a_replica_paused_for_a_higher_priority_one_touches_nothing_until_it_res
             core = client.CoreV1Api(api)
             old_pod = core.read_namespaced_pod("sbx-demoted", namespace).metadata.uid
             core.delete_namespaced_pod("sbx-demoted", namespace, grace_period_seconds=0)
-            wait_for(lambda: _pod_uid(core, namespace, "sbx-demoted") not in (None, old_pod), timeout=60,
+            wait_for(lambda: pod_uid(core, namespace, "sbx-demoted") not in (None, old_pod), timeout=60,
                      what="the higher replica to recreate the pod")
             time.sleep(3)
             assert reconciles(lower) == paused_at, "a paused replica reconciled"
@@ -166,12 +167,3 @@ def test_a_replica_paused_for_a_higher_priority_one_touches_nothing_until_it_res
             higher.stop(signal.SIGKILL)
             lower.stop()
 
-
-def _pod_uid(core: client.CoreV1Api, namespace: str, name: str) -> str | None:
-    try:
-        pod = core.read_namespaced_pod(name, namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return None if pod.metadata.deletion_timestamp else str(pod.metadata.uid)
