@@ -6,8 +6,8 @@ from tests.unit.imports import modules_loaded_by
 
 
 def test_importing_the_api_loads_neither_kopf_nor_the_async_client() -> None:
-    api = ["sandbox_operator.api.crd", "sandbox_operator.api.names", "sandbox_operator.api.sandbox",
-           "sandbox_operator.api.schema", "sandbox_operator.api.tenant"]
+    api = ["sandbox_operator.api.connection", "sandbox_operator.api.crd", "sandbox_operator.api.names",
+           "sandbox_operator.api.sandbox", "sandbox_operator.api.schema", "sandbox_operator.api.tenant"]
     loaded = modules_loaded_by(api, ("kopf", "kubernetes_asyncio", "kubernetes"))
     assert loaded == [], f"the api package pulled in {','.join(loaded)}"
 

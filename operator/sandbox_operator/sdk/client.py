@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from sandbox_operator.api import keys
 from sandbox_operator.api import names as c
+from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.api.sandbox import SandboxSpec
 from sandbox_operator.api.schema import describe_validation_error, format_time
 from sandbox_operator.sdk import shell
@@ -463,6 +464,8 @@ class SandboxClient:
         that identity (a server acting for its callers: its own credentials need ``impersonate`` on them)."""
         # WebSocket pings find a connection that died silently (a read would otherwise wait forever).
         api_client, ws_api = ApiClient(configuration), WsApiClient(configuration, heartbeat=WS_HEARTBEAT_SECONDS)
+        for client in (api_client, ws_api):
+            resolve_environment_once(client)
         if impersonate is not None:
             for client in (api_client, ws_api):
                 for name, value in impersonate.headers():
