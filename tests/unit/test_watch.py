@@ -243,15 +243,17 @@ def test_an_event_or_a_listing_a_listener_cannot_handle_stops_neither_the_stream
 def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_more_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """At a start, a Sandbox that had its status waits for every kind's listing (its pass must see its children); one
-    never served (listed, or created meanwhile) is served at once (its creates read first or read what a 409 finds),
-    each of its passes until the gate opens, and once more after it, which sees every child."""
+    """At a start, Sandboxes that had their status wait for every kind's listing (a pass must see the children), and
+    are then confirmed by a few workers. One never served (listed, or created meanwhile) is served at once (its
+    creates read first or read what a 409 finds), each of its passes until the gate opens, and once more after it,
+    which sees every child."""
     from sandbox_operator.sandbox import handlers
 
     followed = watch.Followed()
     monkeypatch.setattr(watch, "FOLLOWED", followed)
     monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
     monkeypatch.setattr(handlers, "RUNTIME", [object()])
+    monkeypatch.setattr(handlers, "LISTED", handlers.ListedPasses(workers=2))
     passes: list[tuple[str, str]] = []
 
     async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
@@ -265,7 +267,8 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
                 "spec": {}, "status": status}
 
     async def scenario() -> None:
-        handlers.sandbox_changed(None, sandbox("old", served=True))
+        for name in ("old-1", "old-2", "old-3"):
+            handlers.sandbox_changed(None, sandbox(name, served=True))
         handlers.sandbox_changed(None, sandbox("listed", served=False))
         handlers.sandbox_changed("ADDED", sandbox("added", served=False))
         await asyncio.sleep(0.05)
@@ -276,6 +279,8 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         passes.clear()
         followed.listed.set()
         await asyncio.sleep(0.05)
-        assert sorted(passes) == [("added", "listed"), ("listed", "listed"), ("old", "listing")]
+        assert sorted(passes) == [("added", "listed"), ("listed", "listed"), ("old-1", "listing"),
+                                  ("old-2", "listing"), ("old-3", "listing")]
+        assert handlers.LISTED.running == 0 and not handlers.LISTED.queue  # two workers took three, and ended
 
     asyncio.run(scenario())

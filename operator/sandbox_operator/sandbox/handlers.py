@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -499,16 +500,41 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         return
     if event_type is None and not _due(body):
         # A (re)listing (start-up, takeover): Sandboxes served before, a few at a time
-        watch.spawn(_listed_pass(state, RUNTIME[0], key))
+        LISTED.put(state, key)
     else:
         watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
         if state.unserved:
             watch.spawn(_served_early(state, RUNTIME[0], key))
 
 
-async def _listed_pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
-    async with LISTED_PASSES:
-        await reconcile_sandbox(state, runtime, key, trigger="listing")
+@dataclass
+class ListedPasses:
+    """The Sandboxes a (re)listing found that were served before: each gets a pass (it confirms them, and finds what
+    changed while no replica was active), a few at a time, in listing order, once every kind is listed. A queue and
+    a few workers, not a task per Sandbox: 10,000 waiting tasks cost CPU and memory at each start."""
+
+    workers: int = 4
+    queue: deque[tuple[SandboxState, tuple[str, str]]] = field(default_factory=deque)
+    running: int = 0
+
+    def put(self, state: SandboxState, key: tuple[str, str]) -> None:
+        self.queue.append((state, key))
+        if self.running < self.workers:
+            self.running += 1
+            watch.spawn(self._work())
+
+    async def _work(self) -> None:
+        try:
+            await watch.wait_listed()
+            while self.queue and RUNTIME:
+                state, key = self.queue.popleft()
+                if not state.deleted:
+                    await reconcile_sandbox(state, RUNTIME[0], key, trigger="listing")
+        finally:
+            self.running -= 1
+
+
+LISTED = ListedPasses()
 
 
 async def _served_early(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
@@ -540,11 +566,6 @@ def _sandboxes_relisted(namespace: str | None, uids: set[str]) -> None:
 
 watch.FOLLOWED.listen(watch.SANDBOXES, Listener(wants=lambda body: True, changed=sandbox_changed,
                                                 relisted=_sandboxes_relisted))
-
-
-# Passes for the Sandboxes a (re)start finds run this many at a time: a new Sandbox, an expiry or a pod's change
-# never waits behind thousands of them (with 10,000 Sandboxes the listing alone is tens of seconds of passes).
-LISTED_PASSES = asyncio.Semaphore(4)
 
 
 def _due(body: Mapping[str, Any]) -> bool:
