@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 from localcluster.binaries import CACHE_ROOT, cache_lock
 from localcluster.handle import Cluster
+from localcluster.ports import free_ports
 
 VERSION = "v0.5.6"
 MODULE = "sigs.k8s.io/agent-sandbox"
@@ -81,12 +81,6 @@ def install_peer_crds(cluster: Cluster, files: list[Path]) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PeerProcess:
     """One agent-sandbox-controller process on loopback ports; ``start`` returns when /readyz answers."""
 
@@ -98,7 +92,7 @@ class PeerProcess:
 
     def start(self, timeout: float = 60) -> None:
         """Start the controller and wait until its readiness endpoint answers."""
-        metrics_port, health_port = _free_port(), _free_port()
+        metrics_port, health_port = free_ports(2)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--enable-webhook=false",

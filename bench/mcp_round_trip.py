@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 import httpx2
 from kubernetes import client
 from localcluster.handle import Cluster
+from localcluster.ports import free_port
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from realnode import operator_namespace, percentile
@@ -96,9 +96,7 @@ def main() -> int:
     server_user = f"bench-mcp-{uuid.uuid4().hex[:6]}"
     with operator_namespace("bench-mcp") as (cluster, namespace), tempfile.TemporaryDirectory() as scratch:
         token = grant(cluster, namespace, server_user)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         kubeconfig = cluster.user_kubeconfig(Path(scratch) / "server.kubeconfig", server_user)
         env = {**os.environ, "SANDBOX_MCP_PORT": str(port), "SANDBOX_MCP_IMAGE": "busybox:1.35.0",
                "SANDBOX_MCP_CPU": "200m", "SANDBOX_MCP_MEMORY": "128Mi"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx2
 import pytest
 from kubernetes import client
 from localcluster.handle import Cluster
+from localcluster.ports import free_port
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -88,12 +88,6 @@ def test_over_stdio_a_session_runs_python_moves_files_and_is_bounded(stdio_param
 # --- HTTP: callers by token, acting as themselves ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def teams(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Tenants A and B (their own `agent` service accounts may exec), an operator for both, and the MCP server over
@@ -112,7 +106,7 @@ def teams(cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFac
     scratch = tmp_path_factory.mktemp("mcp-http")
     operator = placed_operator(cluster, scratch / "operator.log", ",".join(f"{n}-ns" for n in names.values()))
     operator.start()
-    port = _free_port()
+    port = free_port()
     log = (scratch / "mcp.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "sandbox_operator.mcp_server", "--transport", "http",

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 from . import binaries, kubeconfig
 from .pki import CertificateAuthority, KeyPair, service_account_keys
+from .ports import free_ports
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
@@ -70,12 +70,6 @@ def default_state_dir() -> Path:
 
 def _log(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -172,7 +166,7 @@ class ControlPlane:
         self.state_dir.chmod(0o700)
         self.logs_dir.mkdir(exist_ok=True)
         components = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
-        ports = {name: _free_port() for name in components}
+        ports = dict(zip(components, free_ports(len(components)), strict=True))
         state = ClusterState(
             state_dir=str(self.state_dir),
             apiserver_url=f"https://127.0.0.1:{ports['apiserver']}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 
 from localcluster.handle import Cluster
 from localcluster.paths import REPO_ROOT
+from localcluster.ports import free_ports
 
 ROOT = REPO_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -36,8 +30,7 @@ class OperatorProcess:
         self.cluster = cluster
         self.log_path = log_path
         self.kubeconfig = kubeconfig or cluster.kubeconfig  # e.g. a user bound to exactly the chart's ClusterRole
-        self.metrics_port = _free_port()
-        self.health_port = _free_port()
+        self.metrics_port, self.health_port = free_ports(2)
         self.settings = {"STANDALONE": "true", **settings}
         self.process: subprocess.Popen[bytes] | None = None
 
