@@ -261,9 +261,9 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
 
     monkeypatch.setattr(handlers, "reconcile", reconcile)
 
-    def sandbox(name: str, served: bool) -> dict[str, Any]:
+    def sandbox(name: str, served: bool, version: str = "1") -> dict[str, Any]:
         status = {"conditions": [{"type": "Ready", "status": "True"}], "phase": "Running"} if served else {}
-        return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": "1"},
+        return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": version},
                 "spec": {}, "status": status}
 
     async def scenario() -> None:
@@ -276,6 +276,9 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         handlers._wake(("ns", "listed"), "pod")  # its pod's event, the gate still closed
         await asyncio.sleep(0.05)
         assert passes[-1] == ("listed", "pod")
+        handlers.sandbox_changed("MODIFIED", sandbox("added", served=False, version="2"))
+        await asyncio.sleep(0.05)
+        assert passes[-1] == ("added", "sandbox")
         passes.clear()
         followed.listed.set()
         await asyncio.sleep(0.05)

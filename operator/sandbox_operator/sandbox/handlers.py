@@ -492,7 +492,8 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
-    if state.packed is None:  # first seen by this replica
+    first_seen = state.packed is None  # by this replica
+    if first_seen:
         state.listed = event_type is None
         state.unserved = not watch.listed() and not (body.get("status") or {}).get("conditions")
     state.remember(body)
@@ -503,7 +504,7 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         LISTED.put(state, key)
     else:
         watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
-        if state.unserved:
+        if first_seen and state.unserved:
             watch.spawn(_served_early(state, RUNTIME[0], key))
 
 

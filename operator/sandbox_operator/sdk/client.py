@@ -464,8 +464,9 @@ class SandboxClient:
         that identity (a server acting for its callers: its own credentials need ``impersonate`` on them)."""
         # WebSocket pings find a connection that died silently (a read would otherwise wait forever).
         api_client, ws_api = ApiClient(configuration), WsApiClient(configuration, heartbeat=WS_HEARTBEAT_SECONDS)
-        for client in (api_client, ws_api):
-            resolve_environment_once(client)
+        # Not the exec client's: kubernetes_asyncio opens its WebSockets without the proxy setting, so there the
+        # session's own reading of the environment is what reaches an API server behind a proxy.
+        resolve_environment_once(api_client)
         if impersonate is not None:
             for client in (api_client, ws_api):
                 for name, value in impersonate.headers():
