@@ -287,3 +287,35 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         assert handlers.LISTED.running == 0 and not handlers.LISTED.queue  # two workers took three, and ended
 
     asyncio.run(scenario())
+
+
+def test_the_listed_sandboxes_passes_let_other_work_in_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that writes nothing never suspends: the workers confirming thousands of listed Sandboxes must still
+    yield between them, or a new Sandbox's pass (and every API response) waits for the whole queue."""
+    from sandbox_operator.sandbox import handlers
+
+    followed = watch.Followed()
+    followed.listed.set()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(handlers, "RUNTIME", [object()])
+    listed = handlers.ListedPasses(workers=1)
+    order: list[str] = []
+
+    async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
+        order.append("pass")  # returns without suspending, as a pass that finds nothing to do
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+
+    async def other() -> None:
+        await asyncio.sleep(0)
+        order.append("other")
+
+    async def scenario() -> None:
+        for index in range(100):
+            listed.put(handlers.SandboxState(uid=str(index)), ("ns", f"s{index}"))
+        waiting = asyncio.get_running_loop().create_task(other())
+        await asyncio.sleep(0.05)
+        await waiting
+
+    asyncio.run(scenario())
+    assert order.count("pass") == 100 and order.index("other") < 5, order[:10]

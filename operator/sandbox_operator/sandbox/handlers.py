@@ -531,6 +531,9 @@ class ListedPasses:
                 state, key = self.queue.popleft()
                 if not state.deleted:
                     await reconcile_sandbox(state, RUNTIME[0], key, trigger="listing")
+                # A pass that writes nothing never suspends: without this, one worker would hold the event loop
+                # until the queue is empty, and a new Sandbox's pass would wait for all of them.
+                await asyncio.sleep(0)
         finally:
             self.running -= 1
 
