@@ -1,8 +1,9 @@
 """A thousand Sandboxes across a kill -9, a standby's takeover and a restart: every one stays served and untouched.
 
-Slow for a cluster test (a fill of 1,000 on kwok, about a minute on 2 cores); bench/fleet.py measures the same at
-up to 10,000, with timings. Here only what must hold: nothing unchanged is written (resource versions), nothing is
-created twice (uids), a new Sandbox, a deleted pod and an expiry are each seen to by whichever replica is active.
+Slow for a cluster test: about 2.5 minutes on 2 cores, half of it the fill of 1,000 on kwok. bench/fleet.py measures
+the same up to 10,000, with timings. Here only what must hold: nothing unchanged is written (resource versions),
+nothing is created twice (uids), and a new Sandbox, a deleted pod and an expiry are each seen to by whichever replica
+is active.
 """
 
 from __future__ import annotations
