@@ -44,9 +44,12 @@ def room(api: client.ApiClient) -> Iterator[str]:
         wait_for(lambda: _node_ready(core, name), timeout=60, what=f"kwok to take up {name}")
         yield name
     finally:
-        wait_for(lambda: not core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}", limit=1).items,
-                 timeout=300, interval=2, what=f"the pods on {name} to go")
-        core.delete_node(name)
+        try:
+            wait_for(lambda: not core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}",
+                                                                  limit=1).items,
+                     timeout=300, interval=2, what=f"the pods on {name} to go")
+        finally:
+            core.delete_node(name)
 
 
 def _node_ready(core: client.CoreV1Api, name: str) -> bool:
@@ -129,7 +132,8 @@ def _hands_over(api: client.ApiClient, namespace: str, before: dict[tuple[str, s
     wait_for(_quiet(replica, SIZE), timeout=180, interval=0.5, what=f"the replica quiet after the {round_name}")
     after = _versions(api, namespace)
     touched = {key for key in (before.keys() & after.keys()) if before[key] != after[key]}
-    allowed = {("Sandbox", repaired), ("Pod", f"{c.CHILD_PREFIX}{repaired}")}
+    allowed = {("Sandbox", repaired), ("Pod", f"{c.CHILD_PREFIX}{repaired}"),
+               ("Pod", f"{c.CHILD_PREFIX}{expired}"), ("NetworkPolicy", f"{c.CHILD_PREFIX}{expired}")}  # going
     assert touched <= allowed, f"written during the {round_name}: {sorted(touched - allowed)[:10]}"
     gone = before.keys() - after.keys() - {("Sandbox", expired), ("Pod", f"{c.CHILD_PREFIX}{expired}"),
                                             ("NetworkPolicy", f"{c.CHILD_PREFIX}{expired}")}
@@ -146,13 +150,14 @@ def test_a_thousand_sandboxes_survive_a_kill_a_takeover_and_a_restart_untouched(
             list(pool.map(lambda name: create_sandbox(api, namespace, name), names))
         wait_for(lambda: sum(map(_ready, _sandboxes(api, namespace).values())) == SIZE, timeout=600, interval=2,
                  what=f"{SIZE} Sandboxes Ready")
-        # Past its deadline when the standby lists it (the takeover waits out the peering lifetime).
-        _expiring(api, namespace, "expiring-takeover", ttl=8)
+        # Due during the takeover (which waits out the peering lifetime): the standby's to delete.
+        _expiring(api, namespace, "expiring-takeover", ttl=15)
         wait_for(lambda: _served(api, namespace, "expiring-takeover"), timeout=60, what="expiring-takeover Ready")
         assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
 
         before = _versions(api, namespace)
         active.stop(signal.SIGKILL)
+        assert _sandboxes_one(api, namespace, "expiring-takeover") is not None, "expired before the kill: too slow"
         _hands_over(api, namespace, before, standby, "takeover")
 
         # Due after the restarted replica has listed it: its own timer deletes it.
@@ -163,6 +168,7 @@ def test_a_thousand_sandboxes_survive_a_kill_a_takeover_and_a_restart_untouched(
         active.start()  # a new process of the higher priority: the standby pauses, this one lists everything
         # Kopf lets the higher-priority replica work at once and the other pause when it sees it: a short overlap.
         wait_for(lambda: standby.log().count(PAUSING) > pauses, timeout=30, what="the standby to pause")
+        assert _sandboxes_one(api, namespace, "expiring-restart") is not None, "expired before the restart: too slow"
         paused_at = reconciles(standby)
         _hands_over(api, namespace, before, active, "restart")
         assert reconciles(standby) == paused_at, "the paused replica reconciled after the restarted one took over"

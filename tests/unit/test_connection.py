@@ -25,12 +25,20 @@ def test_aiohttp_looks_at_the_environment_per_request_only_while_its_session_tru
     """Pins what ``resolve_environment_once`` relies on: the flag it clears is the one each request consults."""
     source = inspect.getsource(aiohttp.ClientSession._request)
     assert "self._trust_env" in source and "get_env_proxy_for_url" in source and "_get_netrc_auth" in source
+    assert "proxy_auth = self._default_proxy_auth" in source  # the environment's proxy credentials go there
 
     async def flag() -> bool:
         async with aiohttp.ClientSession(trust_env=True) as session:
             return bool(session._trust_env)
 
     assert asyncio.run(flag()) is True
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable of the machine's (lowercase ones win over uppercase in urllib)."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ws_proxy", "wss_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 def _client(host: str, proxy: str | None = None) -> ApiClient:
@@ -47,6 +55,7 @@ def _client(host: str, proxy: str | None = None) -> ApiClient:
 def test_the_environments_proxy_is_taken_once_as_aiohttp_would_take_it(
     monkeypatch: pytest.MonkeyPatch, no_proxy: str, configured: str | None, expected: str | None,
 ) -> None:
+    _clean_environment(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
 
@@ -56,11 +65,11 @@ def test_the_environments_proxy_is_taken_once_as_aiohttp_would_take_it(
             resolve_environment_once(api)
             assert api.rest_client.proxy == expected
             assert api.rest_client.pool_manager._trust_env is False
-            headers = api.rest_client.proxy_headers or {}
+            auth = api.rest_client.pool_manager._default_proxy_auth
             if expected == "http://proxy.test:3128":
-                assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"user:secret").decode()
+                assert auth is not None and auth.encode() == "Basic " + base64.b64encode(b"user:secret").decode()
             else:
-                assert "Proxy-Authorization" not in headers
+                assert auth is None
         finally:
             await api.close()
 
@@ -70,6 +79,7 @@ def test_the_environments_proxy_is_taken_once_as_aiohttp_would_take_it(
 def test_after_it_a_request_neither_reads_the_environment_nor_hops_to_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """A request to a server of the test's own on loopback: once resolved, aiohttp's per-request lookups are never
     called (any proxy named is a closed loopback port: nothing leaves the machine either way)."""
+    _clean_environment(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_loopback_port()}")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     looked: list[str] = []

@@ -100,6 +100,15 @@ def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator
         await asyncio.sleep(0.2)  # the retry after the resume runs the pass that was due
         assert passes == ["pass"]
 
+        async def paused_meanwhile() -> loop.PassResult:  # a trigger folds into the pass, then the replica pauses
+            passes.append("running")
+            state.dirty = True
+            await blocker.turn_to(True)
+            return loop.PassResult()
+
+        await loop.reconcile(state, paused_meanwhile, what="x", trigger="pod")
+        assert passes == ["pass", "running"] and state.dirty, "the folded trigger waits for the resume, not dropped"
+
     asyncio.run(scenario())
 
 
@@ -271,6 +280,8 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
             handlers.sandbox_changed(None, sandbox(name, served=True))
         handlers.sandbox_changed(None, sandbox("listed", served=False))
         handlers.sandbox_changed("ADDED", sandbox("added", served=False))
+        templated = sandbox("templated", served=False) | {"spec": {"templateRef": {"name": "t"}}}
+        handlers.sandbox_changed("ADDED", templated)  # its claim needs the pools listed: it waits
         await asyncio.sleep(0.05)
         assert sorted(passes) == [("added", "sandbox"), ("listed", "listing")]
         handlers._wake(("ns", "listed"), "pod")  # its pod's event, the gate still closed
@@ -282,8 +293,8 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         passes.clear()
         followed.listed.set()
         await asyncio.sleep(0.05)
-        assert sorted(passes) == [("added", "listed"), ("listed", "listed"), ("old-1", "listing"),
-                                  ("old-2", "listing"), ("old-3", "listing")]
+        assert sorted(passes) == [("added", "listing"), ("listed", "listing"), ("old-1", "listing"),
+                                  ("old-2", "listing"), ("old-3", "listing"), ("templated", "sandbox")]
         assert handlers.LISTED.running == 0 and not handlers.LISTED.queue  # two workers took three, and ended
 
     asyncio.run(scenario())

@@ -38,6 +38,6 @@ def resolve_environment_once(api_client: Any) -> None:
             proxy, proxy_auth = None, None
         if proxy is not None:
             rest.proxy = str(proxy)
-            if proxy_auth is not None:
-                rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": proxy_auth.encode()}
-    session._trust_env = False  # aiohttp has no public setter; pinned in tests/unit/test_connection.py
+            # As aiohttp passes the environment's credentials: for plain HTTP and CONNECT alike.
+            session._default_proxy_auth = proxy_auth
+    session._trust_env = False  # aiohttp has no public setter; both pinned in tests/unit/test_connection.py

@@ -127,6 +127,10 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
         return
     async with state.lock:
         while state.dirty and not state.deleted:
+            if paused():  # paused while a pass ran: the trigger folded into it waits, as above
+                _schedule(state, None, PAUSED_RETRY_SECONDS,
+                          lambda: reconcile(state, one_pass, what=what, trigger=trigger))
+                return
             state.dirty = False
             metrics.RECONCILES.labels(trigger).inc()
             result = await _guarded(state, one_pass, what)

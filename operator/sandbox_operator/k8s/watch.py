@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -223,7 +224,8 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
                 try:
                     listener.relisted(namespace, found)
                 except Exception as error:  # the gate must open all the same: every other Sandbox waits for it
-                    logger.error("%s%s: listing not handled (%s)", kind.plural, where, type(error).__name__)
+                    logger.error("%s%s: listing not handled (%s)\n%s", kind.plural, where, type(error).__name__,
+                                 "".join(traceback.format_tb(error.__traceback__)))
             FOLLOWED.pending.discard((kind, namespace))
             if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
                 logger.info("every watched kind is listed: the Sandboxes' passes go on")

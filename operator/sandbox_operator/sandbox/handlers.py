@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -78,8 +79,9 @@ class SandboxState(ObjectState):
     unwatched: bool = False
     # First seen in a listing (a start or a takeover), not as a new object.
     listed: bool = False
-    # Never served (no status), first seen before every kind was listed: until they are, its passes do not wait for
-    # that (each create reads first, or reads what a 409 says is there), and one more pass follows once they are.
+    # Never served (no status, no template), first seen before every kind was listed: until they are, its passes do
+    # not wait for that (each create reads first, or reads what a 409 says is there), and one more pass follows once
+    # they are (``LISTED``). A templated one waits: its claim needs the pools' warm pods listed.
     unserved: bool = False
 
 
@@ -469,7 +471,7 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
     children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``)."""
-    if not state.unserved:
+    if not (state.unserved and not watch.listed()):
         await watch.wait_listed()
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
@@ -492,10 +494,11 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
-    first_seen = state.packed is None  # by this replica
-    if first_seen:
+    new_here = state.packed is None  # first seen by this replica
+    if new_here:
         state.listed = event_type is None
-        state.unserved = not watch.listed() and not (body.get("status") or {}).get("conditions")
+        state.unserved = (not watch.listed() and not (body.get("status") or {}).get("conditions")
+                          and _template_name(body) is None)  # a claim needs the pools' warm pods listed
     state.remember(body)
     if not RUNTIME:
         return
@@ -504,8 +507,8 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         LISTED.put(state, key)
     else:
         watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
-        if first_seen and state.unserved:
-            watch.spawn(_served_early(state, RUNTIME[0], key))
+        if new_here and state.unserved:
+            LISTED.put(state, key)  # once more when everything is listed: that pass sees every child
 
 
 @dataclass
@@ -529,8 +532,12 @@ class ListedPasses:
             await watch.wait_listed()
             while self.queue and RUNTIME:
                 state, key = self.queue.popleft()
-                if not state.deleted:
-                    await reconcile_sandbox(state, RUNTIME[0], key, trigger="listing")
+                try:
+                    if not state.deleted:
+                        await reconcile_sandbox(state, RUNTIME[0], key, trigger="listing")
+                except Exception as error:  # the rest of the queue must still be confirmed
+                    logger.error("sandbox %s/%s: listed pass failed (%s)\n%s", key[0], key[1], type(error).__name__,
+                                 "".join(traceback.format_tb(error.__traceback__)))
                 # A pass that writes nothing never suspends: without this, one worker would hold the event loop
                 # until the queue is empty, and a new Sandbox's pass would wait for all of them.
                 await asyncio.sleep(0)
@@ -539,14 +546,6 @@ class ListedPasses:
 
 
 LISTED = ListedPasses()
-
-
-async def _served_early(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> None:
-    """A Sandbox served before every kind was listed (``unserved``) gets one more pass once they are, which sees all
-    its children (a stale one its early passes could not know of), and its passes wait for the listing no more."""
-    await watch.wait_listed()
-    state.unserved = False
-    await reconcile_sandbox(state, runtime, key, trigger="listed")
 
 
 def _forget(key: tuple[str, str], state: SandboxState, body: Mapping[str, Any]) -> None:

@@ -47,6 +47,8 @@ def fake_node(
         },
         "status": {"allocatable": capacity, "capacity": capacity},
     }
+
+
 ADMISSION_PLUGINS = (
     "NamespaceLifecycle",
     "LimitRanger",
