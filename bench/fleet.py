@@ -51,7 +51,6 @@ from fleet_cluster import (
     delete_and_wait,
     events_by_source,
     foreign_controllers,
-    kwok_node,
     rss_mib,
     wait_idle,
     wait_nodes_ready,
@@ -62,6 +61,7 @@ from fleet_peer import PLURAL as PEER_PLURAL
 from fleet_peer import VERSION as PEER_VERSION
 from fleet_peer import PeerProcess, install_peer_crds, peer_binary, peer_crd_files
 from fleet_watch import Arrival, ReadyWatch
+from localcluster.controlplane import fake_node
 from localcluster.handle import Cluster, connect
 from localcluster.operator_process import OperatorProcess, install_crds
 from realnode import percentile
@@ -667,7 +667,7 @@ def add_nodes(run: Run, pods: int) -> None:
     """Register kwok nodes for ``pods`` more pods."""
     run.nodes = [f"fleet-{run.tag}-kwok-{index}" for index in range(math.ceil(pods / PODS_PER_NODE))]
     for name in run.nodes:
-        run.api.create("/api/v1/nodes", kwok_node(name, PODS_PER_NODE))
+        run.api.create("/api/v1/nodes", fake_node(name, pods=PODS_PER_NODE))
     missing = wait_nodes_ready(run.api, run.nodes, 60)
     if missing:
         raise RuntimeError(f"kwok did not take up nodes {sorted(missing)} within 60 s")

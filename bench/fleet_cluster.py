@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 import urllib3
 from kubernetes import client, config
-from localcluster.controlplane import fake_node
 
 WriteKey = tuple[str, str, str]  # (verb, resource, subresource) as apiserver_request_total labels them
 # Not the controllers' doing: lease renewals (leader election, node heartbeats) and node status heartbeats.
@@ -135,11 +134,6 @@ def write_label(key: WriteKey) -> str:
 
 
 # --- kwok nodes and namespaces ----------------------------------------------------------------------------------------
-
-
-def kwok_node(name: str, pods: int) -> dict[str, Any]:
-    """A fake node kwok runs pods on, sized for ``pods`` tiny sandbox pods."""
-    return fake_node(name, pods=pods)
 
 
 def wait_nodes_ready(api: RawApi, names: Iterable[str], timeout: float) -> set[str]:

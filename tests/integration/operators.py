@@ -78,17 +78,34 @@ def peers(api: client.ApiClient, name: str) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
-def create_sandbox(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+def create_sandbox(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """A busybox Sandbox; ``spec`` adds fields (``lifetime=...``)."""
     body = {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
-            "spec": {"image": "busybox", "command": ["sleep", "3600"]}}
+            "spec": {"image": "busybox", "command": ["sleep", "3600"], **spec}}
     return dict(client.CustomObjectsApi(api).create_namespaced_custom_object(
         c.GROUP, c.VERSION, namespace, c.PLURAL, body))
 
 
-def is_ready(api: client.ApiClient, namespace: str, name: str) -> bool:
-    body = client.CustomObjectsApi(api).get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
+def read_sandbox(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Sandbox; None when it is gone."""
+    try:
+        return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(c.GROUP, c.VERSION, namespace,
+                                                                              c.PLURAL, name))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def ready(body: dict[str, Any]) -> bool:
+    """Whether a Sandbox body says Ready=True."""
     conditions = (body.get("status") or {}).get("conditions") or []
     return any(x["type"] == "Ready" and x["status"] == "True" for x in conditions)
+
+
+def is_ready(api: client.ApiClient, namespace: str, name: str) -> bool:
+    body = read_sandbox(api, namespace, name)
+    return body is not None and ready(body)
 
 
 def wait_ready(api: client.ApiClient, namespace: str, names: list[str], timeout: float = 90) -> None:

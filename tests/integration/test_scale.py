@@ -17,13 +17,21 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from localcluster.controlplane import fake_node
 from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
-from tests.integration.operators import active_and_standby, create_sandbox, exclusive, pod_uid, reconciles
+from tests.integration.operators import (
+    active_and_standby,
+    create_sandbox,
+    exclusive,
+    is_ready,
+    pod_uid,
+    read_sandbox,
+    ready,
+    reconciles,
+)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -62,11 +70,6 @@ def _sandboxes(api: client.ApiClient, namespace: str) -> dict[str, dict[str, Any
     return {item["metadata"]["name"]: item for item in items["items"]}
 
 
-def _ready(body: dict[str, Any]) -> bool:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    return any(x["type"] == "Ready" and x["status"] == "True" for x in conditions)
-
-
 def _versions(api: client.ApiClient, namespace: str) -> dict[tuple[str, str], tuple[str, str]]:
     """(kind, name) -> (uid, resourceVersion) of every Sandbox, pod and NetworkPolicy in the namespace that is not
     being deleted (an expired Sandbox's children go a little after it)."""
@@ -95,25 +98,8 @@ def _quiet(process: OperatorProcess, at_least: float) -> Callable[[], bool]:
 
 def _served(api: client.ApiClient, namespace: str, name: str, old_pod: str | None = None) -> bool:
     """The Sandbox is Ready on a pod other than ``old_pod``."""
-    body = _sandboxes_one(api, namespace, name)
     uid = pod_uid(client.CoreV1Api(api), namespace, f"{c.CHILD_PREFIX}{name}")
-    return body is not None and _ready(body) and uid is not None and uid != old_pod
-
-
-def _sandboxes_one(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(c.GROUP, c.VERSION, namespace,
-                                                                              c.PLURAL, name))
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def _expiring(api: client.ApiClient, namespace: str, name: str, ttl: int) -> None:
-    body = {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name},
-            "spec": {"image": "busybox", "command": ["sleep", "3600"], "lifetime": {"ttlSeconds": ttl}}}
-    client.CustomObjectsApi(api).create_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, body)
+    return is_ready(api, namespace, name) and uid is not None and uid != old_pod
 
 
 def _hands_over(api: client.ApiClient, namespace: str, before: dict[tuple[str, str], tuple[str, str]],
@@ -129,7 +115,7 @@ def _hands_over(api: client.ApiClient, namespace: str, before: dict[tuple[str, s
              what=f"{new} served after the {round_name}")
     wait_for(lambda: _served(api, namespace, repaired, old_pod), timeout=120, interval=0.5,
              what=f"{repaired}'s deleted pod replaced after the {round_name}")
-    wait_for(lambda: _sandboxes_one(api, namespace, expired) is None, timeout=120, interval=0.5,
+    wait_for(lambda: read_sandbox(api, namespace, expired) is None, timeout=120, interval=0.5,
              what=f"{expired} deleted at its deadline after the {round_name}")
     wait_for(_quiet(replica, SIZE), timeout=180, interval=0.5, what=f"the replica quiet after the {round_name}")
     after = _versions(api, namespace)
@@ -149,27 +135,27 @@ def test_a_thousand_sandboxes_survive_a_kill_a_takeover_and_a_restart_untouched(
     with active_and_standby(cluster, api, tmp_path, LIFETIME) as (active, standby):
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda name: create_sandbox(api, namespace, name), names))
-        wait_for(lambda: sum(map(_ready, _sandboxes(api, namespace).values())) == SIZE, timeout=600, interval=2,
+        wait_for(lambda: sum(map(ready, _sandboxes(api, namespace).values())) == SIZE, timeout=600, interval=2,
                  what=f"{SIZE} Sandboxes Ready")
         # Due during the takeover (which waits out the peering lifetime): the standby's to delete.
-        _expiring(api, namespace, "expiring-takeover", ttl=15)
+        create_sandbox(api, namespace, "expiring-takeover", lifetime={"ttlSeconds": 15})
         wait_for(lambda: _served(api, namespace, "expiring-takeover"), timeout=60, what="expiring-takeover Ready")
         assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
 
         before = _versions(api, namespace)
         active.stop(signal.SIGKILL)
-        assert _sandboxes_one(api, namespace, "expiring-takeover") is not None, "expired before the kill: too slow"
+        assert read_sandbox(api, namespace, "expiring-takeover") is not None, "expired before the kill: too slow"
         _hands_over(api, namespace, before, standby, "takeover")
 
         # Due after the restarted replica has listed it: its own timer deletes it.
-        _expiring(api, namespace, "expiring-restart", ttl=15)
+        create_sandbox(api, namespace, "expiring-restart", lifetime={"ttlSeconds": 15})
         wait_for(lambda: _served(api, namespace, "expiring-restart"), timeout=60, what="expiring-restart Ready")
         before = _versions(api, namespace)
         pauses = standby.log().count(PAUSING)
         active.start()  # a new process of the higher priority: the standby pauses, this one lists everything
         # Kopf lets the higher-priority replica work at once and the other pause when it sees it: a short overlap.
         wait_for(lambda: standby.log().count(PAUSING) > pauses, timeout=30, what="the standby to pause")
-        assert _sandboxes_one(api, namespace, "expiring-restart") is not None, "expired before the restart: too slow"
+        assert read_sandbox(api, namespace, "expiring-restart") is not None, "expired before the restart: too slow"
         paused_at = reconciles(standby)
         _hands_over(api, namespace, before, active, "restart")
         assert reconciles(standby) == paused_at, "the paused replica reconciled after the restarted one took over"
