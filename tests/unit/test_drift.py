@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 
 from sandbox_operator.api import names as c
-from sandbox_operator.k8s.manifest import differences, owned_view
+from sandbox_operator.k8s.manifest import differences, manifest_hash, owned_view, packed_owned_view, rendered_hash
+from sandbox_operator.sandbox import decide
 from sandbox_operator.sandbox.decide import tampered_fields
 from sandbox_operator.sandbox.render import render_network_policy, render_pod, render_service
 from tests.unit import strategies
@@ -123,3 +124,59 @@ def test_every_rendering_compares_equal_to_itself_after_a_json_round_trip(spec: 
     ):
         if manifest is not None:
             assert tampered_fields(kind, manifest, owned_view(live(copy.deepcopy(manifest)))) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(strategies.specs())
+def test_a_rendering_carries_its_own_spec_hash(spec: dict[str, Any]) -> None:
+    """The decision reads a rendering's spec hash from its annotation instead of hashing it again: the same value."""
+    sbx = sandbox(spec)
+    for manifest in (render_pod(sbx), render_network_policy(sbx), render_service(sbx)):
+        if manifest is not None:
+            assert rendered_hash(manifest) == manifest_hash(manifest)
+            unannotated = copy.deepcopy(manifest)
+            del unannotated["metadata"]["annotations"][c.ANNOTATION_SPEC_HASH]
+            assert rendered_hash(unannotated) == manifest_hash(manifest)
+
+
+@settings(max_examples=100, deadline=None)
+@given(strategies.specs(), strategies.specs())
+def test_a_remembered_comparison_answers_as_a_new_one_would(spec: dict[str, Any], other: dict[str, Any]) -> None:
+    """The operator's summaries keep a child packed, and comparisons of a packed child are remembered: asked again
+    (the next pass), or about another rendering (the spec changed), the answer is the one a fresh comparison gives."""
+    for rendered in (render_pod(sandbox(spec)), render_network_policy(sandbox(spec))):
+        kind = c.ChildKind(rendered["kind"])
+        body = live(copy.deepcopy(rendered))
+        if kind is c.ChildKind.POD:
+            body["spec"]["containers"][0]["image"] = "evil:latest"
+        for desired in (rendered, render_pod(sandbox(other)) if kind is c.ChildKind.POD
+                        else render_network_policy(sandbox(other))):
+            fresh = tampered_fields(kind, desired, owned_view(body))
+            assert tampered_fields(kind, desired, packed_owned_view(body)) == fresh
+            assert tampered_fields(kind, desired, packed_owned_view(body)) == fresh  # from memory
+
+
+def test_the_labels_and_owner_comparison_is_not_answered_by_the_whole_rendering() -> None:
+    """A pod made from an earlier template is held only to its labels and owner: that comparison carries the same
+    spec hash as the whole rendering, and must not be answered with the whole rendering's differences."""
+    rendered = render_pod(sandbox())
+    body = live(copy.deepcopy(rendered))
+    body["spec"]["containers"][0]["image"] = "other:1"
+    assert tampered_fields(c.ChildKind.POD, rendered, packed_owned_view(body)) == ["spec.containers[sandbox].image"]
+    assert tampered_fields(c.ChildKind.POD, {"metadata": rendered["metadata"]}, packed_owned_view(body)) == []
+    body["metadata"]["labels"]["extra"] = "x"
+    assert tampered_fields(c.ChildKind.POD, {"metadata": rendered["metadata"]}, packed_owned_view(body)) == [
+        "metadata.labels"
+    ]
+
+
+def test_remembered_comparisons_are_bounded_and_not_shared_with_the_caller() -> None:
+    rendered = render_pod(sandbox())
+    first = tampered_fields(c.ChildKind.POD, rendered, packed_owned_view(live(copy.deepcopy(rendered))))
+    first.append("changed by the caller")
+    assert tampered_fields(c.ChildKind.POD, rendered, packed_owned_view(live(copy.deepcopy(rendered)))) == []
+    for index in range(decide.COMPARISONS_KEPT + 20):
+        body = live(copy.deepcopy(rendered))
+        body["metadata"]["labels"]["n"] = str(index)
+        tampered_fields(c.ChildKind.POD, rendered, packed_owned_view(body))
+    assert len(decide._COMPARED) == decide.COMPARISONS_KEPT

@@ -92,6 +92,14 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ANNOTATION_LENGTH]
 
 
+def rendered_hash(manifest: Mapping[str, Any]) -> str:
+    """The spec hash of a rendered manifest: the one ``with_spec_hash`` gave it (the same value, not computed again:
+    a pod's canonical JSON is the largest part of a pass), else computed."""
+    annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+    carried = annotations.get(c.ANNOTATION_SPEC_HASH)
+    return carried if isinstance(carried, str) and carried else manifest_hash(manifest)
+
+
 @dataclass(frozen=True)
 class ChildSummary:
     """A child other than the pod: its name, the spec hash it was created from and the fields the operator owns."""

@@ -28,7 +28,7 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults, PodRecipe, literal_values
 from sandbox_operator.api.schema import next_condition
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus
-from sandbox_operator.k8s.manifest import ChildSummary, manifest_hash
+from sandbox_operator.k8s.manifest import ChildSummary, rendered_hash
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.pool import render
 from sandbox_operator.sandbox.decide import tampered_fields
@@ -161,7 +161,7 @@ def decide_pool(pool: PoolObject, observed: PoolObserved, defaults: OperatorDefa
         spec = render.warm_pod_spec(recipe, defaults)
         current_hash = recipe_hash(spec)
         fence = render.render_fence(pool.name, pool.namespace, pool.uid)
-        if observed.fence is None or observed.fence.spec_hash != manifest_hash(fence) or tampered_fields(
+        if observed.fence is None or observed.fence.spec_hash != rendered_hash(fence) or tampered_fields(
             c.ChildKind.NETWORK_POLICY, fence, observed.fence.owned
         ):
             actions.append(ApplyFence(fence, replace=observed.fence is not None))

@@ -30,7 +30,14 @@ from typing import Any
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, literal_values, on_expiry_of
 from sandbox_operator.api.schema import format_time, next_condition, optional_time, read_status
-from sandbox_operator.k8s.manifest import ChildSummary, differences, manifest_hash, owned_view, packed_owned_view
+from sandbox_operator.k8s.manifest import (
+    ChildSummary,
+    Packed,
+    differences,
+    owned_view,
+    packed_owned_view,
+    rendered_hash,
+)
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.sandbox import render
 from sandbox_operator.sandbox.expiry import Deadline, activity_times, expiry_deadline, future_times, last_activity
@@ -49,6 +56,8 @@ EXACT_FIELDS: Mapping[c.ChildKind, frozenset[str]] = {
 LOST_POOL = "<removed>"
 # How many differing fields a message names.
 MAX_NAMED_FIELDS = 5
+# How many comparisons of a rendering with a live child are remembered (``tampered_fields``).
+COMPARISONS_KEPT = 512
 
 
 def _shorten(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
@@ -268,11 +277,29 @@ def _events(old: SandboxStatus, new: SandboxStatus, created: bool) -> tuple[Even
     return tuple(events)
 
 
+# Recent comparisons: (kind, the rendering's spec hash, its top-level keys, the live child's packed owned view) ->
+# the differing fields. A Sandbox's pod is compared on each of its events (scheduled, started, Ready) and its
+# NetworkPolicy on every pass, mostly with the same two inputs as the pass before: each comparison was the largest
+# part of a pass. The key holds no parsed manifest (functools.lru_cache would keep one per entry, 10-20 KiB each).
+_COMPARED: dict[tuple[c.ChildKind, str, tuple[str, ...], bytes], list[str]] = {}
+
+
 def tampered_fields(kind: c.ChildKind, desired: Mapping[str, Any], owned: Mapping[str, Any] | None) -> list[str]:
     """The owned fields of a live child (``owned``: its k8s.manifest.owned_view) that differ from its rendering."""
     if owned is None:
         return []
-    return differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+    if not isinstance(owned, Packed):
+        return differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+    # A rendering is named by its spec hash (and, for the labels-and-owner-only comparison, its keys): the same
+    # hash that already tells a changed spec from an unchanged one.
+    key = (kind, rendered_hash(desired), tuple(desired), owned.data)
+    fields = _COMPARED.pop(key, None)
+    if fields is None:
+        fields = differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+        while len(_COMPARED) >= COMPARISONS_KEPT:
+            del _COMPARED[next(iter(_COMPARED))]  # the least recently used
+    _COMPARED[key] = fields
+    return list(fields)
 
 
 def _tamper_event(kind: c.ChildKind, name: str, fields: list[str], remedy: str) -> Event:
@@ -295,7 +322,7 @@ def _sync_child(
         return [CreateChild(desired)], []
     if not mutable:
         return [], []
-    if observed.spec_hash != manifest_hash(desired):
+    if observed.spec_hash != rendered_hash(desired):
         return [UpdateChild(desired)], []
     fields = tampered_fields(kind, desired, observed.owned)
     if not fields or kind in held:
@@ -403,7 +430,7 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     launch: c.Launch | None
     if pod_exists and pod:
         launch = c.Launch.WARM if claimed else c.Launch.COLD
-        current_recipe = pod.spec_hash == manifest_hash(pod_manifest)
+        current_recipe = pod.spec_hash == rendered_hash(pod_manifest)
         template_hash = (render.recipe_hash(pod_manifest["spec"]) if current_recipe else old.template_hash) \
             if spec.template_ref is not None else None
     else:
@@ -469,7 +496,7 @@ def _pod_plan(
         return [CreateChild(manifest)], [], _not_ready(c.Reason.POD_MISSING, f"creating pod {name}")
     if pod.deletion_timestamp is not None:
         return [], [], pod_readiness(sandbox, pod)
-    if pod.spec_hash != manifest_hash(manifest):
+    if pod.spec_hash != rendered_hash(manifest):
         if sandbox.spec.template_ref is None:
             changed = _not_ready(c.Reason.SPEC_CHANGED, f"the spec changed: replacing pod {pod.name}")
             return [DeleteChild(c.ChildKind.POD, pod.name)], [], changed
