@@ -44,8 +44,10 @@ from typing import Any
 from fleet_cluster import (
     RawApi,
     WriteKey,
+    cluster_cpu,
     controller_writes,
     cpu_seconds,
+    cpu_spent,
     create_all,
     create_namespace,
     delete_and_wait,
@@ -75,6 +77,7 @@ SANDBOX_SPEC = {"image": "busybox:1.35.0", "command": ["sleep", "3600"],
 PODS_PER_NODE = 1000
 QUANTILES = (0.5, 0.9, 0.99)
 WARMUP = "warmup"  # one object per phase before measuring, so first-use costs are not in the figures
+IDLE_WINDOW = 2.0  # seconds the cluster's idle CPU is read for before each cold round
 
 
 def parse_time(text: str) -> float:
@@ -117,6 +120,9 @@ class Phase:
     cpu: float | None = None
     rss_idle: float | None = None
     rss_after: float | None = None
+    # CPU-seconds of each cluster process from the first create to 1 s after the last Ready, less what it used idle
+    # over as long just before (node heartbeats, leases).
+    cluster: dict[str, float] = field(default_factory=dict)
 
     def quantile(self, q: float) -> float:
         return percentile(self.latencies, q) if self.latencies else math.nan
@@ -328,11 +334,20 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         settle(pid)
         writes_before = settled_writes(run.cluster)
         rss_idle = rss_mib(pid) if pid else None
+        idle_from, idle_started = cluster_cpu(run.cluster), time.monotonic()
+        time.sleep(IDLE_WINDOW)
+        idle = cpu_spent(idle_from, cluster_cpu(run.cluster))
+        idle_seconds = time.monotonic() - idle_started
         cpu_before = cpu_seconds(pid) if pid else 0.0
+        cluster_before, burst_started = cluster_cpu(run.cluster), time.monotonic()
         names = [f"{controller.key}-{index:05d}" for index in range(count)]
         submitted = create_all(run.api, path, (controller.body(name) for name in names), workers, rate)
         sent = max(submitted.values()) - min(submitted.values())
         missing = watch.wait_ready(names, timeout)
+        time.sleep(1.0)  # the last status write's echo, the scheduler's Events
+        burst = time.monotonic() - burst_started
+        cluster = {name: used - idle.get(name, 0.0) * burst / idle_seconds
+                   for name, used in cpu_spent(cluster_before, cluster_cpu(run.cluster)).items()}
         ready = {name: watch.ready[name] for name in names if name in watch.ready}
         settle(pid)
         writes = controller_writes(settled_writes(run.cluster) - writes_before)
@@ -348,7 +363,7 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
     last = max((arrival.mono for arrival in ready.values()), default=first)
     server = [parse_time(a.stamp) - parse_time(a.created) for a in ready.values() if a.stamp and a.created]
     phase = Phase(controller.key, count, [ready[n].mono - submitted[n] for n in ready], server, sent, last - first,
-                  len(missing), writes, events, cpu, rss_idle, rss_after)
+                  len(missing), writes, events, cpu, rss_idle, rss_after, cluster)
     if missing:
         run.failures.append(f"{controller.title} round {round_number}: {len(missing)} of {count} never Ready")
     if not delete_and_wait(run.api, f"/api/v1/namespaces/{namespace}", timeout=180):
@@ -586,6 +601,10 @@ def cold_table(cold: Cold, count: int, rounds: int, peer_note: str) -> None:
          lambda i, p: sum(cold.net_writes(i, p).values()) if p.controller != "direct" else 0.0, "", 2),
         ("Events per object", lambda _i, p: sum(p.events.values()) / p.count, "", 2),
         ("controller CPU-s per 100 objects", lambda _i, p: None if p.cpu is None else p.cpu * 100 / p.count, "", 2),
+        ("cluster CPU-s per 100 objects: the API server",
+         lambda _i, p: p.cluster["kube-apiserver"] * 100 / p.count if "kube-apiserver" in p.cluster else None, "", 2),
+        ("cluster CPU-s per 100 objects: every process, with the controller",
+         lambda _i, p: (sum(p.cluster.values()) + (p.cpu or 0.0)) * 100 / p.count if p.cluster else None, "", 2),
         ("controller RSS idle, MiB", lambda _i, p: p.rss_idle, "", 1),
         ("controller RSS after the round, MiB", lambda _i, p: p.rss_after, "", 1),
     ]
@@ -625,6 +644,13 @@ def cold_details(cold: Cold) -> None:
         total = sum(phase.count for phase in runs)
         print("  Events per object by reporter: "
               + (", ".join(f"{source} {value / total:.2f}" for source, value in events.most_common()) or "none"))
+        components = sorted({name for phase in runs for name in phase.cluster})
+        if components:
+            spent = {name: median([p.cluster.get(name, 0.0) * 100 / p.count for p in runs]) for name in components}
+            own = median([p.cpu * 100 / p.count for p in runs if p.cpu is not None]) if key != "direct" else None
+            print("  cluster CPU-s per 100 objects, first create to 1 s after the last Ready, less idle (median "
+                  "over rounds): " + ", ".join(f"{name} {value:.2f}" for name, value in spent.items())
+                  + (f", the controller {own:.2f}" if own is not None else ""))
         server = [statistics.mean(p.server_latencies) for p in runs if p.server_latencies]
         if server:
             print(f"  cross-check from server stamps (1 s resolution): mean Ready transition - creation "

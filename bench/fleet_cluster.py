@@ -97,6 +97,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5), after pid and comm
 
 
+def cluster_cpu(cluster: Any) -> dict[str, float]:
+    """CPU-seconds so far of each of the local cluster's processes (API server, etcd, scheduler, controller manager,
+    kwok), by name; empty for an external cluster, whose processes are not here to read."""
+    plane = getattr(cluster, "control_plane", None)
+    if plane is None:
+        return {}
+    found = {}
+    for name, process in plane.status().get("processes", {}).items():
+        try:
+            found[name] = cpu_seconds(int(process["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU-seconds each process used between two ``cluster_cpu`` readings."""
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
 def rss_mib(pid: int) -> float:
     """VmRSS of the process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
