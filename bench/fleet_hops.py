@@ -1,0 +1,171 @@
+"""Where a cold Sandbox's time goes, hop by hop, next to the same pods created directly (issue 11).
+
+    .venv/bin/python bench/fleet_hops.py                    # a burst of 100 each way, as fast as one client goes
+    .venv/bin/python bench/fleet_hops.py --rate 5 --count 30  # paced: the hops on a quiet cluster
+
+For each object, from arrival times on raw watches of the namespace's Sandboxes, pods and NetworkPolicies (one
+thread each, plain JSON): the bench's POST -> the Sandbox seen -> its NetworkPolicy seen -> its pod seen -> the pod
+bound to a node -> the pod Ready -> the Sandbox Ready; for pods created directly: POST -> pod seen -> bound -> Ready.
+Each hop's p50 / p90, the whole way's p50 / p90 / p99, and each local-cluster process's CPU per 100 objects (first
+create to 1 s after the last Ready, less what it used idle over as long just before). It keeps three more watches
+than bench/fleet.py, so its figures run a little higher: it shows which hops a burst stretches; the issue's ratios
+come from bench/fleet.py. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fleet import IDLE_WINDOW, PLACEMENT, WARMUP, Run, add_nodes, clean_up, median, sandbox_body, sandboxes_path
+from fleet_cluster import RawApi, cluster_cpu, cpu_seconds, cpu_spent, create_all
+from localcluster.handle import connect
+from localcluster.operator_process import install_crds
+from realnode import percentile
+
+from sandbox_operator.api import names as c
+
+SANDBOX_HOPS = ("Sandbox seen", "NetworkPolicy seen", "pod seen", "pod bound", "pod Ready", "Sandbox Ready")
+DIRECT_HOPS = ("pod seen", "pod bound", "pod Ready")
+
+
+class Arrivals:
+    """First arrival of each (object, milestone) on the namespace's watches; names are the Sandbox's (a child's
+    name less the child prefix)."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        self.first: dict[tuple[str, str], float] = {}
+        self.lock = threading.Lock()
+        started = [threading.Event() for _ in range(3)]
+        for (path, kind), ready in zip((
+            (sandboxes_path(namespace), "Sandbox"),
+            (f"/api/v1/namespaces/{namespace}/pods", "pod"),
+            (f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies", "NetworkPolicy"),
+        ), started, strict=True):
+            threading.Thread(target=self._watch, args=(RawApi(kubeconfig), path, kind, ready), daemon=True).start()
+        for ready in started:
+            if not ready.wait(30):
+                raise RuntimeError("a watch did not start in 30 s")
+
+    def _note(self, name: str, milestone: str, when: float) -> None:
+        with self.lock:
+            self.first.setdefault((name, milestone), when)
+
+    def _watch(self, api: RawApi, path: str, kind: str, started: threading.Event) -> None:
+        version = api.get_json(path, limit="1")["metadata"]["resourceVersion"]
+        response = api.stream(path, watch="true", resourceVersion=version, timeoutSeconds="3600")
+        started.set()
+        buffer = b""
+        for chunk in response.stream(65536, decode_content=False):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                when, event = time.monotonic(), json.loads(line)
+                if event["type"] not in ("ADDED", "MODIFIED"):
+                    continue
+                body = event["object"]
+                name = body["metadata"]["name"].removeprefix(c.CHILD_PREFIX)
+                self._note(name, f"{kind} seen", when)
+                if kind == "pod" and (body.get("spec") or {}).get("nodeName"):
+                    self._note(name, "pod bound", when)
+                if kind != "NetworkPolicy" and _ready(body):
+                    self._note(name, f"{kind} Ready", when)
+
+
+def _ready(body: dict[str, Any]) -> bool:
+    return any(condition.get("type") == "Ready" and condition.get("status") == "True"
+               for condition in (body.get("status") or {}).get("conditions") or [])
+
+
+def burst(run: Run, title: str, hops: tuple[str, ...], collection: str, body: Callable[[str], dict[str, Any]],
+          arrivals: Arrivals, count: int, rate: float, pid: int | None) -> None:
+    """Create ``count`` objects, wait for the last hop of each, print the hops and the CPU."""
+    names = [f"hop-{index:04d}" for index in range(count)]
+    idle_from, idle_started = cluster_cpu(run.cluster), time.monotonic()
+    time.sleep(IDLE_WINDOW)
+    idle, idle_seconds = cpu_spent(idle_from, cluster_cpu(run.cluster)), time.monotonic() - idle_started
+    cpu_before, own_before, started = cluster_cpu(run.cluster), cpu_seconds(pid) if pid else 0.0, time.monotonic()
+    sent = create_all(run.api, collection, (body(name) for name in names), 1, rate)
+    submitted = {key.removeprefix(c.CHILD_PREFIX): at for key, at in sent.items()}  # a direct pod: by its name
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any((name, hops[-1]) not in arrivals.first for name in names):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    took = time.monotonic() - started
+    spent = {name: used - idle.get(name, 0.0) * took / idle_seconds
+             for name, used in cpu_spent(cpu_before, cluster_cpu(run.cluster)).items()}
+    if pid:
+        spent["the controller"] = cpu_seconds(pid) - own_before
+    print(f"\n{title}: {count} created in {max(submitted.values()) - min(submitted.values()):.2f} s"
+          + (f" (at most {rate:g}/s)" if rate else ""))
+    previous = "POST"
+    for hop in hops:
+        gaps = [arrivals.first[(n, hop)] - arrivals.first.get((n, previous), submitted[n]) for n in names
+                if (n, hop) in arrivals.first and (previous == "POST" or (n, previous) in arrivals.first)]
+        p90 = percentile(gaps, 0.9) if gaps else float("nan")
+        print(f"  {previous:>18} -> {hop:<18} p50 {1000 * median(gaps):6.1f} ms   p90 {1000 * p90:6.1f} ms")
+        previous = hop
+    total = [arrivals.first[(n, hops[-1])] - submitted[n] for n in names if (n, hops[-1]) in arrivals.first]
+    if not total:
+        print(f"  none reached {hops[-1]} within 120 s")
+        return
+    print(f"  {'POST':>18} -> {hops[-1]:<18} p50 {1000 * median(total):6.1f} ms   p90 "
+          f"{1000 * percentile(total, 0.9):6.1f} ms   p99 {1000 * percentile(total, 0.99):6.1f} ms"
+          + (f"   NOT READY {count - len(total)}" if len(total) < count else ""))
+    print("  CPU-s per 100 objects: " + ", ".join(f"{k} {v * 100 / count:.2f}" for k, v in sorted(spent.items()))
+          + f"; every process {sum(spent.values()) * 100 / count:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=100, help="objects each way (default 100)")
+    parser.add_argument("--rate", type=float, default=0, help="at most this many creates a second (default: no limit)")
+    args = parser.parse_args()
+    cluster = connect(start=True)
+    install_crds(cluster)
+    with tempfile.TemporaryDirectory(prefix="hops-") as scratch:
+        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch))
+        try:
+            add_nodes(run, 2 * args.count + 10)
+            namespace = run.namespace("hops")
+            arrivals = Arrivals(cluster.kubeconfig, namespace)
+            operator = run.operator(namespace)
+            run.api.create(sandboxes_path(namespace), sandbox_body(WARMUP))
+            deadline = time.monotonic() + 60
+            while (WARMUP, "Sandbox Ready") not in arrivals.first:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the warm-up Sandbox was not Ready in 60 s; see {operator.log_path}")
+                time.sleep(0.2)
+            time.sleep(2)
+            pod = run.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{c.CHILD_PREFIX}{WARMUP}")["spec"]
+            for assigned in ("nodeName", "priority", "serviceAccount"):
+                pod.pop(assigned, None)
+            assert operator.process is not None
+            burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
+                  args.count, args.rate, operator.process.pid)
+            operator.stop()
+            direct = run.namespace("hops-direct")
+            arrivals = Arrivals(cluster.kubeconfig, direct)
+            time.sleep(2)
+            burst(run, "pods created directly", DIRECT_HOPS, f"/api/v1/namespaces/{direct}/pods",
+                  lambda name: {"apiVersion": "v1", "kind": "Pod", "spec": pod,
+                                "metadata": {"name": f"{c.CHILD_PREFIX}{name}"}},
+                  arrivals, args.count, args.rate, None)
+            print(f"\npods select {PLACEMENT} (the kwok nodes)")
+        finally:
+            clean_up(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
