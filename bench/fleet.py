@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from fleet_cluster import (
+    CpuWindow,
     RawApi,
     WriteKey,
-    cluster_cpu,
+    cluster_pids,
     controller_writes,
     cpu_seconds,
-    cpu_spent,
     create_all,
     create_namespace,
     delete_and_wait,
@@ -120,8 +120,8 @@ class Phase:
     cpu: float | None = None
     rss_idle: float | None = None
     rss_after: float | None = None
-    # CPU-seconds of each cluster process from the first create to 1 s after the last Ready, less what it used idle
-    # over as long just before (node heartbeats, leases).
+    # CPU-seconds of each cluster process and the controller ("the controller") from the first create to 1 s after
+    # the last Ready, less what each used idle over as long just before (node heartbeats, leases).
     cluster: dict[str, float] = field(default_factory=dict)
 
     def quantile(self, q: float) -> float:
@@ -334,20 +334,15 @@ def cold_phase(run: Run, controller: Controller, round_number: int, count: int, 
         settle(pid)
         writes_before = settled_writes(run.cluster)
         rss_idle = rss_mib(pid) if pid else None
-        idle_from, idle_started = cluster_cpu(run.cluster), time.monotonic()
-        time.sleep(IDLE_WINDOW)
-        idle = cpu_spent(idle_from, cluster_cpu(run.cluster))
-        idle_seconds = time.monotonic() - idle_started
+        # The cluster's processes and the controller over one window: the first create to 1 s after the last Ready.
+        window = CpuWindow({**cluster_pids(run.cluster), **({"the controller": pid} if pid else {})}, IDLE_WINDOW)
         cpu_before = cpu_seconds(pid) if pid else 0.0
-        cluster_before, burst_started = cluster_cpu(run.cluster), time.monotonic()
         names = [f"{controller.key}-{index:05d}" for index in range(count)]
         submitted = create_all(run.api, path, (controller.body(name) for name in names), workers, rate)
         sent = max(submitted.values()) - min(submitted.values())
         missing = watch.wait_ready(names, timeout)
         time.sleep(1.0)  # the last status write's echo, the scheduler's Events
-        burst = time.monotonic() - burst_started
-        cluster = {name: used - idle.get(name, 0.0) * burst / idle_seconds
-                   for name, used in cpu_spent(cluster_before, cluster_cpu(run.cluster)).items()}
+        cluster = window.spent()
         ready = {name: watch.ready[name] for name in names if name in watch.ready}
         settle(pid)
         writes = controller_writes(settled_writes(run.cluster) - writes_before)
@@ -604,7 +599,7 @@ def cold_table(cold: Cold, count: int, rounds: int, peer_note: str) -> None:
         ("cluster CPU-s per 100 objects: the API server",
          lambda _i, p: p.cluster["kube-apiserver"] * 100 / p.count if "kube-apiserver" in p.cluster else None, "", 2),
         ("cluster CPU-s per 100 objects: every process, with the controller",
-         lambda _i, p: (sum(p.cluster.values()) + (p.cpu or 0.0)) * 100 / p.count if p.cluster else None, "", 2),
+         lambda _i, p: sum(p.cluster.values()) * 100 / p.count if p.cluster else None, "", 2),
         ("controller RSS idle, MiB", lambda _i, p: p.rss_idle, "", 1),
         ("controller RSS after the round, MiB", lambda _i, p: p.rss_after, "", 1),
     ]
@@ -646,11 +641,10 @@ def cold_details(cold: Cold) -> None:
               + (", ".join(f"{source} {value / total:.2f}" for source, value in events.most_common()) or "none"))
         components = sorted({name for phase in runs for name in phase.cluster})
         if components:
-            spent = {name: median([p.cluster.get(name, 0.0) * 100 / p.count for p in runs]) for name in components}
-            own = median([p.cpu * 100 / p.count for p in runs if p.cpu is not None]) if key != "direct" else None
-            print("  cluster CPU-s per 100 objects, first create to 1 s after the last Ready, less idle (median "
-                  "over rounds): " + ", ".join(f"{name} {value:.2f}" for name, value in spent.items())
-                  + (f", the controller {own:.2f}" if own is not None else ""))
+            spent = {name: median([p.cluster[name] * 100 / p.count for p in runs if name in p.cluster])
+                     for name in components}
+            print("  CPU-s per 100 objects, first create to 1 s after the last Ready, less idle (medians over rounds, "
+                  "so they need not add up): " + ", ".join(f"{name} {value:.2f}" for name, value in spent.items()))
         server = [statistics.mean(p.server_latencies) for p in runs if p.server_latencies]
         if server:
             print(f"  cross-check from server stamps (1 s resolution): mean Ready transition - creation "

@@ -97,24 +97,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5), after pid and comm
 
 
-def cluster_cpu(cluster: Any) -> dict[str, float]:
-    """CPU-seconds so far of each of the local cluster's processes (API server, etcd, scheduler, controller manager,
-    kwok), by name; empty for an external cluster, whose processes are not here to read."""
+def cluster_pids(cluster: Any) -> dict[str, int]:
+    """The local cluster's processes (API server, etcd, scheduler, controller manager, kwok) by name, read once from
+    its state file; empty for an external cluster, whose processes are not here to read."""
     plane = getattr(cluster, "control_plane", None)
     if plane is None:
         return {}
-    found = {}
-    for name, process in plane.status().get("processes", {}).items():
-        try:
-            found[name] = cpu_seconds(int(process["pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-    return found
+    return {name: int(process["pid"]) for name, process in plane.status().get("processes", {}).items()}
 
 
-def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU-seconds each process used between two ``cluster_cpu`` readings."""
-    return {name: after[name] - before[name] for name in after if name in before}
+class CpuWindow:
+    """CPU-seconds each process spends over a window, less what it spent idle over as long just before (node
+    heartbeats, leases): ``CpuWindow(pids)`` reads the idle rate for ``idle_seconds``, then the window starts;
+    ``spent()`` ends it. Reads /proc only; a process gone meanwhile is left out."""
+
+    def __init__(self, pids: dict[str, int], idle_seconds: float = 2.0) -> None:
+        self.pids = pids
+        start, started = self._read(), time.monotonic()
+        time.sleep(idle_seconds)
+        self.before, self.started = self._read(), time.monotonic()
+        self.idle = {name: (self.before[name] - start[name]) / (self.started - started)
+                     for name in self.before if name in start}
+
+    def _read(self) -> dict[str, float]:
+        found = {}
+        for name, pid in self.pids.items():
+            try:
+                found[name] = cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    def spent(self) -> dict[str, float]:
+        """CPU-seconds each process spent since the window started, less its idle rate over the window."""
+        now, took = self._read(), time.monotonic() - self.started
+        return {name: now[name] - self.before[name] - self.idle.get(name, 0.0) * took
+                for name in now if name in self.before}
 
 
 def rss_mib(pid: int) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import IDLE_WINDOW, PLACEMENT, WARMUP, Run, add_nodes, clean_up, median, sandbox_body, sandboxes_path
-from fleet_cluster import RawApi, cluster_cpu, cpu_seconds, cpu_spent, create_all
+from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
 from localcluster.handle import connect
 from localcluster.operator_process import install_crds
 from realnode import percentile
@@ -60,6 +60,12 @@ class Arrivals:
             self.first.setdefault((name, milestone), when)
 
     def _watch(self, api: RawApi, path: str, kind: str, started: threading.Event) -> None:
+        try:
+            self._follow(api, path, kind, started)
+        except Exception as error:  # say so: the hops after it would only be missing
+            print(f"the {kind} watch stopped: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+    def _follow(self, api: RawApi, path: str, kind: str, started: threading.Event) -> None:
         version = api.get_json(path, limit="1")["metadata"]["resourceVersion"]
         response = api.stream(path, watch="true", resourceVersion=version, timeoutSeconds="3600")
         started.set()
@@ -71,6 +77,8 @@ class Arrivals:
                 if not line.strip():
                     continue
                 when, event = time.monotonic(), json.loads(line)
+                if event["type"] == "ERROR":
+                    raise RuntimeError(str(event["object"].get("message")))
                 if event["type"] not in ("ADDED", "MODIFIED"):
                     continue
                 body = event["object"]
@@ -91,21 +99,14 @@ def burst(run: Run, title: str, hops: tuple[str, ...], collection: str, body: Ca
           arrivals: Arrivals, count: int, rate: float, pid: int | None) -> None:
     """Create ``count`` objects, wait for the last hop of each, print the hops and the CPU."""
     names = [f"hop-{index:04d}" for index in range(count)]
-    idle_from, idle_started = cluster_cpu(run.cluster), time.monotonic()
-    time.sleep(IDLE_WINDOW)
-    idle, idle_seconds = cpu_spent(idle_from, cluster_cpu(run.cluster)), time.monotonic() - idle_started
-    cpu_before, own_before, started = cluster_cpu(run.cluster), cpu_seconds(pid) if pid else 0.0, time.monotonic()
+    window = CpuWindow({**cluster_pids(run.cluster), **({"the controller": pid} if pid else {})}, IDLE_WINDOW)
     sent = create_all(run.api, collection, (body(name) for name in names), 1, rate)
     submitted = {key.removeprefix(c.CHILD_PREFIX): at for key, at in sent.items()}  # a direct pod: by its name
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and any((name, hops[-1]) not in arrivals.first for name in names):
         time.sleep(0.2)
     time.sleep(1.0)
-    took = time.monotonic() - started
-    spent = {name: used - idle.get(name, 0.0) * took / idle_seconds
-             for name, used in cpu_spent(cpu_before, cluster_cpu(run.cluster)).items()}
-    if pid:
-        spent["the controller"] = cpu_seconds(pid) - own_before
+    spent = window.spent()
     print(f"\n{title}: {count} created in {max(submitted.values()) - min(submitted.values()):.2f} s"
           + (f" (at most {rate:g}/s)" if rate else ""))
     previous = "POST"
@@ -131,6 +132,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100, help="objects each way (default 100)")
     parser.add_argument("--rate", type=float, default=0, help="at most this many creates a second (default: no limit)")
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error("--count must be at least 1")
     cluster = connect(start=True)
     install_crds(cluster)
     with tempfile.TemporaryDirectory(prefix="hops-") as scratch:
