@@ -15,7 +15,6 @@ come from bench/fleet.py. It asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 
 from fleet import IDLE_WINDOW, PLACEMENT, WARMUP, Run, add_nodes, clean_up, median, sandbox_body, sandboxes_path
 from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
+from fleet_watch import watch_events
 from localcluster.handle import connect
 from localcluster.operator_process import install_crds
 from realnode import percentile
@@ -69,25 +69,19 @@ class Arrivals:
         version = api.get_json(path, limit="1")["metadata"]["resourceVersion"]
         response = api.stream(path, watch="true", resourceVersion=version, timeoutSeconds="3600")
         started.set()
-        buffer = b""
-        for chunk in response.stream(65536, decode_content=False):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                when, event = time.monotonic(), json.loads(line)
-                if event["type"] == "ERROR":
-                    raise RuntimeError(str(event["object"].get("message")))
-                if event["type"] not in ("ADDED", "MODIFIED"):
-                    continue
-                body = event["object"]
-                name = body["metadata"]["name"].removeprefix(c.CHILD_PREFIX)
-                self._note(name, f"{kind} seen", when)
-                if kind == "pod" and (body.get("spec") or {}).get("nodeName"):
-                    self._note(name, "pod bound", when)
-                if kind != "NetworkPolicy" and _ready(body):
-                    self._note(name, f"{kind} Ready", when)
+        for event in watch_events(response):
+            when = time.monotonic()
+            if event["type"] == "ERROR":
+                raise RuntimeError(str(event["object"].get("message")))
+            if event["type"] not in ("ADDED", "MODIFIED"):
+                continue
+            body = event["object"]
+            name = body["metadata"]["name"].removeprefix(c.CHILD_PREFIX)
+            self._note(name, f"{kind} seen", when)
+            if kind == "pod" and (body.get("spec") or {}).get("nodeName"):
+                self._note(name, "pod bound", when)
+            if kind != "NetworkPolicy" and _ready(body):
+                self._note(name, f"{kind} Ready", when)
 
 
 def _ready(body: dict[str, Any]) -> bool:

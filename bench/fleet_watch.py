@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,17 @@ def _emit(kind: str, obj: dict[str, Any], stamp: str) -> None:
     sys.stdout.flush()
 
 
+def watch_events(response: Any) -> Iterator[dict[str, Any]]:
+    """The events of a watch response, parsed as plain JSON, each as soon as its line is complete."""
+    buffer = b""
+    for chunk in response.stream(65536, decode_content=False):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
 def run_watch(kubeconfig: str, path: str) -> None:
     """List once for a resourceVersion, then watch from it (again after the server closes the stream)."""
     api = RawApi(kubeconfig)
@@ -65,27 +76,20 @@ def run_watch(kubeconfig: str, path: str) -> None:
             sys.stdout.write(json.dumps({"kind": "started"}) + "\n")
             sys.stdout.flush()
             announced = True
-        buffer = b""
-        for chunk in response.stream(65536, decode_content=False):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event["object"]
-                if event["type"] == "ERROR":
-                    raise SystemExit(f"watch {path}: {obj.get('message')}")
-                version = obj["metadata"]["resourceVersion"]
-                if event["type"] == "BOOKMARK":
-                    continue
-                name = obj["metadata"]["name"]
-                if event["type"] == "DELETED":
-                    ready.discard(name)
-                    _emit("deleted", obj, (obj.get("status") or {}).get("expiresAt") or "")
-                elif name not in ready and (condition := _ready_condition(obj)) is not None:
-                    ready.add(name)
-                    _emit("ready", obj, condition.get("lastTransitionTime", ""))
+        for event in watch_events(response):
+            obj = event["object"]
+            if event["type"] == "ERROR":
+                raise SystemExit(f"watch {path}: {obj.get('message')}")
+            version = obj["metadata"]["resourceVersion"]
+            if event["type"] == "BOOKMARK":
+                continue
+            name = obj["metadata"]["name"]
+            if event["type"] == "DELETED":
+                ready.discard(name)
+                _emit("deleted", obj, (obj.get("status") or {}).get("expiresAt") or "")
+            elif name not in ready and (condition := _ready_condition(obj)) is not None:
+                ready.add(name)
+                _emit("ready", obj, condition.get("lastTransitionTime", ""))
 
 
 class ReadyWatch:
