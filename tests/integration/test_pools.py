@@ -66,6 +66,35 @@ class Pools:
         status = self.status(c.PLURAL, name)
         return status if status.get("phase") == "Ready" else None
 
+    def wait_all_ready(self, names: list[str], timeout: float) -> list[dict[str, Any]]:
+        """Every Sandbox's status once all are Ready; on a timeout, the failure says what each one not Ready and
+        each pod of the namespace not Ready say (a test that waited in silence could not be told apart later)."""
+        ready: dict[str, dict[str, Any]] = {}
+
+        def all_ready() -> bool:
+            ready.update({name: status for name in names if name not in ready
+                          and (status := self.ready(name)) is not None})
+            return len(ready) == len(names)
+
+        deadline = time.monotonic() + timeout
+        while not all_ready():
+            if time.monotonic() > deadline:
+                late = [f"{name}: {self._said(name)}" for name in names if name not in ready]
+                pods = [f"{pod.metadata.name} {pod.status.phase} on {pod.spec.node_name}"
+                        for pod in self.core.list_namespaced_pod(self.namespace).items
+                        if not any(cond.type == "Ready" and cond.status == "True"
+                                   for cond in pod.status.conditions or [])]
+                pytest.fail(f"{len(late)} of {len(names)} Sandboxes not Ready after {timeout:.0f} s:\n  "
+                            + "\n  ".join(late) + "\npods not Ready: " + (", ".join(pods) or "none"))
+            time.sleep(0.3)
+        return [ready[name] for name in names]
+
+    def _said(self, name: str) -> str:
+        status = self.status(c.PLURAL, name)
+        condition = next((cond for cond in status.get("conditions") or [] if cond.get("type") == "Ready"), {})
+        return (f"phase {status.get('phase')}, Ready {condition.get('status')} {condition.get('reason')}: "
+                f"{condition.get('message')}" if status else "no status")
+
     def wait_pool(self, name: str, ready: int, timeout: float = 60) -> dict[str, Any]:
         """The pool's status once it says ``ready`` warm pods are ready and they are (the status may lag the pods
         by a second while they move)."""

@@ -116,8 +116,7 @@ def test_claims_across_a_takeover_never_share_a_pod(
             list(creators.map(lambda name: pools.sandbox(name, "shared"), names[:15]))
             active.stop(signal.SIGKILL)  # claims in flight, pool refilling
             list(creators.map(lambda name: pools.sandbox(name, "shared"), names[15:]))
-        statuses = [wait_for(lambda name=name: pools.ready(name), timeout=LIFETIME + 90, what=f"{name} Ready")
-                    for name in names]
+        statuses = pools.wait_all_ready(names, timeout=LIFETIME + 90)
         pods = [status["podName"] for status in statuses]
         assert len(set(pods)) == len(names), "two sandboxes share a pod"
         for name, pod_name in zip(names, pods, strict=True):
