@@ -24,7 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet import IDLE_WINDOW, PLACEMENT, WARMUP, Run, add_nodes, clean_up, median, sandbox_body, sandboxes_path
+from fleet import (
+    IDLE_WINDOW,
+    PLACEMENT,
+    WARMUP,
+    Run,
+    add_nodes,
+    clean_up,
+    median,
+    rendered_pod_spec,
+    sandbox_body,
+    sandboxes_path,
+)
 from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
 from fleet_watch import watch_events
 from localcluster.handle import connect
@@ -134,6 +145,7 @@ def main() -> int:
         run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch))
         try:
             add_nodes(run, 2 * args.count + 10)
+            pod = rendered_pod_spec(run)  # the direct pods are the operator's, as in bench/fleet.py
             namespace = run.namespace("hops")
             arrivals = Arrivals(cluster.kubeconfig, namespace)
             operator = run.operator(namespace)
@@ -144,9 +156,6 @@ def main() -> int:
                     raise RuntimeError(f"the warm-up Sandbox was not Ready in 60 s; see {operator.log_path}")
                 time.sleep(0.2)
             time.sleep(2)
-            pod = run.api.get_json(f"/api/v1/namespaces/{namespace}/pods/{c.CHILD_PREFIX}{WARMUP}")["spec"]
-            for assigned in ("nodeName", "priority", "serviceAccount"):
-                pod.pop(assigned, None)
             assert operator.process is not None
             burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
                   args.count, args.rate, operator.process.pid)

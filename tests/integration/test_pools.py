@@ -76,17 +76,14 @@ class Pools:
                           and (status := self.ready(name)) is not None})
             return len(ready) == len(names)
 
-        deadline = time.monotonic() + timeout
-        while not all_ready():
-            if time.monotonic() > deadline:
-                late = [f"{name}: {self._said(name)}" for name in names if name not in ready]
-                pods = [f"{pod.metadata.name} {pod.status.phase} on {pod.spec.node_name}"
-                        for pod in self.core.list_namespaced_pod(self.namespace).items
-                        if not any(cond.type == "Ready" and cond.status == "True"
-                                   for cond in pod.status.conditions or [])]
-                pytest.fail(f"{len(late)} of {len(names)} Sandboxes not Ready after {timeout:.0f} s:\n  "
-                            + "\n  ".join(late) + "\npods not Ready: " + (", ".join(pods) or "none"))
-            time.sleep(0.3)
+        def explain() -> str:
+            late = [f"{name}: {self._said(name)}" for name in names if name not in ready]
+            pods = [f"{pod.metadata.name} {pod.status.phase} on {pod.spec.node_name}"
+                    for pod in self.core.list_namespaced_pod(self.namespace).items
+                    if not any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions or [])]
+            return "  " + "\n  ".join(late) + "\npods not Ready: " + (", ".join(pods) or "none")
+
+        wait_for(all_ready, timeout=timeout, what=f"all {len(names)} Sandboxes Ready", explain=explain)
         return [ready[name] for name in names]
 
     def _said(self, name: str) -> str:
