@@ -26,6 +26,14 @@ LAUNCHES = Counter(
     ["launch"],
     registry=REGISTRY,
 )
+POD_CREATES = Counter(
+    "sandbox_operator_pod_creates_total",
+    "Passes that create a Sandbox's cold pod and its NetworkPolicy, by order: Fenced (together, behind the "
+    "namespace's deny-all fence) or PolicyFirst (the policy first: no fence as rendered yet, or a Sandbox served "
+    "before, whose children are read first).",
+    ["order"],
+    registry=REGISTRY,
+)
 CLAIMS_LOST = Counter(
     "sandbox_operator_claims_lost_total",
     "Claims of a warm pod that lost a race (the pod changed or went meanwhile); another pod or a cold start follows.",

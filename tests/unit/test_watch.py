@@ -187,7 +187,8 @@ def test_the_operator_watches_sandboxes_and_every_child_kind_by_its_own_streams(
     plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
     assert plurals == {"sandboxes", "pods", "services", "persistentvolumeclaims", "networkpolicies"}
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
-    assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 3
+    # Pods: Sandboxes' and pools'. NetworkPolicies: Sandboxes', the namespace fences, pools' fences, Tenants'.
+    assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 4
 
 
 def test_a_child_listed_at_start_up_does_not_wake_its_sandbox_but_one_listed_later_does(

@@ -357,6 +357,17 @@ LABEL_POOL: Final = f"{GROUP}/pool"
 LABEL_RECIPE_HASH: Final = f"{GROUP}/recipe-hash"
 # The pool's fence NetworkPolicy: `<pool>-fence`.
 POOL_FENCE_SUFFIX: Final = "-fence"
+# The namespace fence: a deny-all NetworkPolicy over every sandbox pod of a namespace (sandbox.fence). No other
+# object of the operator's can take the name: a Sandbox's children start with CHILD_PREFIX, a pool's fence ends with
+# POOL_FENCE_SUFFIX, a Tenant's policy is TENANT_NETWORK_POLICY_NAME.
+NAMESPACE_FENCE_NAME: Final = "sandbox-default-deny"
+
+
+class PodOrder(StrEnum):
+    """How a cold pod is created next to its Sandbox's NetworkPolicy (the label of a metric)."""
+
+    FENCED = "Fenced"  # together with it, behind the namespace fence
+    POLICY_FIRST = "PolicyFirst"  # after it
 
 
 class PoolReason(StrEnum):

@@ -1,0 +1,157 @@
+"""The namespace fence: one deny-all NetworkPolicy in each namespace with Sandboxes, over every sandbox pod, so a cold
+pod and its own NetworkPolicy can be created together.
+
+A Sandbox's pod never runs without a policy that denies what the Sandbox does not allow. Its own NetworkPolicy gives
+that when it is created first, but then the pod waits one more API round trip: a sixth hop in series on the way to
+Ready, about a fifth of a cold start in a burst (bench/fleet_hops.py). NetworkPolicies add up: a pod selected by the
+fence is denied everything that no policy selecting it allows, so while its own policy is on its way the pod is
+closed both ways, and once that is in, the fence changes nothing. So when the watch shows the namespace's fence as
+rendered, a new Sandbox's pod is created together with its own policy (``fenced``).
+
+The fence belongs to no Sandbox. The first Sandbox in a namespace without it, or with it changed, makes or puts it
+back in the background (``ensure``); that Sandbox's pod, and any created before the watch shows the fence, are
+created after their own policy, as without a fence. Nothing waits for the fence, and nothing is less closed without
+it: deleted, changed, refused by the API server or its name held by an object the operator does not manage, pods go
+policy-first. It stays when the last Sandbox of its namespace goes (it selects only sandbox pods); deleting it by hand
+is harmless, and the next new Sandbox there makes it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox_operator.api import names as c
+from sandbox_operator.k8s import watch
+from sandbox_operator.k8s.cache import Store
+from sandbox_operator.k8s.client import Kube, KubeError
+from sandbox_operator.k8s.manifest import ChildSummary, rendered_hash, with_spec_hash
+from sandbox_operator.k8s.watch import Listener
+from sandbox_operator.sandbox.decide import tampered_fields
+
+logger = logging.getLogger(__name__)
+
+# After an attempt to make or put back a namespace's fence failed (refused, or its name held by an object the operator
+# does not manage), the next waits this long; meanwhile that namespace's pods go policy-first.
+RETRY_SECONDS = 60.0
+# After one succeeded, the next waits for the watch to show the fence, at most this long (a burst's passes that come
+# before the event must not make it again, or take the 409 of their own fence for somebody else's object).
+SETTLE_SECONDS = 10.0
+
+
+def pod_selector() -> dict[str, Any]:
+    """Every sandbox pod, cold or claimed from a pool: the operator's label and a sandbox label."""
+    return {
+        "matchLabels": {c.LABEL_MANAGED_BY: c.MANAGED_BY},
+        "matchExpressions": [{"key": c.LABEL_SANDBOX, "operator": "Exists"}],
+    }
+
+
+def render_fence(namespace: str) -> dict[str, Any]:
+    """The namespace's fence: a NetworkPolicy over every sandbox pod there that allows nothing either way."""
+    return with_spec_hash(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": c.NAMESPACE_FENCE_NAME,
+                "namespace": namespace,
+                "labels": {c.LABEL_NAME: c.NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+                "annotations": {},
+            },
+            "spec": {"podSelector": pod_selector(), "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+        }
+    )
+
+
+# The fence of each namespace as the watch last showed it. The watch shows only the operator's objects (its label):
+# an object of the fence's name without it is somebody else's, and never taken for the fence.
+FENCES: Store[str, ChildSummary] = Store()
+
+
+def is_fence(body: Mapping[str, Any]) -> bool:
+    """The operator's NetworkPolicy of the fence's name."""
+    return (body.get("metadata") or {}).get("name") == c.NAMESPACE_FENCE_NAME
+
+
+def _changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    meta = body["metadata"]
+    namespace = str(meta.get("namespace") or "")
+    FENCES.record(event_type, namespace, str(meta.get("uid", "")), lambda: ChildSummary.from_body(body))
+    if namespace in _SETTLING:  # the watch shows what the last attempt made: the next may come when it is needed
+        _SETTLING.discard(namespace)
+        _HELD.pop(namespace, None)
+
+
+def _relisted(namespace: str | None, uids: set[str]) -> None:
+    FENCES.retain(uids, lambda key: namespace is None or key == namespace)
+
+
+watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_fence, changed=_changed, relisted=_relisted))
+
+
+def fenced(namespace: str) -> bool:
+    """Whether the watch shows the namespace's fence as rendered: a sandbox pod created there now is closed both ways
+    until its own NetworkPolicy allows what its Sandbox asks."""
+    fence = FENCES.get(namespace)
+    if fence is None:
+        return False
+    rendered = render_fence(namespace)
+    return fence.spec_hash == rendered_hash(rendered) and not tampered_fields(
+        c.ChildKind.NETWORK_POLICY, rendered, fence.owned
+    )
+
+
+_RUNNING: set[str] = set()
+# namespace -> no attempt before this time.monotonic(): after a failure, or until the watch shows what a success
+# made (its event drops the entry); dropped by the next attempt after it.
+_HELD: dict[str, float] = {}
+_SETTLING: set[str] = set()  # the namespaces held for the watch to show a success
+
+
+def ensure(kube: Kube, namespace: str) -> None:
+    """Make or put back the namespace's fence in the background: one attempt at a time per namespace, none within
+    ``RETRY_SECONDS`` of a failure, none after a success until the watch shows it (or ``SETTLE_SECONDS``). Nothing
+    waits for it."""
+    now = time.monotonic()
+    if namespace in _RUNNING or now < _HELD.get(namespace, now):
+        return
+    _HELD.pop(namespace, None)
+    _SETTLING.discard(namespace)
+    _RUNNING.add(namespace)
+    watch.spawn(_ensure(kube, namespace))
+
+
+def _hold(namespace: str, seconds: float, *, settling: bool) -> None:
+    _HELD[namespace] = time.monotonic() + seconds
+    if settling:
+        _SETTLING.add(namespace)
+
+
+async def _ensure(kube: Kube, namespace: str) -> None:
+    rendered, live = render_fence(namespace), FENCES.get(namespace)
+    where = f"{namespace}/{c.NAMESPACE_FENCE_NAME}"
+    try:
+        if live is not None:
+            await kube.replace(c.ChildKind.NETWORK_POLICY, rendered)
+            logger.warning("the namespace fence NetworkPolicy %s was changed: put back", where)
+        elif not await kube.create(c.ChildKind.NETWORK_POLICY, rendered):
+            # Its name is taken by an object the watch does not show: one without the operator's label.
+            _hold(namespace, RETRY_SECONDS, settling=False)
+            logger.warning(
+                "NetworkPolicy %s exists and is not the operator's (no %s=%s label), so it is left alone: Sandbox "
+                "pods there are created after their own NetworkPolicy, one API round trip later", where,
+                c.LABEL_MANAGED_BY, c.MANAGED_BY,
+            )
+            return
+        _hold(namespace, SETTLE_SECONDS, settling=True)
+    except KubeError as error:
+        _hold(namespace, RETRY_SECONDS, settling=False)
+        logger.warning(
+            "cannot make the namespace fence NetworkPolicy %s (%s); Sandbox pods there are created after their own "
+            "NetworkPolicy; trying again in %.0f s", where, error, RETRY_SECONDS,
+        )
+    finally:
+        _RUNNING.discard(namespace)

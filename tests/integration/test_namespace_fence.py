@@ -1,0 +1,127 @@
+"""The namespace fence against a real API server: the first Sandbox of a namespace makes it, the next ones' pods are
+created together with their own NetworkPolicy behind it, and a fence changed, deleted or held by somebody else's
+object only sends pods back to policy-first (sandbox.fence)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+from localcluster.operator_process import OperatorProcess
+
+from sandbox_operator.api import names as c
+from sandbox_operator.sandbox.fence import render_fence
+from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+# What the operator decides by is its watch of the fence, which the API server's answers to the test run a few
+# milliseconds ahead of: the test waits this long after it changed the fence, or saw it change, before the next step.
+WATCH_LAG = 1.0
+
+
+@pytest.fixture
+def sandboxes(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> Sandboxes:
+    return Sandboxes(api, namespace)
+
+
+def creates(operator: OperatorProcess, order: c.PodOrder) -> float:
+    return operator.metrics().get(f'sandbox_operator_pod_creates_total{{order="{order}"}}', 0.0)
+
+
+def live_fence(sandboxes: Sandboxes) -> Any:
+    found = sandboxes.networking.list_namespaced_network_policy(
+        sandboxes.namespace, field_selector=f"metadata.name={c.NAMESPACE_FENCE_NAME}").items
+    return found[0] if found else None
+
+
+def rendered_spec(sandboxes: Sandboxes) -> dict[str, Any]:
+    """The fence's spec as the API server serves it (empty rule lists left out)."""
+    return {key: value for key, value in render_fence(sandboxes.namespace)["spec"].items() if value != []}
+
+
+def fence_as_rendered(sandboxes: Sandboxes) -> bool:
+    fence = live_fence(sandboxes)
+    return fence is not None and client.ApiClient().sanitize_for_serialization(fence.spec) == rendered_spec(sandboxes)
+
+
+def ready(sandboxes: Sandboxes, name: str) -> None:
+    sandboxes.create(sandbox(name))
+    sandboxes.wait_condition(name, "True", "PodReady")
+    assert sandboxes.children(name)["networkpolicies"] == [f"{c.CHILD_PREFIX}{name}"]
+
+
+def test_the_first_sandbox_makes_the_fence_and_the_next_ones_pods_start_behind_it(
+    sandboxes: Sandboxes, operator: OperatorProcess
+) -> None:
+    assert live_fence(sandboxes) is None
+    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    ready(sandboxes, "first")
+    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first  # more than once if a pass was retried
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
+    fence = live_fence(sandboxes)
+    assert fence.metadata.labels[c.LABEL_MANAGED_BY] == c.MANAGED_BY
+    assert not fence.metadata.owner_references  # no Sandbox's: it outlives each of them
+
+    fenced = creates(operator, c.PodOrder.FENCED)
+    ready(sandboxes, "second")
+    assert creates(operator, c.PodOrder.FENCED) > fenced
+
+    sandboxes.delete("first")
+    sandboxes.delete("second")
+    wait_for(lambda: not sandboxes.children("first")["pods"] and not sandboxes.children("second")["pods"],
+             what="both pods gone")
+    assert live_fence(sandboxes).metadata.uid == fence.metadata.uid  # it stays with no Sandbox left
+
+
+def test_a_fence_opened_or_deleted_sends_pods_policy_first_and_is_put_back(
+    sandboxes: Sandboxes, operator: OperatorProcess
+) -> None:
+    ready(sandboxes, "maker")
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
+
+    sandboxes.networking.patch_namespaced_network_policy(
+        c.NAMESPACE_FENCE_NAME, sandboxes.namespace, {"spec": {"ingress": [{}]}})  # an empty rule lets all in
+    time.sleep(WATCH_LAG)
+    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    ready(sandboxes, "after-opened")
+    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the fence put back")
+    assert f"the namespace fence NetworkPolicy {sandboxes.namespace}/{c.NAMESPACE_FENCE_NAME} was changed: put back" \
+        in operator.log()
+
+    sandboxes.networking.delete_namespaced_network_policy(c.NAMESPACE_FENCE_NAME, sandboxes.namespace)
+    wait_for(lambda: live_fence(sandboxes) is None, what="the fence gone")
+    time.sleep(WATCH_LAG)
+    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    ready(sandboxes, "after-deleted")
+    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the fence made again")
+
+    fenced = creates(operator, c.PodOrder.FENCED)
+    time.sleep(WATCH_LAG)
+    ready(sandboxes, "fenced-again")
+    assert creates(operator, c.PodOrder.FENCED) > fenced
+
+
+def test_somebody_elses_policy_of_the_fence_name_is_left_alone(
+    sandboxes: Sandboxes, operator: OperatorProcess
+) -> None:
+    theirs = sandboxes.networking.create_namespaced_network_policy(sandboxes.namespace, {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": c.NAMESPACE_FENCE_NAME, "labels": {"team": "theirs"}},
+        "spec": {"podSelector": {"matchLabels": {"team": "theirs"}}, "policyTypes": ["Ingress"]},
+    })
+    fenced = creates(operator, c.PodOrder.FENCED)
+    for name in ("one", "two"):
+        ready(sandboxes, name)
+    assert creates(operator, c.PodOrder.FENCED) == fenced
+    live = live_fence(sandboxes)
+    assert (live.metadata.uid, live.metadata.resource_version) == (
+        theirs.metadata.uid, theirs.metadata.resource_version)
+    assert f"NetworkPolicy {sandboxes.namespace}/{c.NAMESPACE_FENCE_NAME} exists and is not the operator's" \
+        in operator.log()
+    assert operator.log().count(f"{sandboxes.namespace}/{c.NAMESPACE_FENCE_NAME}") == 1  # one try, then a wait
