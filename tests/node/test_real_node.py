@@ -19,6 +19,9 @@ from localcluster import node as real_node_module
 from localcluster.controlplane import ClusterState
 from localcluster.handle import Cluster
 
+from sandbox_operator.api import names as c
+from sandbox_operator.sandbox.fence import render_fence
+
 from .conftest import LISTENER, SLEEPER, pod_manifest, run_pod, wait_for
 
 pytestmark = pytest.mark.node
@@ -106,6 +109,35 @@ def test_default_deny_blocks_pod_to_pod_until_an_allow_rule(
         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": [{"port": 8080}]}],
     })
     wait_for(lambda: can_connect(node_namespace, "client", ip, 8080), what="the allow rules to let the client in")
+
+
+def test_the_namespace_fence_closes_sandbox_pods_both_ways_and_takes_nothing_from_their_own_policy(
+    api: client.ApiClient, core: client.CoreV1Api, node_namespace: str, can_connect: Callable[..., bool]
+) -> None:
+    """sandbox.fence: a pod created before its own NetworkPolicy, behind the fence alone, reaches nothing and nothing
+    reaches it; other pods keep their traffic; its own policy then allows what it allows, the fence beside it."""
+    sandbox_labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_SANDBOX: "fenced"}
+    boxed = run_pod(core, node_namespace, pod_manifest("boxed", LISTENER, labels=sandbox_labels))
+    server = run_pod(core, node_namespace, pod_manifest("server", LISTENER, labels={"app": "server"}))
+    run_pod(core, node_namespace, pod_manifest("client", SLEEPER, labels={"app": "client"}))
+    wait_for(lambda: can_connect(node_namespace, "boxed", server.status.pod_ip, 8080), what="egress before the fence")
+    wait_for(lambda: can_connect(node_namespace, "client", boxed.status.pod_ip, 8080), what="ingress before the fence")
+
+    fence = render_fence(node_namespace)
+    client.NetworkingV1Api(api).create_namespaced_network_policy(node_namespace, fence)
+    wait_for(lambda: not can_connect(node_namespace, "boxed", server.status.pod_ip, 8080),
+             what="the fence to close the sandbox pod's egress")
+    assert not can_connect(node_namespace, "client", boxed.status.pod_ip, 8080), "the fence let ingress through"
+    assert can_connect(node_namespace, "client", server.status.pod_ip, 8080), "the fence closed a pod not a sandbox's"
+
+    apply_policy(api, node_namespace, "sbx-fenced", {  # what the sandbox's own policy would allow: egress to server
+        "podSelector": {"matchLabels": sandbox_labels},
+        "policyTypes": ["Ingress", "Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": [{"port": 8080}]}],
+    })
+    wait_for(lambda: can_connect(node_namespace, "boxed", server.status.pod_ip, 8080),
+             what="the sandbox's own policy to allow its egress beside the fence")
+    assert not can_connect(node_namespace, "client", boxed.status.pod_ip, 8080), "ingress opened with egress"
 
 
 def test_egress_allow_list_reaches_one_listener_and_not_another(

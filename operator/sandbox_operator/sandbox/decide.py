@@ -6,7 +6,9 @@ Rules, in order:
 - At the expiry deadline, onExpiry Delete deletes the Sandbox (the garbage collector removes its children);
   onExpiry Suspend behaves like `suspended: true` with Expired=True until the deadline moves later.
 - Suspended: the pod is deleted; the PVC, NetworkPolicy and Service stay.
-- Otherwise children are created in the order PVC, NetworkPolicy, Service, Pod, so the pod never runs unfenced.
+- Otherwise children are created in the order PVC, NetworkPolicy, Service, Pod, so the pod never runs unfenced (a new
+  Sandbox's NetworkPolicy and pod are created together where the namespace fence stands in for the order:
+  sandbox.fence).
   A child is compared field by field with its rendering (k8s.manifest.differences), not by a stored annotation:
   a NetworkPolicy or Service that differs is replaced with the rendering; a pod whose spec hash differs (the Sandbox
   changed) or whose owned fields differ (someone changed its image, labels, resources...) is deleted (pods are

@@ -341,7 +341,7 @@ async def _apply(
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return results[0] or results[1]  # type: ignore[return-value]
+    return next((result for result in results if isinstance(result, Refusal)), None)  # the policy's first
 
 
 async def _apply_in_order(
