@@ -138,14 +138,18 @@ async def _ensure(kube: Kube, namespace: str) -> None:
             await kube.replace(c.ChildKind.NETWORK_POLICY, rendered)
             logger.warning("the namespace fence NetworkPolicy %s was changed: put back", where)
         elif not await kube.create(c.ChildKind.NETWORK_POLICY, rendered):
-            # Its name is taken by an object the watch does not show: one without the operator's label.
-            _hold(namespace, RETRY_SECONDS, settling=False)
-            logger.warning(
-                "NetworkPolicy %s exists and is not the operator's (no %s=%s label), so it is left alone: Sandbox "
-                "pods there are created after their own NetworkPolicy, one API round trip later", where,
-                c.LABEL_MANAGED_BY, c.MANAGED_BY,
-            )
-            return
+            # Its name is taken by an object the watch does not show (yet): made by another replica a moment ago,
+            # or somebody else's, without the operator's label.
+            taken = await kube.get_child(c.ChildKind.NETWORK_POLICY, namespace, c.NAMESPACE_FENCE_NAME)
+            labels = ((taken or {}).get("metadata") or {}).get("labels") or {}
+            if taken is not None and labels.get(c.LABEL_MANAGED_BY) != c.MANAGED_BY:
+                _hold(namespace, RETRY_SECONDS, settling=False)
+                logger.warning(
+                    "NetworkPolicy %s exists and is not the operator's (no %s=%s label), so it is left alone: "
+                    "Sandbox pods there are created after their own NetworkPolicy, one API round trip later", where,
+                    c.LABEL_MANAGED_BY, c.MANAGED_BY,
+                )
+                return
         _hold(namespace, SETTLE_SECONDS, settling=True)
     except KubeError as error:
         _hold(namespace, RETRY_SECONDS, settling=False)
