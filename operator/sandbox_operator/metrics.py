@@ -31,7 +31,7 @@ POD_CREATES = Counter(
     "Passes that create a Sandbox's cold pod and its NetworkPolicy, by order: Fenced (together, behind the "
     "namespace's deny-all fence) or PolicyFirst (the policy first: no fence as rendered yet, or a Sandbox served "
     "before, whose children are read first).",
-    ["order"],
+    ["namespace", "order"],
     registry=REGISTRY,
 )
 CLAIMS_LOST = Counter(

@@ -12,6 +12,7 @@ from kubernetes import client
 from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
+from sandbox_operator.sandbox import handlers
 from sandbox_operator.sandbox.fence import render_fence
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
 from tests.waiting import wait_for
@@ -28,8 +29,10 @@ def sandboxes(api: client.ApiClient, namespace: str, operator: OperatorProcess) 
     return Sandboxes(api, namespace)
 
 
-def creates(operator: OperatorProcess, order: c.PodOrder) -> float:
-    return operator.metrics().get(f'sandbox_operator_pod_creates_total{{order="{order}"}}', 0.0)
+def creates(operator: OperatorProcess, sandboxes: Sandboxes, order: c.PodOrder) -> float:
+    """This namespace's passes that created a cold pod ``order``'s way."""
+    key = f'sandbox_operator_pod_creates_total{{namespace="{sandboxes.namespace}",order="{order}"}}'
+    return operator.metrics().get(key, 0.0)
 
 
 def live_fence(sandboxes: Sandboxes) -> Any:
@@ -58,17 +61,18 @@ def test_the_first_sandbox_makes_the_fence_and_the_next_ones_pods_start_behind_i
     sandboxes: Sandboxes, operator: OperatorProcess
 ) -> None:
     assert live_fence(sandboxes) is None
-    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    policy_first = creates(operator, sandboxes, c.PodOrder.POLICY_FIRST)
     ready(sandboxes, "first")
-    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first  # more than once if a pass was retried
+    assert creates(operator, sandboxes, c.PodOrder.POLICY_FIRST) > policy_first  # more than once if a pass was retried
     wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
     fence = live_fence(sandboxes)
     assert fence.metadata.labels[c.LABEL_MANAGED_BY] == c.MANAGED_BY
     assert not fence.metadata.owner_references  # no Sandbox's: it outlives each of them
 
-    fenced = creates(operator, c.PodOrder.FENCED)
+    time.sleep(WATCH_LAG)
+    fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
     ready(sandboxes, "second")
-    assert creates(operator, c.PodOrder.FENCED) > fenced
+    assert creates(operator, sandboxes, c.PodOrder.FENCED) > fenced
 
     sandboxes.delete("first")
     sandboxes.delete("second")
@@ -77,7 +81,7 @@ def test_the_first_sandbox_makes_the_fence_and_the_next_ones_pods_start_behind_i
     assert live_fence(sandboxes).metadata.uid == fence.metadata.uid  # it stays with no Sandbox left
 
 
-def test_a_fence_opened_or_deleted_sends_pods_policy_first_and_is_put_back(
+def test_an_opened_fence_sends_pods_policy_first_and_is_put_back(
     sandboxes: Sandboxes, operator: OperatorProcess
 ) -> None:
     ready(sandboxes, "maker")
@@ -86,25 +90,66 @@ def test_a_fence_opened_or_deleted_sends_pods_policy_first_and_is_put_back(
     sandboxes.networking.patch_namespaced_network_policy(
         c.NAMESPACE_FENCE_NAME, sandboxes.namespace, {"spec": {"ingress": [{}]}})  # an empty rule lets all in
     time.sleep(WATCH_LAG)
-    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    policy_first = creates(operator, sandboxes, c.PodOrder.POLICY_FIRST)
     ready(sandboxes, "after-opened")
-    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first
+    assert creates(operator, sandboxes, c.PodOrder.POLICY_FIRST) > policy_first
     wait_for(lambda: fence_as_rendered(sandboxes), what="the fence put back")
     assert f"the namespace fence NetworkPolicy {sandboxes.namespace}/{c.NAMESPACE_FENCE_NAME} was changed: put back" \
         in operator.log()
 
+    time.sleep(WATCH_LAG)
+    fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
+    ready(sandboxes, "fenced-again")
+    assert creates(operator, sandboxes, c.PodOrder.FENCED) > fenced
+
+
+def test_a_deleted_fence_sends_pods_policy_first_and_is_made_again(
+    sandboxes: Sandboxes, operator: OperatorProcess
+) -> None:
+    ready(sandboxes, "maker")
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
+    first = live_fence(sandboxes).metadata.uid
+
     sandboxes.networking.delete_namespaced_network_policy(c.NAMESPACE_FENCE_NAME, sandboxes.namespace)
     wait_for(lambda: live_fence(sandboxes) is None, what="the fence gone")
     time.sleep(WATCH_LAG)
-    policy_first = creates(operator, c.PodOrder.POLICY_FIRST)
+    policy_first = creates(operator, sandboxes, c.PodOrder.POLICY_FIRST)
     ready(sandboxes, "after-deleted")
-    assert creates(operator, c.PodOrder.POLICY_FIRST) > policy_first
+    assert creates(operator, sandboxes, c.PodOrder.POLICY_FIRST) > policy_first
     wait_for(lambda: fence_as_rendered(sandboxes), what="the fence made again")
+    assert live_fence(sandboxes).metadata.uid != first
 
-    fenced = creates(operator, c.PodOrder.FENCED)
+
+def test_a_pod_whose_own_policy_is_refused_behind_the_fence_is_deleted(
+    sandboxes: Sandboxes, operator: OperatorProcess
+) -> None:
+    """Created together with its pod, a Sandbox's policy is refused (a quota of two NetworkPolicies: the fence and the
+    first Sandbox's): the pod goes at once, the Sandbox says why, and no pod comes back until its policy can be made."""
+    sandboxes.core.create_namespaced_resource_quota(sandboxes.namespace, {
+        "metadata": {"name": "two-policies"}, "spec": {"hard": {"count/networkpolicies.networking.k8s.io": "2"}}})
+    wait_for(lambda: (sandboxes.core.read_namespaced_resource_quota("two-policies", sandboxes.namespace).status.hard
+                      or None), what="the quota in force")
+    ready(sandboxes, "first")
+    wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
     time.sleep(WATCH_LAG)
-    ready(sandboxes, "fenced-again")
-    assert creates(operator, c.PodOrder.FENCED) > fenced
+
+    fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
+    sandboxes.create(sandbox("second"))
+    refused = sandboxes.wait_condition("second", "False", "QuotaExceeded")
+    assert creates(operator, sandboxes, c.PodOrder.FENCED) == fenced + 1  # its pod was made with the policy
+    assert "exceeded quota" in refused["message"]  # first "...; pod sbx-second is deleted", then the retries' words
+
+    def pod_going() -> bool:
+        found = sandboxes.core.list_namespaced_pod(sandboxes.namespace, label_selector=f"{c.LABEL_SANDBOX}=second")
+        return all(pod.metadata.deletion_timestamp for pod in found.items)
+
+    wait_for(pod_going, timeout=10, what="the pod deleted")
+    time.sleep(handlers.QUOTA_RETRY_SECONDS + 2)  # a retry: policy first now, so no pod is made
+    assert sandboxes.children("second")["pods"] == []
+
+    sandboxes.delete("first")  # its policy goes with it: room for the second's
+    sandboxes.wait_condition("second", "True", "PodReady", timeout=90)
+    assert sandboxes.children("second")["networkpolicies"] == ["sbx-second"]
 
 
 def test_somebody_elses_policy_of_the_fence_name_is_left_alone(
@@ -115,10 +160,10 @@ def test_somebody_elses_policy_of_the_fence_name_is_left_alone(
         "metadata": {"name": c.NAMESPACE_FENCE_NAME, "labels": {"team": "theirs"}},
         "spec": {"podSelector": {"matchLabels": {"team": "theirs"}}, "policyTypes": ["Ingress"]},
     })
-    fenced = creates(operator, c.PodOrder.FENCED)
+    fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
     for name in ("one", "two"):
         ready(sandboxes, name)
-    assert creates(operator, c.PodOrder.FENCED) == fenced
+    assert creates(operator, sandboxes, c.PodOrder.FENCED) == fenced
     live = live_fence(sandboxes)
     assert (live.metadata.uid, live.metadata.resource_version) == (
         theirs.metadata.uid, theirs.metadata.resource_version)

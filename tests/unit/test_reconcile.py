@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 
 from sandbox_operator.api import names as c
@@ -292,6 +293,32 @@ def test_quota_error_is_reported_and_the_pod_not_retried_in_the_same_plan() -> N
     assert created_kinds(plan) == []
     assert plan.status["phase"] == "Pending"
     assert condition(plan, c.ConditionType.READY)["reason"] == "QuotaExceeded"
+
+
+@pytest.mark.parametrize(("refusal", "reason", "phase"), [
+    ({"quota_error": 'networkpolicies "sbx-demo" is forbidden: exceeded quota'}, "QuotaExceeded", "Pending"),
+    ({"create_error": 'networkpolicies "sbx-demo" is forbidden: denied'}, "CreateRejected", "Failed"),
+])
+def test_a_pod_whose_own_policy_was_refused_is_deleted(refusal: dict[str, str], reason: str, phase: str) -> None:
+    """Created together with its policy behind the namespace fence, or its policy deleted since: no pod runs on the
+    fence alone (or on nothing)."""
+    sbx = sandbox()
+    plan = decide(sbx, replace(children(sbx, running_pod(sbx)), network_policy=None, **refusal), at(10))
+    assert [type(action) for action in plan.actions] == [CreateChild, DeleteChild]  # the policy is tried again
+    assert plan.actions[1] == DeleteChild(c.ChildKind.POD, "sbx-demo")
+    assert plan.status["phase"] == phase
+    ready = condition(plan, c.ConditionType.READY)
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert "pod sbx-demo is deleted: no pod runs without its own NetworkPolicy" in ready["message"]
+
+
+def test_a_refusal_of_another_child_leaves_a_pod_with_its_own_policy_running() -> None:
+    sbx = sandbox({"network": {"ports": [{"name": "http", "port": 80}]}})
+    observed = replace(children(sbx, running_pod(sbx)), service=None,
+                       quota_error='services "sbx-demo" is forbidden: exceeded quota')
+    plan = decide(sbx, observed, at(10))
+    assert not any(isinstance(action, DeleteChild) for action in plan.actions)
+    assert condition(plan, c.ConditionType.READY)["status"] == "True"
 
 
 def test_invalid_body_reports_the_field_and_creates_nothing() -> None:

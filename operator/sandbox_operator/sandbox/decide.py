@@ -489,6 +489,17 @@ def _pod_plan(
         # Whatever holds a child's name is not this Sandbox's: no pod runs without its own NetworkPolicy.
         stop: list[Action] = [DeleteChild(c.ChildKind.POD, pod.name)] if pod and not pod.deletion_timestamp else []
         return stop, [], _failed(c.Reason.NAME_CONFLICT, observed.name_conflict)
+    if pod is not None and pod.deletion_timestamp is None and observed.network_policy is None and (
+        observed.quota_error or observed.create_error
+    ):
+        # Its own NetworkPolicy was refused (after it was created together with the pod behind the namespace fence,
+        # or deleted since): no pod runs on the fence alone, or on nothing.
+        gone = f"pod {pod.name} is deleted: no pod runs without its own NetworkPolicy"
+        if observed.quota_error:
+            ready = _not_ready(c.Reason.QUOTA_EXCEEDED, f"{observed.quota_error}; {gone}")
+        else:
+            ready = _failed(c.Reason.CREATE_REJECTED, f"the API server refused: {observed.create_error}; {gone}")
+        return [DeleteChild(c.ChildKind.POD, pod.name)], [], ready
     if pod is None:
         if observed.quota_error:
             return [], [], _not_ready(c.Reason.QUOTA_EXCEEDED, f"cannot create pod {name}: {observed.quota_error}")

@@ -8,12 +8,18 @@ fence is denied everything that no policy selecting it allows, so while its own 
 closed both ways, and once that is in, the fence changes nothing. So when the watch shows the namespace's fence as
 rendered, a new Sandbox's pod is created together with its own policy (``fenced``).
 
-The fence belongs to no Sandbox. The first Sandbox in a namespace without it, or with it changed, makes or puts it
+If the pod's own policy is then refused (quota, admission, its name taken), the pod is deleted in the same pass
+(sandbox.decide: no pod runs on the fence alone), and the Sandbox, which now has a status, goes policy-first from
+then on. A policy create that fails for a while (the API server unreachable) leaves the pod behind the fence until a
+retry makes the policy. The fence counts as the watch shows it: one deleted a moment before a pod is created still
+counts for that pod.
+
+The fence belongs to no Sandbox. The first new Sandbox in a namespace without it, or with it changed, makes or puts it
 back in the background (``ensure``); that Sandbox's pod, and any created before the watch shows the fence, are
 created after their own policy, as without a fence. Nothing waits for the fence, and nothing is less closed without
 it: deleted, changed, refused by the API server or its name held by an object the operator does not manage, pods go
 policy-first. It stays when the last Sandbox of its namespace goes (it selects only sandbox pods); deleting it by hand
-is harmless, and the next new Sandbox there makes it again.
+is harmless, and the next new Sandbox there makes it again (once a minute at most if another writer keeps at it).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
-from sandbox_operator.k8s.client import Kube, KubeError
+from sandbox_operator.k8s.client import Kube
 from sandbox_operator.k8s.manifest import ChildSummary, rendered_hash, with_spec_hash
 from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.sandbox.decide import tampered_fields
@@ -105,18 +111,20 @@ def fenced(namespace: str) -> bool:
 
 
 _RUNNING: set[str] = set()
-# namespace -> no attempt before this time.monotonic(): after a failure, or until the watch shows what a success
-# made (its event drops the entry); dropped by the next attempt after it.
+# namespace -> no attempt before this time.monotonic(): after a failure, after a second write within RETRY_SECONDS
+# (another writer fights the operator over the fence), or until the watch shows what a first write made (its event
+# drops the entry: ``_SETTLING``). An entry goes with the next attempt after it; all are bounded by the namespaces.
 _HELD: dict[str, float] = {}
-_SETTLING: set[str] = set()  # the namespaces held for the watch to show a success
+_SETTLING: set[str] = set()
+_WRITTEN: dict[str, float] = {}  # namespace -> when the operator last made or put back its fence
 
 
 def ensure(kube: Kube, namespace: str) -> None:
-    """Make or put back the namespace's fence in the background: one attempt at a time per namespace, none within
-    ``RETRY_SECONDS`` of a failure, none after a success until the watch shows it (or ``SETTLE_SECONDS``). Nothing
-    waits for it."""
+    """Make or put back the namespace's fence in the background: one attempt at a time per namespace, none while the
+    replica is paused, none within ``RETRY_SECONDS`` of a failure or of two writes in a row, none after a write until
+    the watch shows it (or ``SETTLE_SECONDS``). Nothing waits for it."""
     now = time.monotonic()
-    if namespace in _RUNNING or now < _HELD.get(namespace, now):
+    if namespace in _RUNNING or now < _HELD.get(namespace, now) or watch.paused():
         return
     _HELD.pop(namespace, None)
     _SETTLING.discard(namespace)
@@ -124,18 +132,30 @@ def ensure(kube: Kube, namespace: str) -> None:
     watch.spawn(_ensure(kube, namespace))
 
 
-def _hold(namespace: str, seconds: float, *, settling: bool) -> None:
+def _hold(namespace: str, seconds: float, *, settling: bool = False) -> None:
     _HELD[namespace] = time.monotonic() + seconds
     if settling:
         _SETTLING.add(namespace)
 
 
+def _written(namespace: str) -> None:
+    """A write went through: wait for the watch to show it, or a while if the last write was not long ago."""
+    now = time.monotonic()
+    again = now - _WRITTEN.get(namespace, -RETRY_SECONDS) < RETRY_SECONDS
+    _WRITTEN[namespace] = now
+    _hold(namespace, RETRY_SECONDS if again else SETTLE_SECONDS, settling=not again)
+
+
 async def _ensure(kube: Kube, namespace: str) -> None:
-    rendered, live = render_fence(namespace), FENCES.get(namespace)
+    rendered, live = render_fence(namespace), FENCES.items.get(namespace)
     where = f"{namespace}/{c.NAMESPACE_FENCE_NAME}"
     try:
+        if watch.paused():
+            return
         if live is not None:
-            await kube.replace(c.ChildKind.NETWORK_POLICY, rendered)
+            # Only the object the watch showed: one put in its place meanwhile fails the uid precondition.
+            await kube.replace(c.ChildKind.NETWORK_POLICY, {**rendered, "metadata": {**rendered["metadata"],
+                                                                                    "uid": live[0]}})
             logger.warning("the namespace fence NetworkPolicy %s was changed: put back", where)
         elif not await kube.create(c.ChildKind.NETWORK_POLICY, rendered):
             # Its name is taken by an object the watch does not show (yet): made by another replica a moment ago,
@@ -143,19 +163,21 @@ async def _ensure(kube: Kube, namespace: str) -> None:
             taken = await kube.get_child(c.ChildKind.NETWORK_POLICY, namespace, c.NAMESPACE_FENCE_NAME)
             labels = ((taken or {}).get("metadata") or {}).get("labels") or {}
             if taken is not None and labels.get(c.LABEL_MANAGED_BY) != c.MANAGED_BY:
-                _hold(namespace, RETRY_SECONDS, settling=False)
+                _hold(namespace, RETRY_SECONDS)
                 logger.warning(
                     "NetworkPolicy %s exists and is not the operator's (no %s=%s label), so it is left alone: "
                     "Sandbox pods there are created after their own NetworkPolicy, one API round trip later", where,
                     c.LABEL_MANAGED_BY, c.MANAGED_BY,
                 )
                 return
-        _hold(namespace, SETTLE_SECONDS, settling=True)
-    except KubeError as error:
-        _hold(namespace, RETRY_SECONDS, settling=False)
+            _hold(namespace, SETTLE_SECONDS, settling=True)
+            return
+        _written(namespace)
+    except Exception as error:  # refused, unreachable, or a bug: the pods go policy-first, nothing waits on this
+        _hold(namespace, RETRY_SECONDS)
         logger.warning(
-            "cannot make the namespace fence NetworkPolicy %s (%s); Sandbox pods there are created after their own "
-            "NetworkPolicy; trying again in %.0f s", where, error, RETRY_SECONDS,
+            "cannot make the namespace fence NetworkPolicy %s (%s: %s); Sandbox pods there are created after their "
+            "own NetworkPolicy; trying again in %.0f s", where, type(error).__name__, error, RETRY_SECONDS,
         )
     finally:
         _RUNNING.discard(namespace)

@@ -327,11 +327,11 @@ async def _apply(
     if established or not fence.fenced(sandbox_key[0]):
         if not established:
             fence.ensure(runtime.kube, sandbox_key[0])
-        metrics.POD_CREATES.labels(c.PodOrder.POLICY_FIRST).inc()
+        metrics.POD_CREATES.labels(sandbox_key[0], c.PodOrder.POLICY_FIRST).inc()
         return await _apply_in_order(runtime, state, sandbox_key, body, plan.actions, now, established)
     # A new Sandbox in a fenced namespace: its pod is closed both ways until its own policy is in (sandbox.fence),
     # so the two are created together, and the Sandbox is Ready one API round trip sooner.
-    metrics.POD_CREATES.labels(c.PodOrder.FENCED).inc()
+    metrics.POD_CREATES.labels(sandbox_key[0], c.PodOrder.FENCED).inc()
     rest = tuple(action for action in plan.actions if action is not policy)
     results = await asyncio.gather(
         _create(runtime, state, body["metadata"]["uid"], policy.manifest, look_first=False),
@@ -431,13 +431,17 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         return PassResult()
     failed = "decide" if error is not None else None
     if refused is not None:
-        # Report why, then look again: quota frees up, a refused spec may be fixed by a new generation.
+        # Report why, then look again: quota frees up, a refused spec may be fixed by a new generation. The children
+        # as they are now (this pass may have made some), and what the refusal stops: a pod whose own NetworkPolicy
+        # was refused, or whose name another object holds, goes now.
         plan, _ = decide_safely(load, body, replace(
-            observed,
+            _observe(state, key, now),
             quota_error=refused.quota_error,
             create_error=refused.create_error,
             name_conflict=refused.name_conflict,
         ), now)
+        stops = tuple(action for action in plan.actions if isinstance(action, DeleteChild))
+        await _apply_in_order(runtime, state, key, body, stops, now, established=True)
         failed = None if refused.quota_error else "rejected"
     requeue_at = plan.requeue_at
     if refused is not None and refused.quota_error:
