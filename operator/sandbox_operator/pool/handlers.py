@@ -148,6 +148,7 @@ async def template_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_
         WARM.templates.put(key, uid, recipe)  # also confirms what the start-up LIST saw
         if before == (uid, recipe):
             return
+        logger.info("SandboxTemplate %s/%s %s", *key, "seen" if before is None else "changed")
     for pool in WARM.pools_of(*key):
         _wake((key[0], pool), "template")
     await wake_template_users(key, memo["runtime"])
