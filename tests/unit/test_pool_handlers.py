@@ -1,8 +1,7 @@
-"""The pool wiring's bookkeeping: what the start-up LIST saw is kept only once the watch confirms it."""
+"""The pool wiring's bookkeeping: templates as their stream shows them, listings included."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sandbox_operator.api import names as c
@@ -16,16 +15,18 @@ def _template(name: str, uid: str) -> dict[str, Any]:
             "spec": {"image": "busybox", "command": ["sleep", "3600"]}}
 
 
-def test_a_template_the_listing_saw_and_the_watch_shows_unchanged_survives_the_sweep() -> None:
+def test_templates_follow_their_stream_and_a_listing_drops_what_it_did_not_find() -> None:
     kept, gone = _template("kept", "u1"), _template("gone", "u2")
-    for body in (kept, gone):
-        WARM.templates.prime(("ns", body["metadata"]["name"]), body["metadata"]["uid"], handlers._recipe(body))
     try:
-        # Kopf's own listing sends the unchanged template: nothing to wake, but it is confirmed.
-        asyncio.run(handlers.template_changed(event={"type": None, "object": kept}, body=kept, memo={}))
-        handlers._sweep()
+        for body in (kept, gone):
+            handlers.template_changed(None, body)  # the listing (no loop is running: nothing to wake)
+        assert WARM.recipe("ns", "kept") is not None and WARM.recipe("ns", "gone") is not None
+        handlers._templates_relisted("ns", {"u1"})  # deleted while the stream was paused: no DELETED event
         assert WARM.recipe("ns", "kept") is not None
-        assert WARM.recipe("ns", "gone") is None, "deleted between the LIST and the watch: forgotten"
+        assert WARM.recipe("ns", "gone") is None
+        handlers.template_changed("DELETED", _template("kept", "other-uid"))  # an older object of that name
+        assert WARM.recipe("ns", "kept") is not None
+        handlers.template_changed("DELETED", kept)
+        assert WARM.recipe("ns", "kept") is None
     finally:
         WARM.templates.items.clear()
-        WARM.templates.unconfirmed.clear()

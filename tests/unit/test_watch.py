@@ -185,7 +185,8 @@ def test_the_operator_watches_sandboxes_and_every_child_kind_by_its_own_streams(
     import sandbox_operator.tenant.handlers  # noqa: F401
 
     plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
-    assert plurals == {"sandboxes", "pods", "services", "persistentvolumeclaims", "networkpolicies"}
+    assert plurals == {"sandboxes", "sandboxtemplates", "pods", "services", "persistentvolumeclaims",
+                       "networkpolicies"}
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
     # Pods: Sandboxes' and pools'. NetworkPolicies: Sandboxes', the namespace fences, pools' fences, Tenants'.
     assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 4

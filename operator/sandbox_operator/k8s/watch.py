@@ -68,6 +68,7 @@ SERVICES = Kind("", "v1", "services", "Service")
 PVCS = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 SANDBOXES = Kind(c.GROUP, c.VERSION, c.PLURAL, c.KIND)
+TEMPLATES = Kind(c.GROUP, c.VERSION, c.TEMPLATE_PLURAL, c.TEMPLATE_KIND)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import describe_validation_error, next_condition, read_status, status_changed
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
 from sandbox_operator.k8s import watch
-from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, list_objects, prime
+from sandbox_operator.k8s.cache import Store, list_objects
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, resource_version
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
@@ -113,23 +113,12 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 @kopf.on.startup()
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
-    """Before Kopf watches anything: the templates, one LIST, so the first pass of a Sandbox or pool sees them. The
-    pools' warm pods and fences come from the pod and NetworkPolicy streams (k8s.watch), listed before any pass;
+    """Keep the runtime for the streams' wake-ups. Templates, and the pools' warm pods and fences, come from the
+    operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, at a start and a takeover alike;
     each pool also reads its own warm pods when Kopf lists it (``_refresh``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
-    namespaces = list(memo["settings"].namespaces)
-    await prime(WARM.templates, runtime.kube, c.TEMPLATE_KIND, namespaces, key=_template_key, summary=_recipe)
-    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, _sweep)
-
-
-def _sweep() -> None:
-    """Forget the templates the start-up LIST saw and the watch never confirmed (deleted in between); their pools
-    look again."""
-    for namespace, template in WARM.templates.sweep():
-        for pool in WARM.pools_of(namespace, template):
-            _wake((namespace, pool), "sweep")
 
 
 def _template_key(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -137,21 +126,40 @@ def _template_key(body: Mapping[str, Any]) -> tuple[str, str]:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
-@kopf.on.event(c.GROUP, c.VERSION, c.TEMPLATE_PLURAL)
-async def template_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A template changed, appeared or went: its pools roll (or empty), and Sandboxes waiting for it go on."""
+def template_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A template changed, appeared or went: its pools roll (or empty), and Sandboxes waiting for it go on.
+
+    Templates come through the operator's own stream, not a Kopf handler: a standby that took over once waited for a
+    template Kopf's watcher never delivered after the resume (tests/integration/test_standby.py, the claims test),
+    while the operator's streams, listed before any pass, always were."""
     key, uid = _template_key(body), str(body["metadata"].get("uid", ""))
-    if event["type"] == "DELETED":
-        WARM.templates.remove(key, uid)
+    if event_type == "DELETED":
+        if not WARM.templates.remove(key, uid):
+            return
+        logger.info("SandboxTemplate %s/%s gone", *key)
     else:
         recipe, before = _recipe(body), WARM.templates.items.get(key)
-        WARM.templates.put(key, uid, recipe)  # also confirms what the start-up LIST saw
+        WARM.templates.put(key, uid, recipe)
         if before == (uid, recipe):
             return
         logger.info("SandboxTemplate %s/%s %s", *key, "seen" if before is None else "changed")
+    _template_moved(key)
+
+
+def _template_moved(key: tuple[str, str]) -> None:
     for pool in WARM.pools_of(*key):
         _wake((key[0], pool), "template")
-    await wake_template_users(key, memo["runtime"])
+    if RUNTIME:
+        watch.spawn(wake_template_users(key, RUNTIME[0]))
+
+
+def _templates_relisted(namespace: str | None, uids: set[str]) -> None:
+    for key in WARM.templates.retain(uids, lambda key: namespace is None or key[0] == namespace):
+        _template_moved(key)
+
+
+watch.FOLLOWED.listen(watch.TEMPLATES, Listener(wants=lambda body: True, changed=template_changed,
+                                                relisted=_templates_relisted))
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.POOL_PLURAL)
