@@ -1,7 +1,8 @@
 """The kinds the operator only reads, watched without Kopf's per-object machinery.
 
-A Sandbox's pod, NetworkPolicy, Service and claim (and a pool's warm pods and fence, a Tenant's policy) are never
-reconciled for themselves: each of their events only updates a summary and wakes the owner. Through Kopf every such
+A Sandbox's pod, NetworkPolicy, Service and claim (and a pool's warm pods and fence, a namespace's fence, a Tenant's
+policy, a template) are never reconciled for themselves: each of their events only updates a summary and wakes the
+owner (or the users). Through Kopf every such
 event went through a per-object worker, its memory, its causation and handler selection: a third of the operator's
 CPU in a burst (four pod events per Sandbox), and at a restart all of it again for every child Kopf listed, after the
 stores had been filled by a LIST of their own. Here each kind is one Kopf list+watch stream (``infinite_watch``:
