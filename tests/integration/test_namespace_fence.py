@@ -13,7 +13,7 @@ from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
 from sandbox_operator.sandbox import handlers
-from sandbox_operator.sandbox.fence import render_fence
+from sandbox_operator.sandbox.fence import SETTLE_SECONDS, render_fence
 from tests.integration.test_sandbox_lifecycle import Sandboxes, sandbox
 from tests.waiting import wait_for
 
@@ -86,6 +86,7 @@ def test_an_opened_fence_sends_pods_policy_first_and_is_put_back(
 ) -> None:
     ready(sandboxes, "maker")
     wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
+    time.sleep(SETTLE_SECONDS)  # the next write to the fence waits this long after the last
 
     sandboxes.networking.patch_namespaced_network_policy(
         c.NAMESPACE_FENCE_NAME, sandboxes.namespace, {"spec": {"ingress": [{}]}})  # an empty rule lets all in
@@ -108,6 +109,7 @@ def test_a_deleted_fence_sends_pods_policy_first_and_is_made_again(
 ) -> None:
     ready(sandboxes, "maker")
     wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
+    time.sleep(SETTLE_SECONDS)  # the next write to the fence waits this long after the last
     first = live_fence(sandboxes).metadata.uid
 
     sandboxes.networking.delete_namespaced_network_policy(c.NAMESPACE_FENCE_NAME, sandboxes.namespace)

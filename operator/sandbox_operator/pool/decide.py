@@ -28,10 +28,10 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults, PodRecipe, literal_values
 from sandbox_operator.api.schema import next_condition
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus
-from sandbox_operator.k8s.manifest import ChildSummary, rendered_hash
+from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.pool import render
-from sandbox_operator.sandbox.decide import tampered_fields
+from sandbox_operator.sandbox.decide import as_rendered
 from sandbox_operator.sandbox.render import recipe_hash
 
 
@@ -161,9 +161,7 @@ def decide_pool(pool: PoolObject, observed: PoolObserved, defaults: OperatorDefa
         spec = render.warm_pod_spec(recipe, defaults)
         current_hash = recipe_hash(spec)
         fence = render.render_fence(pool.name, pool.namespace, pool.uid)
-        if observed.fence is None or observed.fence.spec_hash != rendered_hash(fence) or tampered_fields(
-            c.ChildKind.NETWORK_POLICY, fence, observed.fence.owned
-        ):
+        if not as_rendered(c.ChildKind.NETWORK_POLICY, fence, observed.fence):
             actions.append(ApplyFence(fence, replace=observed.fence is not None))
         current = [pod for pod in live if pod.recipe_hash == current_hash and not pod.done]
         done = [pod for pod in live if pod.done]

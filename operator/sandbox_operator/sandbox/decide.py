@@ -304,6 +304,13 @@ def tampered_fields(kind: c.ChildKind, desired: Mapping[str, Any], owned: Mappin
     return list(fields)
 
 
+def as_rendered(kind: c.ChildKind, desired: Mapping[str, Any], live: ChildSummary | None) -> bool:
+    """Whether a live child (its summary) is its rendering: made from it, and nothing it owns changed since."""
+    return live is not None and live.spec_hash == rendered_hash(desired) and not tampered_fields(
+        kind, desired, live.owned
+    )
+
+
 def _tamper_event(kind: c.ChildKind, name: str, fields: list[str], remedy: str) -> Event:
     named = ", ".join(fields[:MAX_NAMED_FIELDS]) + (", ..." if len(fields) > MAX_NAMED_FIELDS else "")
     return Event(c.EventType.WARNING, c.EventReason.TAMPERED, f"{kind} {name} was changed ({named}): {remedy}")

@@ -19,12 +19,14 @@ back in the background (``ensure``); that Sandbox's pod, and any created before 
 created after their own policy, as without a fence. Nothing waits for the fence, and nothing is less closed without
 it: deleted, changed, refused by the API server or its name held by an object the operator does not manage, pods go
 policy-first. It stays when the last Sandbox of its namespace goes (it selects only sandbox pods); deleting it by hand
-is harmless, and the next new Sandbox there makes it again (once a minute at most if another writer keeps at it).
+is harmless, and the next new Sandbox there makes it again (once per ``SETTLE_SECONDS`` at most if another writer
+keeps at it).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,18 +35,19 @@ from sandbox_operator.api import names as c
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import Kube
-from sandbox_operator.k8s.manifest import ChildSummary, rendered_hash, with_spec_hash
+from sandbox_operator.k8s.manifest import ChildSummary, with_spec_hash
 from sandbox_operator.k8s.watch import Listener
-from sandbox_operator.sandbox.decide import tampered_fields
+from sandbox_operator.sandbox.decide import as_rendered
 
 logger = logging.getLogger(__name__)
 
 # After an attempt to make or put back a namespace's fence failed (refused, or its name held by an object the operator
 # does not manage), the next waits this long; meanwhile that namespace's pods go policy-first.
 RETRY_SECONDS = 60.0
-# After one succeeded, the next waits for the watch to show the fence, at most this long (a burst's passes that come
-# before the event must not make it again, or take the 409 of their own fence for somebody else's object).
-SETTLE_SECONDS = 10.0
+# After one succeeded, the next waits this long: the watch shows the fence by then (a burst's passes that come before
+# its event must not make it again, or take the 409 of their own fence for somebody else's object), and a writer that
+# keeps changing or deleting it gets one put-back per this long at most.
+SETTLE_SECONDS = 5.0
 
 
 def pod_selector() -> dict[str, Any]:
@@ -86,9 +89,6 @@ def _changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     meta = body["metadata"]
     namespace = str(meta.get("namespace") or "")
     FENCES.record(event_type, namespace, str(meta.get("uid", "")), lambda: ChildSummary.from_body(body))
-    if namespace in _SETTLING:  # the watch shows what the last attempt made: the next may come when it is needed
-        _SETTLING.discard(namespace)
-        _HELD.pop(namespace, None)
 
 
 def _relisted(namespace: str | None, uids: set[str]) -> None:
@@ -101,54 +101,28 @@ watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_fence, changed=_
 def fenced(namespace: str) -> bool:
     """Whether the watch shows the namespace's fence as rendered: a sandbox pod created there now is closed both ways
     until its own NetworkPolicy allows what its Sandbox asks."""
-    fence = FENCES.get(namespace)
-    if fence is None:
-        return False
-    rendered = render_fence(namespace)
-    return fence.spec_hash == rendered_hash(rendered) and not tampered_fields(
-        c.ChildKind.NETWORK_POLICY, rendered, fence.owned
-    )
+    return as_rendered(c.ChildKind.NETWORK_POLICY, render_fence(namespace), FENCES.get(namespace))
 
 
-_RUNNING: set[str] = set()
-# namespace -> no attempt before this time.monotonic(): after a failure, after a second write within RETRY_SECONDS
-# (another writer fights the operator over the fence), or until the watch shows what a first write made (its event
-# drops the entry: ``_SETTLING``). An entry goes with the next attempt after it; all are bounded by the namespaces.
-_HELD: dict[str, float] = {}
-_SETTLING: set[str] = set()
-_WRITTEN: dict[str, float] = {}  # namespace -> when the operator last made or put back its fence
+# namespace -> no attempt before this time.monotonic(): never while one runs, ``SETTLE_SECONDS`` after a write,
+# ``RETRY_SECONDS`` after a failure. One entry per namespace that had Sandboxes.
+_NEXT: dict[str, float] = {}
 
 
 def ensure(kube: Kube, namespace: str) -> None:
     """Make or put back the namespace's fence in the background: one attempt at a time per namespace, none while the
-    replica is paused, none within ``RETRY_SECONDS`` of a failure or of two writes in a row, none after a write until
-    the watch shows it (or ``SETTLE_SECONDS``). Nothing waits for it."""
+    replica is paused, none within ``SETTLE_SECONDS`` of a write or ``RETRY_SECONDS`` of a failure. Nothing waits for
+    it."""
     now = time.monotonic()
-    if namespace in _RUNNING or now < _HELD.get(namespace, now) or watch.paused():
+    if now < _NEXT.get(namespace, now) or watch.paused():
         return
-    _HELD.pop(namespace, None)
-    _SETTLING.discard(namespace)
-    _RUNNING.add(namespace)
+    _NEXT[namespace] = math.inf
     watch.spawn(_ensure(kube, namespace))
-
-
-def _hold(namespace: str, seconds: float, *, settling: bool = False) -> None:
-    _HELD[namespace] = time.monotonic() + seconds
-    if settling:
-        _SETTLING.add(namespace)
-
-
-def _written(namespace: str) -> None:
-    """A write went through: wait for the watch to show it, or a while if the last write was not long ago."""
-    now = time.monotonic()
-    again = now - _WRITTEN.get(namespace, -RETRY_SECONDS) < RETRY_SECONDS
-    _WRITTEN[namespace] = now
-    _hold(namespace, RETRY_SECONDS if again else SETTLE_SECONDS, settling=not again)
 
 
 async def _ensure(kube: Kube, namespace: str) -> None:
     rendered, live = render_fence(namespace), FENCES.items.get(namespace)
-    where = f"{namespace}/{c.NAMESPACE_FENCE_NAME}"
+    where, wait = f"{namespace}/{c.NAMESPACE_FENCE_NAME}", SETTLE_SECONDS
     try:
         if watch.paused():
             return
@@ -163,21 +137,17 @@ async def _ensure(kube: Kube, namespace: str) -> None:
             taken = await kube.get_child(c.ChildKind.NETWORK_POLICY, namespace, c.NAMESPACE_FENCE_NAME)
             labels = ((taken or {}).get("metadata") or {}).get("labels") or {}
             if taken is not None and labels.get(c.LABEL_MANAGED_BY) != c.MANAGED_BY:
-                _hold(namespace, RETRY_SECONDS)
+                wait = RETRY_SECONDS
                 logger.warning(
                     "NetworkPolicy %s exists and is not the operator's (no %s=%s label), so it is left alone: "
                     "Sandbox pods there are created after their own NetworkPolicy, one API round trip later", where,
                     c.LABEL_MANAGED_BY, c.MANAGED_BY,
                 )
-                return
-            _hold(namespace, SETTLE_SECONDS, settling=True)
-            return
-        _written(namespace)
     except Exception as error:  # refused, unreachable, or a bug: the pods go policy-first, nothing waits on this
-        _hold(namespace, RETRY_SECONDS)
+        wait = RETRY_SECONDS
         logger.warning(
             "cannot make the namespace fence NetworkPolicy %s (%s: %s); Sandbox pods there are created after their "
             "own NetworkPolicy; trying again in %.0f s", where, type(error).__name__, error, RETRY_SECONDS,
         )
     finally:
-        _RUNNING.discard(namespace)
+        _NEXT[namespace] = time.monotonic() + wait
