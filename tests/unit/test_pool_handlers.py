@@ -30,3 +30,32 @@ def test_templates_follow_their_stream_and_a_listing_drops_what_it_did_not_find(
         assert WARM.recipe("ns", "kept") is None
     finally:
         WARM.templates.items.clear()
+
+
+def _pool(name: str, uid: str, version: str = "1", template: str = "shared") -> dict[str, Any]:
+    return {"apiVersion": c.API_VERSION, "kind": c.POOL_KIND,
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": version},
+            "spec": {"templateRef": {"name": template}, "replicas": 2}}
+
+
+def test_pools_follow_their_stream_and_a_listing_drops_what_it_did_not_find() -> None:
+    """Pools come through the operator's own stream (no loop is running here: nothing is reconciled)."""
+    try:
+        handlers.pool_changed(None, _pool("kept", "u1"))
+        handlers.pool_changed(None, _pool("gone", "u2", template="other"))
+        assert set(handlers.POOLS) == {("ns", "kept"), ("ns", "gone")}
+        assert WARM.pool_templates[("ns", "gone")] == "other"
+        handlers._pools_relisted("ns", {"u1"})  # deleted while the stream was paused: no DELETED event
+        assert set(handlers.POOLS) == {("ns", "kept")} and ("ns", "gone") not in WARM.pool_templates
+        kept = handlers.POOLS[("ns", "kept")]
+        handlers.pool_changed("MODIFIED", _pool("kept", "u1", version="2"))
+        assert handlers.POOLS[("ns", "kept")] is kept and kept.version == 2
+        handlers.pool_changed("DELETED", _pool("kept", "older-uid"))  # an older object of that name
+        assert handlers.POOLS[("ns", "kept")] is kept
+        handlers.pool_changed("MODIFIED", _pool("kept", "u3", version="5"))  # replaced while paused
+        assert handlers.POOLS[("ns", "kept")] is not kept and kept.deleted
+        handlers.pool_changed("DELETED", _pool("kept", "u3", version="6"))
+        assert handlers.POOLS == {} and WARM.pool_templates == {}
+    finally:
+        handlers.POOLS.clear()
+        WARM.pool_templates.clear()

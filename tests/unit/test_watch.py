@@ -179,13 +179,13 @@ def test_a_pool_keeps_only_the_warm_pods_a_listing_found() -> None:
     assert ("ns", "q") not in warm.members
 
 
-def test_the_operator_watches_sandboxes_and_every_child_kind_by_its_own_streams() -> None:
+def test_the_operator_watches_sandboxes_pools_and_every_child_kind_by_its_own_streams() -> None:
     import sandbox_operator.pool.handlers
     import sandbox_operator.sandbox.handlers
     import sandbox_operator.tenant.handlers  # noqa: F401
 
     plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
-    assert plurals == {"sandboxes", "sandboxtemplates", "pods", "services", "persistentvolumeclaims",
+    assert plurals == {"sandboxes", "sandboxtemplates", "sandboxpools", "pods", "services", "persistentvolumeclaims",
                        "networkpolicies"}
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
     # Pods: Sandboxes' and pools'. NetworkPolicies: Sandboxes', the namespace fences, pools' fences, Tenants'.

@@ -70,6 +70,7 @@ PVCS = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 SANDBOXES = Kind(c.GROUP, c.VERSION, c.PLURAL, c.KIND)
 TEMPLATES = Kind(c.GROUP, c.VERSION, c.TEMPLATE_PLURAL, c.TEMPLATE_KIND)
+POOLS = Kind(c.GROUP, c.VERSION, c.POOL_PLURAL, c.POOL_KIND)
 
 
 @dataclass

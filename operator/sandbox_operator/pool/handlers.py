@@ -1,9 +1,11 @@
-"""Kopf wiring for SandboxTemplates and SandboxPools: keep the templates and each pool's warm pods known (pool.warm),
-call the pure ``pool.decide.decide_pool`` and apply its plan.
+"""Wiring for SandboxTemplates and SandboxPools: keep the templates and each pool's warm pods known (pool.warm), call
+the pure ``pool.decide.decide_pool`` and apply its plan.
 
-Like the other kinds: event handlers only, no finalizers; owner references let the garbage collector delete a pool's
-unclaimed pods and fence with it (claimed pods are owned by their Sandboxes by then). A template's change wakes its
-pools (they roll) and the Sandboxes waiting for it; it never touches a running Sandbox.
+Pools, templates, and the pools' warm pods and fences come from the operator's own streams (k8s.watch: Kopf's
+list+watch, paused with Kopf, without its per-object workers), like Sandboxes; Kopf runs the start-up. No finalizers:
+owner references let the garbage collector delete a pool's unclaimed pods and fence with it (claimed pods are owned
+by their Sandboxes by then). A template's change wakes its pools (they roll) and the Sandboxes waiting for it; it
+never touches a running Sandbox.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, Sa
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store, list_objects
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, resource_version
+from sandbox_operator.k8s.loop import ObjectState, PassResult, reconcile, resource_version
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
 from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
@@ -50,17 +52,14 @@ CONFLICT_RETRY_SECONDS = 60.0
 
 @dataclass
 class PoolState(ObjectState):
-    """What one pool's reconciliations share; lives in its Kopf memo and dies with it."""
+    """What one pool's reconciliations share; kept in ``POOLS`` and dropped with the pool."""
 
+    uid: str = ""
     # Pods created whose ADDED event has not come yet, and pods deleted whose DELETED has not: name -> when.
     creating: dict[str, float] = field(default_factory=dict)
     deleting: dict[str, float] = field(default_factory=dict)
     gathering: bool = False  # a wake-up is on its way (``_wake``)
     status_written: float = 0.0  # when the last status write went out (monotonic)
-
-
-def _state(memo: Any) -> PoolState:
-    return object_state(memo, "pool", PoolState)
 
 
 POOLS: dict[tuple[str, str], PoolState] = {}
@@ -113,9 +112,9 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 @kopf.on.startup()
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
-    """Keep the runtime for the streams' wake-ups. Templates, and the pools' warm pods and fences, come from the
-    operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, at a start and a takeover alike;
-    each pool also reads its own warm pods when Kopf lists it (``_refresh``)."""
+    """Keep the runtime for the streams' wake-ups. Pools, templates, and the pools' warm pods and fences, come from
+    the operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, at a start and a takeover
+    alike; a pool listed again after a later pause also reads its own warm pods and template (``_refresh``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
@@ -162,21 +161,23 @@ watch.FOLLOWED.listen(watch.TEMPLATES, Listener(wants=lambda body: True, changed
                                                 relisted=_templates_relisted))
 
 
-@kopf.on.event(c.GROUP, c.VERSION, c.POOL_PLURAL)
-async def pool_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: Any,
-                       **_: Any) -> None:
-    """Any change to a pool (its replicas, through scale too): reconcile it. The echo of our own status write is
-    skipped, like a Sandbox's."""
-    state, key = _state(memo), (namespace or "", name)
-    if event["type"] == "DELETED":
-        state.forget()
-        if POOLS.get(key) is state:
-            del POOLS[key]
-            WARM.pool_templates.pop(key, None)
-            for kind in ("desired", "current", "ready"):
-                metrics.POOL_PODS.remove(key[0], key[1], kind)
+def pool_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """Any change to a pool (its replicas, through scale too), from the operator's own stream: reconcile it. The echo
+    of our own status write is skipped, like a Sandbox's.
+
+    Pools come through that stream, not a Kopf handler, for the reason templates do (``template_changed``): listed
+    before any pass at a start and a takeover alike, and paused with Kopf."""
+    meta = body["metadata"]
+    key, uid = (str(meta.get("namespace") or ""), str(meta["name"])), str(meta.get("uid") or "")
+    state = POOLS.get(key)
+    if event_type == "DELETED":
+        if state is not None and state.uid == uid:  # not a newer pool of the same name
+            _forget(key, state)
         return
-    POOLS[key] = state
+    if state is None or state.uid != uid:
+        if state is not None:  # replaced while this replica was paused: the watch never said it went
+            _forget(key, state)
+        state = POOLS[key] = PoolState(uid=uid)
     template = ((body.get("spec") or {}).get("templateRef") or {}).get("name")
     if isinstance(template, str):
         WARM.pool_templates[key] = template
@@ -184,9 +185,38 @@ async def pool_changed(event: kopf.RawEvent, body: kopf.Body, namespace: str | N
         metrics.RECONCILES_SKIPPED.labels("pool").inc()
         return
     state.remember(body)
-    if event["type"] is None and isinstance(template, str):  # Kopf's listing: a start, or a takeover
-        await _refresh(memo["runtime"], key, template)
-    await reconcile_pool(state, memo["runtime"], key, trigger="pool")
+    if not RUNTIME:
+        return
+    if event_type is None and watch.listed() and isinstance(template, str):
+        # Listed again after a pause, while the other kinds may still be listing: read its pods and template first.
+        watch.spawn(_refresh_and_reconcile(state, RUNTIME[0], key, template))
+    else:
+        watch.spawn(reconcile_pool(state, RUNTIME[0], key, trigger="listing" if event_type is None else "pool"))
+
+
+def _forget(key: tuple[str, str], state: PoolState) -> None:
+    """The pool is gone: no more passes; drop what was kept for it."""
+    state.forget()
+    if POOLS.get(key) is state:
+        del POOLS[key]
+        WARM.pool_templates.pop(key, None)
+        for kind in ("desired", "current", "ready"):
+            metrics.POOL_PODS.remove(key[0], key[1], kind)
+
+
+def _pools_relisted(namespace: str | None, uids: set[str]) -> None:
+    """A (re)listing: forget the pools it did not find (deleted while this replica was paused)."""
+    for key, state in list(POOLS.items()):
+        if (namespace is None or key[0] == namespace) and state.uid not in uids:
+            _forget(key, state)
+
+
+watch.FOLLOWED.listen(watch.POOLS, Listener(wants=lambda body: True, changed=pool_changed, relisted=_pools_relisted))
+
+
+async def _refresh_and_reconcile(state: PoolState, runtime: Runtime, key: tuple[str, str], template: str) -> None:
+    await _refresh(runtime, key, template)
+    await reconcile_pool(state, runtime, key, trigger="listing")
 
 
 async def _refresh(runtime: Runtime, key: tuple[str, str], template: str) -> None:
