@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from localcluster.handle import Cluster
 from localcluster.operator_process import OperatorProcess
 
 from sandbox_operator.api import names as c
+from tests.integration.operators import active_and_standby, exclusive, reconciles
 from tests.integration.tenant_helpers import (
     TenantHandle,
     api_error,
@@ -25,6 +27,7 @@ from tests.integration.tenant_helpers import (
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
+__all__ = ["exclusive"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -401,6 +404,34 @@ def test_tenant_default_ttl_applies_to_a_sandbox_without_lifetime(
 
         expires_at = wait_for(expires, timeout=20, what="status.expiresAt")
         assert dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - created_at == dt.timedelta(seconds=600)
+
+
+def test_a_standby_that_takes_over_decides_tenant_sandboxes_with_their_tenants_rules_from_its_first_pass(
+    cluster: Cluster, api: client.ApiClient, crds: None, exclusive: None, tmp_path: Path,
+) -> None:
+    """The Tenant is made while the standby stands by: its start-up never saw it, and its streams are paused. Once it
+    takes over, the Tenants are listed before any Sandbox's pass, so no Sandbox's deadline moves for a moment without
+    its Tenant's default TTL, and nothing is written for the unchanged Sandboxes. (When the Tenants came through a
+    Kopf handler, the Sandboxes' passes ran before it, without the Tenant's rules.)"""
+    lifetime = 10
+    with active_and_standby(cluster, api, tmp_path, lifetime) as (active, standby), \
+            tenant(api, limits={"maxLifetimeSeconds": 3600}, defaults={"ttlSeconds": 600}) as t:
+        names = [f"kept-{index}" for index in range(5)]
+        for name in names:
+            t.create_sandbox(sandbox_body(name, lifetime={}))
+        for name in names:
+            t.wait_sandbox(name, "True")
+        before = {name: t.get_sandbox(name) or {} for name in names}
+        assert reconciles(standby) == 0
+        active.stop(signal.SIGKILL)
+        wait_for(lambda: reconciles(standby) > 0, timeout=lifetime + 30, interval=0.1,
+                 what="the standby to take over")
+        time.sleep(5)  # every listed Sandbox has had its pass
+        for name in names:
+            after = t.get_sandbox(name) or {}
+            assert after["status"]["expiresAt"] == before[name]["status"]["expiresAt"], name
+            assert after["metadata"]["resourceVersion"] == before[name]["metadata"]["resourceVersion"], name
+        assert "could not" not in standby.log()
 
 
 def test_the_example_tenant_and_its_sandboxes_are_accepted(

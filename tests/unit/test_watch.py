@@ -179,14 +179,15 @@ def test_a_pool_keeps_only_the_warm_pods_a_listing_found() -> None:
     assert ("ns", "q") not in warm.members
 
 
-def test_the_operator_watches_sandboxes_pools_and_every_child_kind_by_its_own_streams() -> None:
+def test_the_operator_watches_sandboxes_pools_tenants_and_every_child_kind_by_its_own_streams() -> None:
     import sandbox_operator.pool.handlers
     import sandbox_operator.sandbox.handlers
     import sandbox_operator.tenant.handlers  # noqa: F401
 
     plurals = {kind.plural for kind in watch.FOLLOWED.listeners}
-    assert plurals == {"sandboxes", "sandboxtemplates", "sandboxpools", "pods", "services", "persistentvolumeclaims",
-                       "networkpolicies"}
+    assert plurals == {"sandboxes", "sandboxtemplates", "sandboxpools", "tenants", "pods", "services",
+                       "persistentvolumeclaims", "networkpolicies"}
+    assert [kind.plural for kind in watch.FOLLOWED.listeners if not kind.namespaced] == ["tenants"]
     listeners: Mapping[watch.Kind, list[watch.Listener]] = watch.FOLLOWED.listeners
     # Pods: Sandboxes' and pools'. NetworkPolicies: Sandboxes', the namespace fences, pools' fences, Tenants'.
     assert len(listeners[watch.PODS]) == 2 and len(listeners[watch.NETWORK_POLICIES]) == 4

@@ -6,11 +6,9 @@ index handler once, with one readiness toggle per object and every toggle droppe
 start-up gate costs time and CPU quadratic in the number of objects (78 s for 1,000 sandboxes, 367 s for 3,000), and
 new Sandboxes wait behind it.
 
-The children's stores are fed by the operator's own streams (k8s.watch), whose first listing is the one gate, and
-trimmed to every new listing (``retain``). Kinds Kopf still watches (templates, Tenants) are filled by one LIST
-before Kopf starts (``prime``); an object deleted between that LIST and Kopf's own would stay (Kopf lists without
-it and sends no DELETED), so what ``prime`` put in is only trusted until Kopf's watch has confirmed it: ``sweep``
-drops the entries no event has confirmed, well after Kopf's initial listing must have come through.
+Every store is fed by the operator's own streams (k8s.watch), whose first listing is the one gate, and trimmed to
+every new listing (``retain``). (Templates and Tenants were once filled by a LIST before Kopf started and trusted for
+two minutes until Kopf's watch confirmed them: a standby paused for longer than that forgot them.)
 """
 
 from __future__ import annotations
@@ -25,9 +23,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 LIST_PAGE = 500
-# After this long every object Kopf's initial listing returned has been through its handler (at 10,000 objects per
-# kind the listing takes seconds): what the start-up LIST put in and no event has confirmed is dropped.
-SWEEP_AFTER_SECONDS = 120.0
 
 
 @dataclass
@@ -36,7 +31,6 @@ class Store(Generic[K, V]):
     the same key does not remove its successor)."""
 
     items: dict[K, tuple[str, V]] = field(default_factory=dict)
-    unconfirmed: set[K] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,7 +43,6 @@ class Store(Generic[K, V]):
     def put(self, key: K, uid: str, value: V) -> None:
         """The watch saw the object (so it exists, as of that event)."""
         self.items[key] = (uid, value)
-        self.unconfirmed.discard(key)
 
     def remove(self, key: K, uid: str) -> bool:
         """The watch saw the object go; True when that removed the key's value."""
@@ -57,7 +50,6 @@ class Store(Generic[K, V]):
         if item is None or (uid and item[0] != uid):
             return False
         del self.items[key]
-        self.unconfirmed.discard(key)
         return True
 
     def record(self, event_type: str | None, key: K, uid: str, value: Callable[[], V]) -> bool:
@@ -70,27 +62,12 @@ class Store(Generic[K, V]):
         self.put(key, uid, summary)
         return before != (uid, summary)
 
-    def prime(self, key: K, uid: str, value: V) -> None:
-        """The start-up LIST saw the object; the watch has not confirmed it yet."""
-        if key not in self.items:
-            self.items[key] = (uid, value)
-            self.unconfirmed.add(key)
-
     def retain(self, uids: set[str], in_scope: Callable[[K], bool]) -> list[K]:
         """A new listing found ``uids``: drop the values in scope whose object it did not find (deleted while the
         watch was paused or broken, with no DELETED event); return the keys dropped."""
         dropped = [key for key, (uid, _) in self.items.items() if in_scope(key) and uid not in uids]
         for key in dropped:
             del self.items[key]
-            self.unconfirmed.discard(key)
-        return dropped
-
-    def sweep(self) -> list[K]:
-        """Drop what the start-up LIST put in and no event has confirmed since; return the keys dropped."""
-        dropped = [key for key in self.unconfirmed if key in self.items]
-        for key in dropped:
-            del self.items[key]
-        self.unconfirmed.clear()
         return dropped
 
 
@@ -109,18 +86,3 @@ async def list_objects(
             token = (page.get("metadata") or {}).get("continue") or None
             if token is None:
                 break
-
-
-async def prime(
-    store: Store[K, V], kube: Kube, kind: str, namespaces: list[str], *,
-    key: Callable[[Mapping[str, Any]], K | None], summary: Callable[[Mapping[str, Any]], V],
-    label_selector: str | None = None,
-) -> int:
-    """Fill ``store`` from one LIST of ``kind``; objects ``key`` maps to None are left out. Returns how many went in."""
-    count = 0
-    async for body in list_objects(kube, kind, namespaces, label_selector):
-        object_key = key(body)
-        if object_key is not None:
-            store.prime(object_key, str((body.get("metadata") or {}).get("uid", "")), summary(body))
-            count += 1
-    return count

@@ -57,11 +57,12 @@ class Kind:
     version: str
     plural: str
     kind: str
+    namespaced: bool = True
 
     def resource(self) -> references.Resource:
         """Kopf's handle of the kind."""
         return references.Resource(group=self.group, version=self.version, plural=self.plural, kind=self.kind,
-                                   namespaced=True, verbs=frozenset({"list", "watch"}))
+                                   namespaced=self.namespaced, verbs=frozenset({"list", "watch"}))
 
 
 PODS = Kind("", "v1", "pods", "Pod")
@@ -71,6 +72,7 @@ NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPo
 SANDBOXES = Kind(c.GROUP, c.VERSION, c.PLURAL, c.KIND)
 TEMPLATES = Kind(c.GROUP, c.VERSION, c.TEMPLATE_PLURAL, c.TEMPLATE_KIND)
 POOLS = Kind(c.GROUP, c.VERSION, c.POOL_PLURAL, c.POOL_KIND)
+TENANTS = Kind(c.GROUP, c.VERSION, c.TENANT_PLURAL, c.TENANT_KIND, namespaced=False)  # one stream, cluster-wide
 
 
 @dataclass
@@ -173,9 +175,11 @@ _capture_posting()
 
 
 def start(settings: kopf.OperatorSettings, namespaces: list[str]) -> None:
-    """Start one stream per watched kind and namespace (all namespaces when none are given)."""
+    """Start one stream per watched kind and namespace (all namespaces when none are given; a cluster-scoped kind
+    has one stream)."""
     scopes: list[str | None] = list(namespaces) or [None]
-    FOLLOWED.pending = {(kind, scope) for kind in FOLLOWED.listeners for scope in scopes}
+    FOLLOWED.pending = {(kind, scope) for kind in FOLLOWED.listeners
+                        for scope in (scopes if kind.namespaced else [None])}
     for kind, scope in sorted(FOLLOWED.pending, key=lambda pair: (pair[0].plural, pair[1] or "")):
         FOLLOWED.tasks.append(asyncio.get_running_loop().create_task(_follow(kind, scope, settings),
                                                                      name=f"watch {kind.plural}"))

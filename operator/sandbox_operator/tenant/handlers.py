@@ -1,10 +1,12 @@
-"""Kopf wiring for Tenants: observe the tenant's objects, call the pure ``tenant.decide.decide_tenant``, apply.
+"""Wiring for Tenants: observe the tenant's objects, call the pure ``tenant.decide.decide_tenant``, apply.
 
-Like the Sandbox side: event handlers only, no finalizers (deleting a Tenant never waits for the operator; owner
-references let the garbage collector delete its namespace and policy binding), per-Tenant state in Kopf's memo.
-Events of the objects rendered for a tenant (found by their owner reference, else their tenant label) wake that
-Tenant, so a deleted RoleBinding is put back and a ResourceQuota's new usage reaches the Tenant's status. Nothing here
-takes part in admission: quota and policy are enforced by the API server, whether or not the operator runs.
+Like the Sandbox side: no finalizers (deleting a Tenant never waits for the operator; owner references let the
+garbage collector delete its namespace and policy binding). Tenants come from the operator's own stream (k8s.watch),
+listed before any Sandbox's pass, at a start and a takeover alike: a Sandbox is never decided without its Tenant's
+lifetime rules. Events of the objects rendered for a tenant (found by their owner reference, else their tenant
+label; Kopf's handlers, and the NetworkPolicy stream) wake that Tenant, so a deleted RoleBinding is put back and a
+ResourceQuota's new usage reaches the Tenant's status. Nothing here takes part in admission: quota and policy are
+enforced by the API server, whether or not the operator runs.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import status_changed
 from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStatus, load_tenant
 from sandbox_operator.k8s import watch
-from sandbox_operator.k8s.cache import SWEEP_AFTER_SECONDS, Store, prime
+from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import Kube, KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, object_state, reconcile, record_repair
+from sandbox_operator.k8s.loop import ObjectState, PassResult, reconcile, record_repair
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
@@ -53,19 +55,18 @@ WARNING_REASONS = frozenset(
 
 @dataclass
 class TenantState(ObjectState):
-    """What one Tenant's reconciliations share; lives in the Tenant's Kopf memo and dies with it."""
+    """What one Tenant's reconciliations share; kept in ``TENANTS`` and dropped with the Tenant."""
+
+    uid: str = ""
 
 
-def _state(memo: Any) -> TenantState:
-    return object_state(memo, "tenant", TenantState)
-
-
-# Each Tenant's shared state by name, so that events of its objects can wake it; entries go with DELETED events.
+# Each Tenant's shared state by name, so that events of its objects can wake it; entries go with DELETED events (or
+# a listing without the Tenant).
 TENANTS: dict[str, TenantState] = {}
-# Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``: filled
-# before Kopf watches anything (``fill_lifetimes``), so no Sandbox is ever decided without its Tenant's rules.
+# Each tenant namespace's lifetime rules (default TTL, maximum), for ``sandbox.defaults.sandbox_defaults``, from the
+# Tenants' stream: listed before any Sandbox's pass (the start-up gate), so no Sandbox is decided without them.
 TENANT_LIFETIMES: Store[str, TenantLifetime] = Store()
-# The process's runtime, for the wake-ups that come from the NetworkPolicy stream (k8s.watch), without a Kopf memo.
+# The process's runtime, for the streams' wake-ups (k8s.watch), which come without a Kopf memo.
 RUNTIME: list[Runtime] = []
 
 
@@ -80,12 +81,10 @@ def _lifetime(body: Mapping[str, Any]) -> TenantLifetime:
 
 
 @kopf.on.startup()
-async def fill_lifetimes(memo: Any, **_: Any) -> None:
-    """One LIST of Tenants before Kopf watches anything (k8s.cache says why this is not a Kopf index). Runs after
-    ``operator.start`` (registered first), which made the runtime."""
+async def remember_tenant_runtime(memo: Any, **_: Any) -> None:
+    """Keep the runtime for the streams' wake-ups. Runs after ``operator.start`` (registered first), which made the
+    runtime and starts the streams."""
     RUNTIME[:] = [memo["runtime"]]
-    await prime(TENANT_LIFETIMES, memo["runtime"].kube, c.TENANT_KIND, [], key=tenant_namespace, summary=_lifetime)
-    asyncio.get_running_loop().call_later(SWEEP_AFTER_SECONDS, TENANT_LIFETIMES.sweep)
 
 
 # --- observe, decide, act -----------------------------------------------------------------------------------------
@@ -188,22 +187,51 @@ async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -
     await reconcile(state, lambda: _pass(state, runtime), what=f"tenant {name}", trigger=trigger)
 
 
-@kopf.on.event(c.GROUP, c.VERSION, c.TENANT_PLURAL)
-async def tenant_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Any change to a Tenant: reconcile it. On deletion only stop: the garbage collector removes its objects."""
-    state, uid, namespace = _state(memo), body["metadata"]["uid"], tenant_namespace(body)
-    if event["type"] == "DELETED":
-        state.forget()
-        if TENANTS.get(body["metadata"]["name"]) is state:  # not a newer Tenant of the same name
-            del TENANTS[body["metadata"]["name"]]
-        if namespace is not None:
-            TENANT_LIFETIMES.remove(namespace, uid)
+def tenant_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """Any change to a Tenant, from the operator's own stream (k8s.watch): reconcile it. On deletion only stop: the
+    garbage collector removes its objects.
+
+    Tenants came through a Kopf handler before, and their lifetime rules from a LIST at start-up, trusted for two
+    minutes: a standby paused for longer forgot them, and after taking over decided its Sandboxes without them (a
+    later deadline) until Kopf's listing came through. The stream is listed before any Sandbox's pass."""
+    meta = body["metadata"]
+    name, uid, namespace = str(meta["name"]), str(meta.get("uid") or ""), tenant_namespace(body)
+    state = TENANTS.get(name)
+    if event_type == "DELETED":
+        if state is not None and state.uid == uid:  # not a newer Tenant of the same name
+            _forget(name, state)
         return
-    TENANTS[body["metadata"]["name"]] = state
+    if state is None or state.uid != uid:
+        if state is not None:  # replaced while this replica was paused: the watch never said it went
+            _forget(name, state)
+        state = TENANTS[name] = TenantState(uid=uid)
     if namespace is not None:
         TENANT_LIFETIMES.put(namespace, uid, _lifetime(body))
     state.remember(body)
-    await reconcile_tenant(state, memo["runtime"], trigger="tenant")
+    if RUNTIME:
+        watch.spawn(reconcile_tenant(state, RUNTIME[0], trigger="listing" if event_type is None else "tenant"))
+
+
+def _forget(name: str, state: TenantState) -> None:
+    """The Tenant is gone: no more passes; drop its lifetime rules (the ones its namespace had from it)."""
+    state.forget()
+    if TENANTS.get(name) is state:
+        del TENANTS[name]
+    namespace = tenant_namespace(state.body or {})
+    if namespace is not None:
+        TENANT_LIFETIMES.remove(namespace, state.uid)
+
+
+def _tenants_relisted(namespace: str | None, uids: set[str]) -> None:
+    """A (re)listing: forget the Tenants it did not find (deleted while this replica was paused)."""
+    for name, state in list(TENANTS.items()):
+        if state.uid not in uids:
+            _forget(name, state)
+    TENANT_LIFETIMES.retain(uids, lambda key: True)
+
+
+watch.FOLLOWED.listen(watch.TENANTS, Listener(wants=lambda body: True, changed=tenant_changed,
+                                              relisted=_tenants_relisted))
 
 
 def is_tenant_child(body: Mapping[str, Any], **_: Any) -> bool:
