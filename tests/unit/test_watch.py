@@ -256,12 +256,13 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At a start, Sandboxes that had their status wait for every kind's listing (a pass must see the children), and
-    are then confirmed by a few workers. One never served (listed, or created meanwhile) is served at once (its
-    creates read first or read what a 409 finds), each of its passes until the gate opens, and once more after it,
-    which sees every child."""
+    are then confirmed by a few workers. One never served (listed, or created meanwhile) is served as soon as the
+    Tenants are listed (its creates read first or read what a 409 finds), each of its passes until the gate opens, and
+    once more after it, which sees every child."""
     from sandbox_operator.sandbox import handlers
 
     followed = watch.Followed()
+    followed.listen(watch.TENANTS, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
     monkeypatch.setattr(watch, "FOLLOWED", followed)
     monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
     monkeypatch.setattr(handlers, "RUNTIME", [object()])
@@ -286,6 +287,9 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         templated = sandbox("templated", served=False) | {"spec": {"templateRef": {"name": "t"}}}
         handlers.sandbox_changed("ADDED", templated)  # its claim needs the pools listed: it waits
         await asyncio.sleep(0.05)
+        assert passes == []  # not before its Tenant's lifetime rules are known
+        followed.kinds_listed.setdefault(watch.TENANTS, asyncio.Event()).set()
+        await asyncio.sleep(0.05)
         assert sorted(passes) == [("added", "sandbox"), ("listed", "listing")]
         handlers._wake(("ns", "listed"), "pod")  # its pod's event, the gate still closed
         await asyncio.sleep(0.05)
@@ -299,6 +303,39 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
         assert sorted(passes) == [("added", "listing"), ("listed", "listing"), ("old-1", "listing"),
                                   ("old-2", "listing"), ("old-3", "listing"), ("templated", "sandbox")]
         assert handlers.LISTED.running == 0 and not handlers.LISTED.queue  # two workers took three, and ended
+
+    asyncio.run(scenario())
+
+
+def test_a_kind_counts_as_listed_once_every_scope_of_it_is_and_a_kind_nobody_follows_is_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    for kind in (watch.TENANTS, watch.PODS):
+        followed.listen(kind, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    followed.pending = {(watch.TENANTS, None), (watch.PODS, "a"), (watch.PODS, "b")}
+
+    async def infinite_watch(**_: Any) -> AsyncIterator[Any]:
+        yield watching.Bookmark.LISTED
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+
+    async def scenario() -> None:
+        await asyncio.wait_for(watch.wait_kind_listed(watch.SERVICES), 1)
+        tenants = asyncio.create_task(watch.wait_kind_listed(watch.TENANTS))
+        pods = asyncio.create_task(watch.wait_kind_listed(watch.PODS))
+        await asyncio.sleep(0.01)
+        assert not tenants.done() and not pods.done()
+        await watch._stream(watch.TENANTS, None, settings=None)  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert tenants.done() and not pods.done() and not followed.listed.is_set()
+        await watch._stream(watch.PODS, "a", settings=None)  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not pods.done()
+        await watch._stream(watch.PODS, "b", settings=None)  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert pods.done() and followed.listed.is_set()
 
     asyncio.run(scenario())
 

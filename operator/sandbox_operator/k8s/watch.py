@@ -83,6 +83,8 @@ class Followed:
     listeners: dict[Kind, list[Listener]] = field(default_factory=dict)
     pending: set[tuple[Kind, str | None]] = field(default_factory=set)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Each kind's first listing in every scope (``wait_kind_listed``).
+    kinds_listed: dict[Kind, asyncio.Event] = field(default_factory=dict)
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -128,6 +130,13 @@ async def wait_listed() -> None:
     """Until every watched kind has been listed once: a pass that ran before would not see the children."""
     if not FOLLOWED.listed.is_set():
         await FOLLOWED.listed.wait()
+
+
+async def wait_kind_listed(kind: Kind) -> None:
+    """Until ``kind`` has been listed once in every scope (all of them, once every kind is); a kind nobody listens
+    to is never listed, and is not waited for."""
+    if not FOLLOWED.listed.is_set() and kind in FOLLOWED.listeners:
+        await FOLLOWED.kinds_listed.setdefault(kind, asyncio.Event()).wait()
 
 
 def _capture_posting() -> None:
@@ -234,6 +243,8 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
                     logger.error("%s%s: listing not handled (%s)\n%s", kind.plural, where, type(error).__name__,
                                  "".join(traceback.format_tb(error.__traceback__)))
             FOLLOWED.pending.discard((kind, namespace))
+            if not any(pending is kind for pending, _ in FOLLOWED.pending):
+                FOLLOWED.kinds_listed.setdefault(kind, asyncio.Event()).set()
             if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
                 logger.info("every watched kind is listed: the Sandboxes' passes go on")
                 FOLLOWED.listed.set()

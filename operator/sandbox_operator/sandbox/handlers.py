@@ -508,8 +508,12 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
-    children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``)."""
-    if not state.unserved:
+    children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``),
+    once the Tenants are listed: without its Tenant's lifetime rules its deadline would be the operator's default,
+    and a Sandbox older than that default would be deleted for it."""
+    if state.unserved:
+        await watch.wait_kind_listed(watch.TENANTS)
+    else:
         await watch.wait_listed()
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
