@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from sandbox_operator.api.tenant import TenantLifetime
 from sandbox_operator.tenant import handlers
+from sandbox_operator.tenant.decide import TenantPlan
 from tests.unit.tenant_builders import tenant_body
 
 
@@ -34,3 +39,42 @@ def test_tenants_follow_their_stream_and_a_listing_drops_what_it_did_not_find() 
     finally:
         handlers.TENANTS.clear()
         handlers.TENANT_LIFETIMES.items.clear()
+
+
+class QuietKube:
+    """Nothing exists yet; every write succeeds."""
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> None:
+        return None
+
+    async def apply(self, kind: str, manifest: dict[str, Any]) -> None:
+        return None
+
+    async def create_object(self, kind: str, manifest: dict[str, Any]) -> None:
+        return None
+
+    async def patch_tenant_status(self, name: str, old: Any, new: Any) -> None:
+        return None
+
+
+def test_a_tenant_is_looked_at_again_within_the_resync_period_events_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its objects' events come through Kopf's handlers; one missed must not leave a deleted policy binding unrepaired
+    for good."""
+    from sandbox_operator.operator import Runtime
+    from sandbox_operator.sandbox.defaults import operator_defaults
+    from sandbox_operator.settings import Settings
+
+    monkeypatch.setattr(handlers, "_post_event", lambda body, old, new: None)
+    state = handlers.TenantState(uid="u1")
+    state.remember(_tenant("a", "u1", "ns-a"))
+    runtime = Runtime(kube=QuietKube(), defaults=operator_defaults(Settings()))  # type: ignore[arg-type]
+    resync = timedelta(seconds=handlers.RESYNC_SECONDS)
+    result = asyncio.run(handlers._pass(state, runtime))  # a new Tenant: its plan looks again sooner
+    assert result.failed is None and result.requeue_at is not None
+    assert result.requeue_at < datetime.now(UTC) + resync / 2
+    settled = TenantPlan(actions=(), status=(state.body or {}).get("status") or {})
+    monkeypatch.setattr(handlers, "decide_tenant_safely", lambda body, decide, now: (settled, None))
+    before = datetime.now(UTC)
+    result = asyncio.run(handlers._pass(state, runtime))  # nothing to do, nowhere to look again: the resync
+    assert result.requeue_at is not None
+    assert before + resync <= result.requeue_at <= datetime.now(UTC) + resync

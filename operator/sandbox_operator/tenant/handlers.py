@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -42,6 +42,11 @@ from sandbox_operator.tenant.decide import (
 from sandbox_operator.tenant.render import owning_tenant, policy_binding_name, render_admission_probe
 
 logger = logging.getLogger(__name__)
+
+# Each Tenant is looked at again this often, events or not: its objects' events come through Kopf's handlers
+# (namespaces, quotas, LimitRanges, RoleBindings, policy bindings), and one missed (a watch that did not resume) must
+# not leave a deleted policy binding or RoleBinding unrepaired for good. A pass that finds nothing to do only reads.
+RESYNC_SECONDS = 300.0
 
 WARNING_REASONS = frozenset(
     {
@@ -177,7 +182,9 @@ async def _pass(state: TenantState, runtime: Runtime) -> PassResult:
         _post_event(body, old_status, plan.status)
         if updated is not None:
             state.remember(updated)
-    return PassResult(requeue_at=plan.requeue_at, failed=failed, error=error)
+    resync = now + timedelta(seconds=RESYNC_SECONDS)
+    requeue_at = resync if plan.requeue_at is None else min(plan.requeue_at, resync)
+    return PassResult(requeue_at=requeue_at, failed=failed, error=error)
 
 
 async def reconcile_tenant(state: TenantState, runtime: Runtime, trigger: str) -> None:
