@@ -406,6 +406,23 @@ def test_tenant_default_ttl_applies_to_a_sandbox_without_lifetime(
         assert dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - created_at == dt.timedelta(seconds=600)
 
 
+def test_a_lowered_tenant_maximum_moves_its_running_sandboxes_deadlines_at_once(
+    api: client.ApiClient, operator: OperatorProcess
+) -> None:
+    with tenant(api, limits={"maxLifetimeSeconds": 3600}) as t:
+        created = t.create_sandbox(sandbox_body("capped", lifetime={"ttlSeconds": 3000}))
+        created_at = dt.datetime.fromisoformat(created["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+
+        def deadline_after(seconds: int) -> bool:
+            expires = ((t.get_sandbox("capped") or {}).get("status") or {}).get("expiresAt")
+            return expires is not None and dt.datetime.fromisoformat(
+                expires.replace("Z", "+00:00")) - created_at == dt.timedelta(seconds=seconds)
+
+        wait_for(lambda: deadline_after(3000), timeout=20, what="the Sandbox's own deadline")
+        t.patch({"limits": {"maxLifetimeSeconds": 1200}})
+        wait_for(lambda: deadline_after(1200), timeout=20, what="the deadline moved to the Tenant's new maximum")
+
+
 def test_a_standby_that_takes_over_decides_tenant_sandboxes_with_their_tenants_rules_from_its_first_pass(
     cluster: Cluster, api: client.ApiClient, crds: None, exclusive: None, tmp_path: Path,
 ) -> None:

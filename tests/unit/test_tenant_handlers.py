@@ -78,3 +78,25 @@ def test_a_tenant_is_looked_at_again_within_the_resync_period_events_or_not(monk
     result = asyncio.run(handlers._pass(state, runtime))  # nothing to do, nowhere to look again: the resync
     assert result.requeue_at is not None
     assert before + resync <= result.requeue_at <= datetime.now(UTC) + resync
+
+
+def test_a_change_of_a_tenants_lifetime_rules_wakes_its_namespaces_sandboxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their deadlines follow at once (a lowered maximum is enforced now, not at each Sandbox's next event); a status
+    change of the Tenant, or the start-up listing (every Sandbox's first pass follows it), wakes nothing."""
+    from sandbox_operator.k8s import watch
+
+    monkeypatch.setattr(watch, "FOLLOWED", watch.Followed())
+    changed: list[str] = []
+    monkeypatch.setattr(handlers, "LIFETIME_LISTENERS", [changed.append])
+    try:
+        handlers.tenant_changed(None, _tenant("a", "u1", "ns-a"))
+        assert changed == []
+        watch.FOLLOWED.listed.set()
+        with_status = _tenant("a", "u1", "ns-a", version="2") | {"status": {"phase": "Ready"}}
+        handlers.tenant_changed("MODIFIED", with_status)
+        assert changed == []
+        handlers.tenant_changed("MODIFIED", _tenant("a", "u1", "ns-a", version="3", ttl=60))
+        assert changed == ["ns-a"]
+    finally:
+        handlers.TENANTS.clear()
+        handlers.TENANT_LIFETIMES.items.clear()

@@ -2,7 +2,8 @@
 at a time (a deadline, a wait), bounded backoff after a failure, and one place where errors are counted and logged.
 
 A kind supplies its pass: an async function that observes, decides (pure) and acts, and reports a ``PassResult``.
-Per-object state lives in the object's Kopf memo, which Kopf drops with the object: nothing here grows without bound.
+Per-object state lives in each kind's table (Sandboxes, pools, Tenants), dropped with the object's DELETED event or a
+listing without it: nothing here grows without bound.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sandbox_operator import metrics
 from sandbox_operator.k8s.client import KubeError
@@ -71,17 +72,6 @@ class ObjectState:
         if self.wakeup is not None:
             self.wakeup.cancel()
             self.wakeup = None
-
-
-S = TypeVar("S", bound=ObjectState)
-
-
-def object_state(memo: Any, key: str, factory: Callable[[], S]) -> S:
-    """The object's state in its Kopf memo, made on first use."""
-    state = memo.get(key)
-    if state is None:
-        state = memo[key] = factory()
-    return state  # type: ignore[no-any-return]
 
 
 def record_repair(state: ObjectState, kind: str, now: datetime) -> None:

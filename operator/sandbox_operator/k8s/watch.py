@@ -83,8 +83,10 @@ class Followed:
     listeners: dict[Kind, list[Listener]] = field(default_factory=dict)
     pending: set[tuple[Kind, str | None]] = field(default_factory=set)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Each kind's first listing in every scope (``wait_kind_listed``).
-    kinds_listed: dict[Kind, asyncio.Event] = field(default_factory=dict)
+    # The streams without a current listing: not listed yet, or paused or broken since (``_capture_pause``), until
+    # their next listing is in; and per kind, whether none of its streams is (``wait_kind_listed``).
+    unlisted: set[tuple[Kind, str | None]] = field(default_factory=set)
+    current: dict[Kind, asyncio.Event] = field(default_factory=dict)
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -133,10 +135,15 @@ async def wait_listed() -> None:
 
 
 async def wait_kind_listed(kind: Kind) -> None:
-    """Until ``kind`` has been listed once in every scope (all of them, once every kind is); a kind nobody listens
-    to is never listed, and is not waited for."""
-    if not FOLLOWED.listed.is_set() and kind in FOLLOWED.listeners:
-        await FOLLOWED.kinds_listed.setdefault(kind, asyncio.Event()).wait()
+    """Until every stream of ``kind`` has a current listing: at a start, and again after each pause (a takeover) or
+    410 re-listing, until it is in; a kind nobody listens to is never listed, and is not waited for."""
+    if kind in FOLLOWED.listeners:
+        await FOLLOWED.current.setdefault(kind, asyncio.Event()).wait()
+
+
+def _followed_kind(resource: references.Resource) -> Kind | None:
+    return next((kind for kind in FOLLOWED.listeners
+                 if (kind.group, kind.plural) == (resource.group, resource.plural)), None)
 
 
 def _capture_posting() -> None:
@@ -171,9 +178,15 @@ def _capture_pause() -> None:
         if operator_paused is not None and FOLLOWED.pause is None:
             FOLLOWED.pause = operator_paused
             FOLLOWED.pause_found.set()
-        async with original(resource=resource, namespace=namespace, operator_paused=operator_paused) as waiter:
-            FOLLOWED.streaming_since[(resource.plural, namespace)] = time.monotonic()  # not paused (any more)
-            yield waiter
+        try:
+            async with original(resource=resource, namespace=namespace, operator_paused=operator_paused) as waiter:
+                FOLLOWED.streaming_since[(resource.plural, namespace)] = time.monotonic()  # not paused (any more)
+                yield waiter
+        finally:  # paused, or re-listing (a 410): this stream's listing is not current until the next is in
+            kind = _followed_kind(resource)
+            if kind is not None:
+                FOLLOWED.unlisted.add((kind, namespace))
+                FOLLOWED.current.setdefault(kind, asyncio.Event()).clear()
 
     streaming_block.captures_pause = True  # type: ignore[attr-defined]
     watching.streaming_block = streaming_block
@@ -189,6 +202,7 @@ def start(settings: kopf.OperatorSettings, namespaces: list[str]) -> None:
     scopes: list[str | None] = list(namespaces) or [None]
     FOLLOWED.pending = {(kind, scope) for kind in FOLLOWED.listeners
                         for scope in (scopes if kind.namespaced else [None])}
+    FOLLOWED.unlisted = set(FOLLOWED.pending)
     for kind, scope in sorted(FOLLOWED.pending, key=lambda pair: (pair[0].plural, pair[1] or "")):
         FOLLOWED.tasks.append(asyncio.get_running_loop().create_task(_follow(kind, scope, settings),
                                                                      name=f"watch {kind.plural}"))
@@ -243,8 +257,9 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
                     logger.error("%s%s: listing not handled (%s)\n%s", kind.plural, where, type(error).__name__,
                                  "".join(traceback.format_tb(error.__traceback__)))
             FOLLOWED.pending.discard((kind, namespace))
-            if not any(pending is kind for pending, _ in FOLLOWED.pending):
-                FOLLOWED.kinds_listed.setdefault(kind, asyncio.Event()).set()
+            FOLLOWED.unlisted.discard((kind, namespace))
+            if not any(unlisted == kind for unlisted, _ in FOLLOWED.unlisted):
+                FOLLOWED.current.setdefault(kind, asyncio.Event()).set()
             if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
                 logger.info("every watched kind is listed: the Sandboxes' passes go on")
                 FOLLOWED.listed.set()

@@ -215,7 +215,10 @@ watch.FOLLOWED.listen(watch.POOLS, Listener(wants=lambda body: True, changed=poo
 
 
 async def _refresh_and_reconcile(state: PoolState, runtime: Runtime, key: tuple[str, str], template: str) -> None:
-    await _refresh(runtime, key, template)
+    try:
+        await _refresh(runtime, key, template)
+    except Exception as error:  # the pass goes on with what the streams have; they are re-listing too
+        logger.warning("pool %s/%s: its pods and template could not be read afresh (%s)", *key, type(error).__name__)
     await reconcile_pool(state, runtime, key, trigger="listing")
 
 
@@ -367,9 +370,10 @@ async def _pool_pass(state: PoolState, runtime: Runtime, key: tuple[str, str]) -
             state.status_written = time.monotonic()
             if updated is not None:
                 state.remember(updated)
-    metrics.POOL_PODS.labels(pool.namespace, pool.name, "desired").set(pool.spec.replicas)
-    metrics.POOL_PODS.labels(pool.namespace, pool.name, "current").set(plan.status.get("replicas", 0))
-    metrics.POOL_PODS.labels(pool.namespace, pool.name, "ready").set(plan.status.get("readyReplicas", 0))
+    if not state.deleted:  # a pool gone while this pass ran keeps no gauges (``_forget`` removed them)
+        metrics.POOL_PODS.labels(pool.namespace, pool.name, "desired").set(pool.spec.replicas)
+        metrics.POOL_PODS.labels(pool.namespace, pool.name, "current").set(plan.status.get("replicas", 0))
+        metrics.POOL_PODS.labels(pool.namespace, pool.name, "ready").set(plan.status.get("readyReplicas", 0))
     return PassResult(requeue_at=requeue_at, failed="rejected" if refusal and not refusal.quota_exceeded else None)
 
 

@@ -54,7 +54,7 @@ from sandbox_operator.sandbox.decide import (
 )
 from sandbox_operator.sandbox.defaults import sandbox_defaults
 from sandbox_operator.sandbox.render import owning_sandbox
-from sandbox_operator.tenant.handlers import TENANT_LIFETIMES
+from sandbox_operator.tenant.handlers import LIFETIME_LISTENERS, TENANT_LIFETIMES
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,16 @@ for _kind, _stream, _trigger in (
     (c.ChildKind.PVC, watch.PVCS, "pvc"),
 ):
     watch.FOLLOWED.listen(_stream, _child_listener(_kind, _trigger))
+
+
+def _tenant_rules_changed(namespace: str) -> None:
+    """A Tenant's lifetime rules changed (a lower maximum, another default TTL): its Sandboxes look again, and their
+    deadlines follow at once, not at their next event."""
+    for key in [key for key in WATCHED.sandboxes if key[0] == namespace]:
+        _wake(key, "tenant")
+
+
+LIFETIME_LISTENERS.append(_tenant_rules_changed)
 
 
 EXPECTATION_SECONDS = 30.0
@@ -508,13 +518,13 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
-    children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``),
-    once the Tenants are listed: without its Tenant's lifetime rules its deadline would be the operator's default,
-    and a Sandbox older than that default would be deleted for it."""
-    if state.unserved:
-        await watch.wait_kind_listed(watch.TENANTS)
-    else:
+    children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``).
+    Every pass waits for a current listing of the Tenants (at a start, after a pause or a re-listing): without its
+    Tenant's lifetime rules a Sandbox's deadline would be the operator's default, and one older than that default
+    would be deleted for it."""
+    if not state.unserved:
         await watch.wait_listed()
+    await watch.wait_kind_listed(watch.TENANTS)
     await reconcile(state, lambda: _pass(state, runtime, key), what=f"sandbox {key[0]}/{key[1]}", trigger=trigger)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +73,8 @@ TENANTS: dict[str, TenantState] = {}
 TENANT_LIFETIMES: Store[str, TenantLifetime] = Store()
 # The process's runtime, for the streams' wake-ups (k8s.watch), which come without a Kopf memo.
 RUNTIME: list[Runtime] = []
+# Called with a tenant namespace whose lifetime rules changed (sandbox.handlers: its Sandboxes' deadlines follow).
+LIFETIME_LISTENERS: list[Callable[[str], None]] = []
 
 
 def tenant_namespace(body: Mapping[str, Any]) -> str | None:
@@ -212,8 +214,11 @@ def tenant_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         if state is not None:  # replaced while this replica was paused: the watch never said it went
             _forget(name, state)
         state = TENANTS[name] = TenantState(uid=uid)
-    if namespace is not None:
-        TENANT_LIFETIMES.put(namespace, uid, _lifetime(body))
+    if namespace is not None and TENANT_LIFETIMES.record(event_type, namespace, uid, lambda: _lifetime(body)) and (
+        event_type is not None or watch.listed()
+    ):
+        for rules_changed in LIFETIME_LISTENERS:  # not at the start-up listing: every Sandbox's first pass follows
+            rules_changed(namespace)
     state.remember(body)
     if RUNTIME:
         watch.spawn(reconcile_tenant(state, RUNTIME[0], trigger="listing" if event_type is None else "tenant"))
@@ -275,7 +280,7 @@ def tenant_policy_changed(event_type: str | None, body: Mapping[str, Any]) -> No
     """A tenant's default-deny NetworkPolicy changed or vanished: put it back (from the NetworkPolicy stream,
     k8s.watch, which the Sandboxes' and pools' policies share)."""
     if event_type is None or not RUNTIME:
-        return  # Kopf's listing of the Tenants reconciles each anyway
+        return  # the Tenants' own listing reconciles each anyway
     owner = owning_tenant(body)
     state = TENANTS.get(owner) if owner is not None else None
     if state is not None:
