@@ -138,7 +138,15 @@ async def wait_kind_listed(kind: Kind) -> None:
     """Until every stream of ``kind`` has a current listing: at a start, and again after each pause (a takeover) or
     410 re-listing, until it is in; a kind nobody listens to is never listed, and is not waited for."""
     if kind in FOLLOWED.listeners:
-        await FOLLOWED.current.setdefault(kind, asyncio.Event()).wait()
+        await _current(kind).wait()
+
+
+def _current(kind: Kind) -> asyncio.Event:
+    """Whether every stream of ``kind`` has a current listing (set) or not (clear); made on first use."""
+    event = FOLLOWED.current.get(kind)
+    if event is None:
+        event = FOLLOWED.current[kind] = asyncio.Event()
+    return event
 
 
 def _followed_kind(resource: references.Resource) -> Kind | None:
@@ -186,7 +194,7 @@ def _capture_pause() -> None:
             kind = _followed_kind(resource)
             if kind is not None:
                 FOLLOWED.unlisted.add((kind, namespace))
-                FOLLOWED.current.setdefault(kind, asyncio.Event()).clear()
+                _current(kind).clear()
 
     streaming_block.captures_pause = True  # type: ignore[attr-defined]
     watching.streaming_block = streaming_block
@@ -259,7 +267,7 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
             FOLLOWED.pending.discard((kind, namespace))
             FOLLOWED.unlisted.discard((kind, namespace))
             if not any(unlisted == kind for unlisted, _ in FOLLOWED.unlisted):
-                FOLLOWED.current.setdefault(kind, asyncio.Event()).set()
+                _current(kind).set()
             if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
                 logger.info("every watched kind is listed: the Sandboxes' passes go on")
                 FOLLOWED.listed.set()
