@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -352,6 +353,33 @@ def test_a_kind_counts_as_listed_while_every_scope_of_it_has_a_current_listing(
         await watch._stream(watch.TENANTS, None, settings=None)  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
         assert again.done()
+
+    asyncio.run(scenario())
+
+
+def test_after_its_first_listing_a_kind_whose_stream_stays_broken_holds_a_pass_only_so_long(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(watch, "CURRENT_WAIT_SECONDS", 0.05)
+    followed.listen(watch.TENANTS, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    followed.pending = {(watch.TENANTS, None)}
+    followed.unlisted = set(followed.pending)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(watch.wait_kind_listed(watch.TENANTS))
+        await asyncio.sleep(0.2)
+        assert not first.done(), "its first listing is waited for, however long"
+        followed.pending.clear()  # the first listing came
+        watch._current(watch.TENANTS).set()
+        await asyncio.wait_for(first, 1)
+        watch._current(watch.TENANTS).clear()  # broken since (a 410, an error), and not listed again
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):
+                await asyncio.wait_for(watch.wait_kind_listed(watch.TENANTS), 1)
+        assert followed.overdue == {watch.TENANTS}
+        assert caplog.text.count("tenants have not been listed again") == 1
 
     asyncio.run(scenario())
 

@@ -36,6 +36,8 @@ from sandbox_operator.api import names as c
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 5.0
+# How long a pass waits for a kind's new listing after its stream paused or broke (``wait_kind_listed``).
+CURRENT_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Followed:
     # their next listing is in; and per kind, whether none of its streams is (``wait_kind_listed``).
     unlisted: set[tuple[Kind, str | None]] = field(default_factory=set)
     current: dict[Kind, asyncio.Event] = field(default_factory=dict)
+    overdue: set[Kind] = field(default_factory=set)  # warned of: no new listing for CURRENT_WAIT_SECONDS
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -135,10 +138,25 @@ async def wait_listed() -> None:
 
 
 async def wait_kind_listed(kind: Kind) -> None:
-    """Until every stream of ``kind`` has a current listing: at a start, and again after each pause (a takeover) or
-    410 re-listing, until it is in; a kind nobody listens to is never listed, and is not waited for."""
-    if kind in FOLLOWED.listeners:
-        await _current(kind).wait()
+    """Until every stream of ``kind`` has a current listing: at a start, until its first listing is in; after a
+    pause (a takeover) or a 410 re-listing, until the new one is in, for ``CURRENT_WAIT_SECONDS`` at most (a stream
+    that stays broken must not hold every pass: what it listed last is still known). A kind nobody listens to is
+    never listed, and is not waited for."""
+    if kind not in FOLLOWED.listeners:
+        return
+    current = _current(kind)
+    if current.is_set():
+        return
+    if any(pending == kind for pending, _ in FOLLOWED.pending):
+        await current.wait()
+        return
+    try:
+        await asyncio.wait_for(current.wait(), CURRENT_WAIT_SECONDS)
+    except TimeoutError:
+        if kind not in FOLLOWED.overdue:
+            FOLLOWED.overdue.add(kind)
+            logger.warning("%s have not been listed again for %.0f s: going on with what was listed last",
+                           kind.plural, CURRENT_WAIT_SECONDS)
 
 
 def _current(kind: Kind) -> asyncio.Event:
@@ -268,6 +286,7 @@ async def _stream(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
             FOLLOWED.unlisted.discard((kind, namespace))
             if not any(unlisted == kind for unlisted, _ in FOLLOWED.unlisted):
                 _current(kind).set()
+                FOLLOWED.overdue.discard(kind)
             if not FOLLOWED.pending and not FOLLOWED.listed.is_set():
                 logger.info("every watched kind is listed: the Sandboxes' passes go on")
                 FOLLOWED.listed.set()

@@ -519,9 +519,9 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
     children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``).
-    Every pass waits for a current listing of the Tenants (at a start, after a pause or a re-listing): without its
-    Tenant's lifetime rules a Sandbox's deadline would be the operator's default, and one older than that default
-    would be deleted for it."""
+    Every pass waits for a current listing of the Tenants (at a start; after a pause or a re-listing, 10 s at most):
+    without its Tenant's lifetime rules, or with rules changed meanwhile, a Sandbox's deadline would be wrong, and one
+    past that wrong deadline would be deleted for it."""
     if not state.unserved:
         await watch.wait_listed()
     await watch.wait_kind_listed(watch.TENANTS)
