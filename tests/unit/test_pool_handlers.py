@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
 from sandbox_operator.api import names as c
+from sandbox_operator.k8s import watch
 from sandbox_operator.pool import handlers
 from sandbox_operator.pool.warm import WARM
 
@@ -59,3 +63,32 @@ def test_pools_follow_their_stream_and_a_listing_drops_what_it_did_not_find() ->
     finally:
         handlers.POOLS.clear()
         WARM.pool_templates.clear()
+
+
+def test_a_pool_pass_after_a_pause_waits_for_its_pods_fences_and_templates_to_be_listed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the stores as they were before the pause it would make warm pods again that the other replica made
+    meanwhile (their names come from generateName: no 409 would say so)."""
+    followed = watch.Followed()
+    for kind in (watch.PODS, watch.NETWORK_POLICIES, watch.TEMPLATES):
+        followed.listen(kind, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    followed.listed.set()  # listed once, then paused: each stream's listing is not current until its next one
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    passes: list[str] = []
+
+    async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
+        passes.append(what)
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(handlers.reconcile_pool(handlers.PoolState(), None, ("ns", "p"), "listing"))
+        for kind in (watch.PODS, watch.NETWORK_POLICIES, watch.TEMPLATES):
+            await asyncio.sleep(0.02)
+            assert passes == []
+            watch._current(kind).set()  # its new listing is in
+        await asyncio.wait_for(waiting, 1)
+        assert passes == ["pool ns/p"]
+
+    asyncio.run(scenario())

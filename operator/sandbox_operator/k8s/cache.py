@@ -13,16 +13,12 @@ two minutes until Kopf's watch confirmed them: a standby paused for longer than 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-
-from sandbox_operator.k8s.client import Kube
+from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-LIST_PAGE = 500
 
 
 @dataclass
@@ -69,20 +65,3 @@ class Store(Generic[K, V]):
         for key in dropped:
             del self.items[key]
         return dropped
-
-
-async def list_objects(
-    kube: Kube, kind: str, namespaces: list[str], label_selector: str | None = None
-) -> AsyncIterator[Mapping[str, Any]]:
-    """Every object of ``kind`` in ``namespaces`` (all namespaces when empty), a page at a time."""
-    scopes: list[str | None] = list(namespaces) or [None]
-    for namespace in scopes:
-        token: str | None = None
-        while True:
-            page = await kube.list_page(kind, namespace, label_selector=label_selector, limit=LIST_PAGE,
-                                        continue_token=token)
-            for item in page.get("items") or []:
-                yield item
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                break

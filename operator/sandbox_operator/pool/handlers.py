@@ -26,7 +26,7 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import describe_validation_error, next_condition, read_status, status_changed
 from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, SandboxTemplateSpec
 from sandbox_operator.k8s import watch
-from sandbox_operator.k8s.cache import Store, list_objects
+from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import ObjectState, PassResult, reconcile, resource_version
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
@@ -114,7 +114,7 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
     """Keep the runtime for the streams' wake-ups. Pools, templates, and the pools' warm pods and fences, come from
     the operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, at a start and a takeover
-    alike; a pool listed again after a later pause also reads its own warm pods and template (``_refresh``)."""
+    alike, and again after a later pause (``reconcile_pool``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
@@ -187,11 +187,7 @@ def pool_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     state.remember(body)
     if not RUNTIME:
         return
-    if event_type is None and watch.listed() and isinstance(template, str):
-        # Listed again after a pause, while the other kinds may still be listing: read its pods and template first.
-        watch.spawn(_refresh_and_reconcile(state, RUNTIME[0], key, template))
-    else:
-        watch.spawn(reconcile_pool(state, RUNTIME[0], key, trigger="listing" if event_type is None else "pool"))
+    watch.spawn(reconcile_pool(state, RUNTIME[0], key, trigger="listing" if event_type is None else "pool"))
 
 
 def _forget(key: tuple[str, str], state: PoolState) -> None:
@@ -212,30 +208,6 @@ def _pools_relisted(namespace: str | None, uids: set[str]) -> None:
 
 
 watch.FOLLOWED.listen(watch.POOLS, Listener(wants=lambda body: True, changed=pool_changed, relisted=_pools_relisted))
-
-
-async def _refresh_and_reconcile(state: PoolState, runtime: Runtime, key: tuple[str, str], template: str) -> None:
-    try:
-        await _refresh(runtime, key, template)
-    except Exception as error:  # the pass goes on with what the streams have; they are re-listing too
-        logger.warning("pool %s/%s: its pods and template could not be read afresh (%s)", *key, type(error).__name__)
-    await reconcile_pool(state, runtime, key, trigger="listing")
-
-
-async def _refresh(runtime: Runtime, key: tuple[str, str], template: str) -> None:
-    """Read the pool's pods and template afresh: while this replica stood by (its watches paused) pods and templates
-    may have gone, and no event would say so."""
-    selector = f"{c.LABEL_POOL}={key[1]}"
-    listed = {}
-    async for body in list_objects(runtime.kube, c.ChildKind.POD, [key[0]], label_selector=selector):
-        if _member_key(body) == key:
-            listed[str(body["metadata"]["name"])] = (str(body["metadata"].get("uid", "")), WarmPod.from_body(body))
-    WARM.replace_members(key, listed)
-    found = await runtime.kube.get(c.TEMPLATE_KIND, key[0], template)
-    if found is None:
-        WARM.templates.remove((key[0], template), "")
-    else:
-        WARM.templates.put((key[0], template), str(found["metadata"].get("uid", "")), _recipe(found))
 
 
 def is_pool_pod(body: Mapping[str, Any]) -> bool:
@@ -449,7 +421,11 @@ async def _report_invalid(runtime: Runtime, body: Mapping[str, Any], error: str,
 
 
 async def reconcile_pool(state: PoolState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
-    """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its pods
-    and fence have been listed."""
+    """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its pods,
+    fence and template have a current listing: at a start, and again after a pause (a pass on the stores as they were
+    before it would make warm pods again that the other replica made meanwhile: their names are the API server's, so
+    no 409 would say so)."""
     await watch.wait_listed()
+    for kind in (watch.PODS, watch.NETWORK_POLICIES, watch.TEMPLATES):
+        await watch.wait_kind_listed(kind)
     await reconcile(state, lambda: _pool_pass(state, runtime, key), what=f"pool {key[0]}/{key[1]}", trigger=trigger)

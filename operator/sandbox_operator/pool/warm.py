@@ -58,14 +58,6 @@ class Warm:
             del self.members[pool]
         return True
 
-    def replace_members(self, pool: tuple[str, str], listed: dict[str, tuple[str, WarmPod]]) -> None:
-        """The pool's unclaimed pods as a LIST just found them (after a start or a takeover: pods deleted while this
-        replica stood by would otherwise stay as phantoms, counted ready)."""
-        if listed:
-            self.members[pool] = listed
-        else:
-            self.members.pop(pool, None)
-
     def retain(self, uids: set[str], in_scope: Callable[[tuple[str, str]], bool]) -> list[tuple[str, str]]:
         """A new listing of pods found ``uids``: drop the pods in scope it did not find (deleted while the watch was
         paused or broken); return the pools that lost some."""
