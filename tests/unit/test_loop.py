@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import SandboxStatus
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, reconcile
+from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, forget_unlisted, reconcile, track
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
 from sandbox_operator.sandbox.handlers import (
@@ -258,3 +260,41 @@ def test_everything_but_progress_on_the_way_up_is_written_at_once(old: dict[str,
 def test_a_settle_time_of_zero_writes_every_change() -> None:
     runtime = Runtime(kube=None, defaults=sandbox().defaults)  # type: ignore[arg-type]
     assert _settling(SandboxState(), runtime, {}, _status("Pending", c.Reason.POD_MISSING)) is None
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED", None, "relisted"]),
+                            st.sampled_from(["a", "b"]), st.sampled_from(["u1", "u2", "u3"])))
+
+
+@given(EVENTS)
+def test_a_table_of_objects_holds_the_newest_object_of_each_name_and_forgets_each_gone_one_once(
+    events: list[tuple[str | None, str, str]],
+) -> None:
+    """Sandboxes, pools and Tenants share ``track`` / ``forget_unlisted``: a DELETED event of an older object of that
+    name changes nothing, a new uid under a name replaces (and forgets) the old one, a listing forgets what it did
+    not find."""
+    table: dict[str, ObjectState] = {}
+    forgotten: list[ObjectState] = []
+    model: dict[str, str] = {}  # name -> uid
+
+    def forget(key: str, state: ObjectState) -> None:
+        assert table[key] is state and state not in forgotten
+        forgotten.append(state)
+        del table[key]
+
+    for kind, key, uid in events:
+        if kind == "relisted":  # a listing that found only ``uid``
+            forget_unlisted(table, {uid}, lambda name: True, forget)
+            model = {name: found for name, found in model.items() if found == uid}
+            continue
+        before = table.get(key)
+        state = track(table, key, uid, kind, lambda uid: ObjectState(uid=uid), forget)
+        if kind == "DELETED":
+            assert state is None
+            if model.get(key) == uid:
+                del model[key]
+        else:
+            assert state is not None and state.uid == uid and table[key] is state
+            assert (state is before) == (model.get(key) == uid)
+            model[key] = uid
+        assert {name: held.uid for name, held in table.items()} == model

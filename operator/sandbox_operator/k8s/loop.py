@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sandbox_operator import metrics
 from sandbox_operator.k8s.client import KubeError
@@ -38,6 +38,7 @@ WAKEUP_MARGIN = 0.05
 class ObjectState:
     """What one object's reconciliations share."""
 
+    uid: str = ""  # the object's: another of the same name is another object
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The newest body seen, as compact JSON: a tenth of the memory of the parsed dicts, which a pass makes once.
     packed: bytes | None = None
@@ -72,6 +73,37 @@ class ObjectState:
         if self.wakeup is not None:
             self.wakeup.cancel()
             self.wakeup = None
+
+
+K = TypeVar("K")
+S = TypeVar("S", bound=ObjectState)
+
+
+def track(table: dict[K, S], key: K, uid: str, event_type: str | None, new: Callable[[str], S],
+          forget: Callable[[K, S], None]) -> S | None:
+    """The object's state in ``table`` after a watch event of it, or None when the event says it went (``forget`` is
+    called for it). The DELETED event of an older object of that name changes nothing; an object replaced under the
+    same name while this replica was paused (the watch never said it went) is forgotten, and its successor gets new
+    state."""
+    state = table.get(key)
+    if event_type == "DELETED":
+        if state is not None and state.uid == uid:
+            forget(key, state)
+        return None
+    if state is None or state.uid != uid:
+        if state is not None:
+            forget(key, state)
+        state = table[key] = new(uid)
+    return state
+
+
+def forget_unlisted(table: dict[K, S], uids: set[str], in_scope: Callable[[K], bool],
+                    forget: Callable[[K, S], None]) -> None:
+    """A (re)listing found ``uids``: forget the objects in scope it did not find (deleted while this replica was
+    paused, or its watch broken: no DELETED event came)."""
+    for key, state in list(table.items()):
+        if in_scope(key) and state.uid not in uids:
+            forget(key, state)
 
 
 def record_repair(state: ObjectState, kind: str, now: datetime) -> None:

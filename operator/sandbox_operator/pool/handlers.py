@@ -28,7 +28,7 @@ from sandbox_operator.api.template import SandboxPoolSpec, SandboxPoolStatus, Sa
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, reconcile, resource_version
+from sandbox_operator.k8s.loop import ObjectState, PassResult, forget_unlisted, reconcile, resource_version, track
 from sandbox_operator.k8s.manifest import ChildSummary, controller_name, owned_by
 from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
@@ -54,7 +54,6 @@ CONFLICT_RETRY_SECONDS = 60.0
 class PoolState(ObjectState):
     """What one pool's reconciliations share; kept in ``POOLS`` and dropped with the pool."""
 
-    uid: str = ""
     # Pods created whose ADDED event has not come yet, and pods deleted whose DELETED has not: name -> when.
     creating: dict[str, float] = field(default_factory=dict)
     deleting: dict[str, float] = field(default_factory=dict)
@@ -169,15 +168,9 @@ def pool_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     before any pass at a start and a takeover alike, and paused with Kopf."""
     meta = body["metadata"]
     key, uid = (str(meta.get("namespace") or ""), str(meta["name"])), str(meta.get("uid") or "")
-    state = POOLS.get(key)
-    if event_type == "DELETED":
-        if state is not None and state.uid == uid:  # not a newer pool of the same name
-            _forget(key, state)
+    state = track(POOLS, key, uid, event_type, lambda uid: PoolState(uid=uid), _forget)
+    if state is None:
         return
-    if state is None or state.uid != uid:
-        if state is not None:  # replaced while this replica was paused: the watch never said it went
-            _forget(key, state)
-        state = POOLS[key] = PoolState(uid=uid)
     template = ((body.get("spec") or {}).get("templateRef") or {}).get("name")
     if isinstance(template, str):
         WARM.pool_templates[key] = template
@@ -193,18 +186,15 @@ def pool_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
 def _forget(key: tuple[str, str], state: PoolState) -> None:
     """The pool is gone: no more passes; drop what was kept for it."""
     state.forget()
-    if POOLS.get(key) is state:
-        del POOLS[key]
-        WARM.pool_templates.pop(key, None)
-        for kind in ("desired", "current", "ready"):
-            metrics.POOL_PODS.remove(key[0], key[1], kind)
+    del POOLS[key]
+    WARM.pool_templates.pop(key, None)
+    for kind in ("desired", "current", "ready"):
+        metrics.POOL_PODS.remove(key[0], key[1], kind)
 
 
 def _pools_relisted(namespace: str | None, uids: set[str]) -> None:
     """A (re)listing: forget the pools it did not find (deleted while this replica was paused)."""
-    for key, state in list(POOLS.items()):
-        if (namespace is None or key[0] == namespace) and state.uid not in uids:
-            _forget(key, state)
+    forget_unlisted(POOLS, uids, lambda key: namespace is None or key[0] == namespace, _forget)
 
 
 watch.FOLLOWED.listen(watch.POOLS, Listener(wants=lambda body: True, changed=pool_changed, relisted=_pools_relisted))

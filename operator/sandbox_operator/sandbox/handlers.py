@@ -31,9 +31,11 @@ from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import (
     ObjectState,
     PassResult,
+    forget_unlisted,
     reconcile,
     record_repair,
     resource_version,
+    track,
 )
 from sandbox_operator.k8s.manifest import ChildSummary, owned_by
 from sandbox_operator.k8s.watch import Listener
@@ -65,7 +67,6 @@ QUOTA_RETRY_SECONDS = 15.0
 class SandboxState(ObjectState):
     """What one Sandbox's reconciliations share; kept in ``WATCHED.sandboxes`` and dropped with the Sandbox."""
 
-    uid: str = ""
     phase: str | None = None
     # Children we created that the watch has not shown yet: without this, a reconcile in that window
     # would create them again (a harmless but wasted 409).
@@ -534,15 +535,9 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     not looked at again."""
     meta = body["metadata"]
     key, uid = (str(meta.get("namespace") or ""), str(meta["name"])), str(meta.get("uid") or "")
-    state = WATCHED.sandboxes.get(key)
-    if event_type == "DELETED":
-        if state is not None and state.uid == uid:  # not a newer Sandbox of the same name
-            _forget(key, state, body)
+    state = track(WATCHED.sandboxes, key, uid, event_type, lambda uid: SandboxState(uid=uid), _forget)
+    if state is None:
         return
-    if state is None or state.uid != uid:
-        if state is not None:  # replaced while this replica was paused: the watch never said it went
-            _forget(key, state, state.body or body)
-        state = WATCHED.sandboxes[key] = SandboxState(uid=uid)
     if state.packed is not None and resource_version(body) <= state.version:
         metrics.RECONCILES_SKIPPED.labels("sandbox").inc()
         return
@@ -600,11 +595,11 @@ class ListedPasses:
 LISTED = ListedPasses()
 
 
-def _forget(key: tuple[str, str], state: SandboxState, body: Mapping[str, Any]) -> None:
+def _forget(key: tuple[str, str], state: SandboxState) -> None:
     """The Sandbox is gone: no more passes; drop what was kept for it."""
     state.forget()
     del WATCHED.sandboxes[key]
-    template = _template_name(body)
+    template = _template_name(state.body or {})
     if template is not None:
         _stop_using(key, template)
     if state.phase is not None:
@@ -614,9 +609,7 @@ def _forget(key: tuple[str, str], state: SandboxState, body: Mapping[str, Any]) 
 
 def _sandboxes_relisted(namespace: str | None, uids: set[str]) -> None:
     """A (re)listing: forget the Sandboxes it did not find (deleted while this replica was paused)."""
-    for key, state in list(WATCHED.sandboxes.items()):
-        if (namespace is None or key[0] == namespace) and state.uid not in uids:
-            _forget(key, state, state.body or {})
+    forget_unlisted(WATCHED.sandboxes, uids, lambda key: namespace is None or key[0] == namespace, _forget)
 
 
 watch.FOLLOWED.listen(watch.SANDBOXES, Listener(wants=lambda body: True, changed=sandbox_changed,

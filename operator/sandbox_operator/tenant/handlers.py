@@ -26,7 +26,7 @@ from sandbox_operator.api.tenant import TenantLifetime, TenantObject, TenantStat
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
 from sandbox_operator.k8s.client import Kube, KubeError
-from sandbox_operator.k8s.loop import ObjectState, PassResult, reconcile, record_repair
+from sandbox_operator.k8s.loop import ObjectState, PassResult, forget_unlisted, reconcile, record_repair, track
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.k8s.watch import Listener
 from sandbox_operator.operator import Runtime
@@ -61,8 +61,6 @@ WARNING_REASONS = frozenset(
 @dataclass
 class TenantState(ObjectState):
     """What one Tenant's reconciliations share; kept in ``TENANTS`` and dropped with the Tenant."""
-
-    uid: str = ""
 
 
 # Each Tenant's shared state by name, so that events of its objects can wake it; entries go with DELETED events (or
@@ -205,15 +203,9 @@ def tenant_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     later deadline) until Kopf's listing came through. The stream is listed before any Sandbox's pass."""
     meta = body["metadata"]
     name, uid, namespace = str(meta["name"]), str(meta.get("uid") or ""), tenant_namespace(body)
-    state = TENANTS.get(name)
-    if event_type == "DELETED":
-        if state is not None and state.uid == uid:  # not a newer Tenant of the same name
-            _forget(name, state)
+    state = track(TENANTS, name, uid, event_type, lambda uid: TenantState(uid=uid), _forget)
+    if state is None:
         return
-    if state is None or state.uid != uid:
-        if state is not None:  # replaced while this replica was paused: the watch never said it went
-            _forget(name, state)
-        state = TENANTS[name] = TenantState(uid=uid)
     if namespace is not None and TENANT_LIFETIMES.record(event_type, namespace, uid, lambda: _lifetime(body)) and (
         event_type is not None or watch.listed()
     ):
@@ -227,19 +219,15 @@ def tenant_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
 def _forget(name: str, state: TenantState) -> None:
     """The Tenant is gone: no more passes; drop its lifetime rules (the ones its namespace had from it)."""
     state.forget()
-    if TENANTS.get(name) is state:
-        del TENANTS[name]
+    del TENANTS[name]
     namespace = tenant_namespace(state.body or {})
     if namespace is not None:
         TENANT_LIFETIMES.remove(namespace, state.uid)
 
 
 def _tenants_relisted(namespace: str | None, uids: set[str]) -> None:
-    """A (re)listing: forget the Tenants it did not find (deleted while this replica was paused)."""
-    for name, state in list(TENANTS.items()):
-        if state.uid not in uids:
-            _forget(name, state)
-    TENANT_LIFETIMES.retain(uids, lambda key: True)
+    """A (re)listing: forget the Tenants it did not find (deleted while this replica was paused), and their rules."""
+    forget_unlisted(TENANTS, uids, lambda name: True, _forget)
 
 
 watch.FOLLOWED.listen(watch.TENANTS, Listener(wants=lambda body: True, changed=tenant_changed,
