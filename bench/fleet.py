@@ -35,7 +35,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -693,6 +694,20 @@ def add_nodes(run: Run, pods: int) -> None:
         raise RuntimeError(f"kwok did not take up nodes {sorted(missing)} within 60 s")
 
 
+@contextmanager
+def bench_run(prefix: str, patience: float = 300.0) -> Iterator[Run]:
+    """The local cluster (started if none runs) with the CRDs, and a Run with a scratch directory; whatever the run
+    created is removed after, however the bench ends."""
+    cluster = connect(start=True)
+    install_crds(cluster)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as scratch:
+        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch), patience=patience)
+        try:
+            yield run
+        finally:
+            clean_up(run)
+
+
 def clean_up(run: Run) -> None:
     """Stop every process the bench started, then delete its namespaces and, once their pods are gone, its nodes
     (kwok finishes the pods' deletion only while their node exists). A second Ctrl-C stops the waiting only."""
@@ -794,18 +809,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
-    cluster = connect(start=True)
-    install_crds(cluster)
-    with tempfile.TemporaryDirectory(prefix="fleet-") as scratch:
-        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch),
-                  patience=args.wait_others)
+    with bench_run("fleet", patience=args.wait_others) as run:
         try:
             return measure(run, args, sizes, started)
         except KeyboardInterrupt:
             print("\ninterrupted", flush=True)
             return 130
-        finally:
-            clean_up(run)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from fleet import (
     WARMUP,
     Run,
     add_nodes,
-    clean_up,
+    bench_run,
     median,
     rendered_pod_spec,
     sandbox_body,
@@ -39,8 +37,6 @@ from fleet import (
 )
 from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
 from fleet_watch import watch_events
-from localcluster.handle import connect
-from localcluster.operator_process import install_crds
 from realnode import percentile
 
 from sandbox_operator.api import names as c
@@ -149,37 +145,31 @@ def main() -> int:
     args = parser.parse_args()
     if args.count < 1:
         parser.error("--count must be at least 1")
-    cluster = connect(start=True)
-    install_crds(cluster)
-    with tempfile.TemporaryDirectory(prefix="hops-") as scratch:
-        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch))
-        try:
-            add_nodes(run, 2 * args.count + 10)
-            pod = rendered_pod_spec(run)  # the direct pods are the operator's, as in bench/fleet.py
-            namespace = run.namespace("hops")
-            arrivals = Arrivals(cluster.kubeconfig, namespace)
-            operator = run.operator(namespace)
-            run.api.create(sandboxes_path(namespace), sandbox_body(WARMUP))
-            deadline = time.monotonic() + 60
-            while (WARMUP, "Sandbox Ready") not in arrivals.first:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the warm-up Sandbox was not Ready in 60 s; see {operator.log_path}")
-                time.sleep(0.2)
-            time.sleep(2)
-            assert operator.process is not None
-            burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
-                  args.count, args.rate, operator.process.pid, SANDBOX_BESIDE)
-            operator.stop()
-            direct = run.namespace("hops-direct")
-            arrivals = Arrivals(cluster.kubeconfig, direct)
-            time.sleep(2)
-            burst(run, "pods created directly", DIRECT_HOPS, f"/api/v1/namespaces/{direct}/pods",
-                  lambda name: {"apiVersion": "v1", "kind": "Pod", "spec": pod,
-                                "metadata": {"name": f"{c.CHILD_PREFIX}{name}"}},
-                  arrivals, args.count, args.rate, None)
-            print(f"\npods select {PLACEMENT} (the kwok nodes)")
-        finally:
-            clean_up(run)
+    with bench_run("hops") as run:
+        add_nodes(run, 2 * args.count + 10)
+        pod = rendered_pod_spec(run)  # the direct pods are the operator's, as in bench/fleet.py
+        namespace = run.namespace("hops")
+        arrivals = Arrivals(run.cluster.kubeconfig, namespace)
+        operator = run.operator(namespace)
+        run.api.create(sandboxes_path(namespace), sandbox_body(WARMUP))
+        deadline = time.monotonic() + 60
+        while (WARMUP, "Sandbox Ready") not in arrivals.first:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the warm-up Sandbox was not Ready in 60 s; see {operator.log_path}")
+            time.sleep(0.2)
+        time.sleep(2)
+        assert operator.process is not None
+        burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
+              args.count, args.rate, operator.process.pid, SANDBOX_BESIDE)
+        operator.stop()
+        direct = run.namespace("hops-direct")
+        arrivals = Arrivals(run.cluster.kubeconfig, direct)
+        time.sleep(2)
+        burst(run, "pods created directly", DIRECT_HOPS, f"/api/v1/namespaces/{direct}/pods",
+              lambda name: {"apiVersion": "v1", "kind": "Pod", "spec": pod,
+                            "metadata": {"name": f"{c.CHILD_PREFIX}{name}"}},
+              arrivals, args.count, args.rate, None)
+        print(f"\npods select {PLACEMENT} (the kwok nodes)")
     return 0
 
 

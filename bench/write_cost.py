@@ -17,18 +17,14 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from fleet import WARMUP, Run, add_nodes, clean_up, median, sandbox_body, sandboxes_path
+from fleet import WARMUP, Run, add_nodes, bench_run, median, sandbox_body, sandboxes_path
 from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
-from localcluster.handle import connect
-from localcluster.operator_process import install_crds
 
 from sandbox_operator.api import names as c
 
@@ -126,6 +122,21 @@ def writes(run: Run, namespace: str, count: int, status: dict[str, Any],
     ]
 
 
+def measure_all(run: Run, count: int, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """Each kind of write's CPU per 100 for each process, a list of one per round, by kind."""
+    status, policy = served_example(run, run.namespace("write-cost-probe"))
+    for field in SERVER_FIELDS:  # and its owner: a Sandbox in another namespace
+        policy["metadata"].pop(field, None)
+    pids = cluster_pids(run.cluster)
+    rows: dict[str, list[dict[str, float]]] = {}
+    for round_number in range(rounds):
+        namespace = run.namespace(f"write-cost-r{round_number}")
+        for title, write in writes(run, namespace, count, status, policy):
+            rows.setdefault(title, []).append(measure(pids, write, count))
+        print(f"round {round_number + 1} of {rounds} done", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="writes of each kind per round (default 200)")
@@ -133,35 +144,22 @@ def main() -> int:
     args = parser.parse_args()
     if args.count < 1 or args.rounds < 1:
         parser.error("--count and --rounds must be at least 1")
-    cluster = connect(start=True)
-    install_crds(cluster)
-    with tempfile.TemporaryDirectory(prefix="write-cost-") as scratch:
-        run = Run(cluster, RawApi(cluster.kubeconfig), uuid.uuid4().hex[:6], Path(scratch))
+    with bench_run("write-cost") as run:
+        add_nodes(run, 10)
+        install_unchecked_crd(run.api)
         try:
-            add_nodes(run, 10)
-            install_unchecked_crd(run.api)
-            status, policy = served_example(run, run.namespace("write-cost-probe"))
-            for field in SERVER_FIELDS:  # and its owner: a Sandbox in another namespace
-                policy["metadata"].pop(field, None)
-            pids = cluster_pids(cluster)
-            rows: dict[str, list[dict[str, float]]] = {}
-            for round_number in range(args.rounds):
-                namespace = run.namespace(f"write-cost-r{round_number}")
-                for title, write in writes(run, namespace, args.count, status, policy):
-                    rows.setdefault(title, []).append(measure(pids, write, args.count))
-                print(f"round {round_number + 1} of {args.rounds} done", flush=True)
-            processes = sorted({name for measured in rows.values() for spent in measured for name in spent})
-            print(f"\nCPU-s per 100 writes, one client, {args.count} writes of each kind per round, medians over "
-                  f"{args.rounds} round(s); no controller running")
-            print("| write | " + " | ".join(processes) + " | every process |")
-            print("|---|" + "---|" * (len(processes) + 1))
-            for title, measured in rows.items():
-                cells = [median([spent.get(name, 0.0) for spent in measured]) for name in processes]
-                total = median([sum(spent.values()) for spent in measured])
-                print(f"| {title} | " + " | ".join(f"{cell:.2f}" for cell in cells) + f" | {total:.2f} |")
+            rows = measure_all(run, args.count, args.rounds)
         finally:
             run.api.request("DELETE", f"{CRDS}/{c.PLURAL}.{UNCHECKED_GROUP}")
-            clean_up(run)
+    processes = sorted({name for measured in rows.values() for spent in measured for name in spent})
+    print(f"\nCPU-s per 100 writes, one client, {args.count} writes of each kind per round, medians over "
+          f"{args.rounds} round(s); no controller running")
+    print("| write | " + " | ".join(processes) + " | every process |")
+    print("|---|" + "---|" * (len(processes) + 1))
+    for title, measured in rows.items():
+        cells = [median([spent.get(name, 0.0) for spent in measured]) for name in processes]
+        total = median([sum(spent.values()) for spent in measured])
+        print(f"| {title} | " + " | ".join(f"{cell:.2f}" for cell in cells) + f" | {total:.2f} |")
     return 0
 
 
