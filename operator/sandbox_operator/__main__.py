@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -15,6 +16,27 @@ try:
 except ModuleNotFoundError as missing:  # `pip install sandbox-operator` is the SDK alone
     sys.exit(f"sandbox-operator: {missing.name} is not installed; run the operator from the image, or install it "
              "with: pip install 'sandbox-operator[operator]'")
+
+
+# The cyclic garbage collector's first-generation threshold: collections after this many more allocations than
+# deallocations (Python's default is 700). See ``tune_garbage_collector``.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """Take the process's long-lived objects (modules, classes, Kopf's registry: everything imported so far) out of
+    the cyclic collector's way, and let it run less often.
+
+    Listing 10,000 pods parses some 50 MB of JSON into millions of dicts, none of them in a cycle (reference counting
+    frees them), yet with Python's defaults each 700 allocations start a collection that walks the young objects, and
+    every tenth of those walks more; the full collections walk everything imported. Measured on the local cluster
+    (a restart next to 10,000 Sandboxes, three runs each): the new Sandbox was Ready 6.4-6.7 s after the start with the
+    defaults, 3.8-4.5 s with this, and the start used 10-15% less CPU. Cyclic garbage still gets collected: a young
+    collection now comes every 10,000 net allocations, a few MB at most."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def main() -> int:
@@ -43,6 +65,7 @@ def main() -> int:
     import sandbox_operator.sandbox.handlers
     import sandbox_operator.tenant.handlers  # noqa: F401
 
+    tune_garbage_collector()
     asyncio.run(
         kopf.operator(
             clusterwide=not settings.namespaces,
