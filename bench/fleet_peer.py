@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -58,13 +59,22 @@ def peer_binary() -> tuple[Path | None, str]:
 
 
 def peer_crd_files() -> tuple[list[Path], str]:
-    """The peer's CRD manifests from its module in the Go module cache."""
+    """The peer's CRD manifests from its module, downloaded through the Go module proxy into the module cache if it
+    is not there yet (a fresh machine)."""
     go = _go()
     if go is None:
         return [], "the Go toolchain is not on PATH"
-    cache = subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
-    files = sorted((Path(cache) / f"{MODULE}@{VERSION}" / "k8s" / "crds").glob("*.yaml"))
-    return files, "" if files else f"no CRDs under {cache}/{MODULE}@{VERSION}/k8s/crds"
+    done = subprocess.run([go, "mod", "download", "-json", f"{MODULE}@{VERSION}"], capture_output=True, text=True)
+    try:
+        found = json.loads(done.stdout)
+    except ValueError:
+        found = {}
+    if not isinstance(found, dict) or "Dir" not in found:
+        why = found.get("Error") if isinstance(found, dict) else None
+        return [], f"go mod download {MODULE}@{VERSION} failed: {(why or done.stderr or done.stdout).strip()[-300:]}"
+    directory = Path(found["Dir"])
+    files = sorted((directory / "k8s" / "crds").glob("*.yaml"))
+    return files, "" if files else f"no CRDs under {directory}/k8s/crds"
 
 
 def install_peer_crds(cluster: Cluster, files: list[Path]) -> None:
