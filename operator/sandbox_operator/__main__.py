@@ -31,7 +31,7 @@ def tune_garbage_collector() -> None:
     frees them), yet with Python's defaults each 700 allocations start a collection that walks the young objects, and
     every tenth of those walks more; the full collections walk everything imported. Measured on the local cluster
     (a restart next to 10,000 Sandboxes, three runs each): the new Sandbox was Ready 6.4-6.7 s after the start with the
-    defaults, 3.8-4.5 s with this, and the start used 10-15% less CPU. Cyclic garbage still gets collected: a young
+    defaults, 3.8-4.5 s with this, and the start used 12-19 % less CPU. Cyclic garbage still gets collected: a young
     collection now comes every 10,000 net allocations, a few MB at most."""
     gc.collect()
     gc.freeze()
