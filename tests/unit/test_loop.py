@@ -160,9 +160,9 @@ class FakeKube:
         self.holder = holder
         self.calls: list[str] = []
 
-    async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> bool:
+    async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
         self.calls.append(f"create {kind}")
-        return False
+        return None
 
     async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(f"get {kind}")

@@ -137,15 +137,12 @@ class Kube:
     # Methods that take a rendered manifest also take its kind, typed: it bounds what they can write, and
     # tests/rbac.py derives the operator's RBAC from those types.
 
-    async def create(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> bool:
-        """Create a Sandbox's child; False when an object of that name already exists (whose it is, the caller
-        finds out)."""
+    async def create(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a Sandbox's child and return it as the API server stored it; None when an object of that name
+        already exists (whose it is, the caller finds out)."""
         _check_kind(kind, manifest)
         namespace = manifest["metadata"]["namespace"]
-        created = await self._request(
-            "create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409})
-        )
-        return created is not None
+        return await self._request("create", kind, "POST", _path(kind, namespace), dict(manifest), ok=frozenset({409}))
 
     async def replace(self, kind: c.ChildKind, manifest: Mapping[str, Any]) -> None:
         """Replace a mutable child with the rendered manifest (PUT): whatever others added to its spec, labels or

@@ -353,7 +353,7 @@ async def _apply_fence(runtime: Runtime, pool: PoolObject, action: ApplyFence) -
     if action.replace:
         await runtime.kube.replace(c.ChildKind.NETWORK_POLICY, action.manifest)
         return None
-    if await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest):
+    if await runtime.kube.create(c.ChildKind.NETWORK_POLICY, action.manifest) is not None:
         return None
     name = action.manifest["metadata"]["name"]
     live = await runtime.kube.get_child(c.ChildKind.NETWORK_POLICY, pool.namespace, name)

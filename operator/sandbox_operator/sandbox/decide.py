@@ -116,9 +116,19 @@ class PodSummary:
             waiting_message=waiting.get("message"),
             terminated_reason=(terminated or {}).get("reason"),
             exit_code=_int_or_none((terminated or {}).get("exitCode")),
-            owned=packed_owned_view(pod),
+            owned=packed_owned_view(_without_binding(pod)),
             pool=(meta.get("labels") or {}).get(c.LABEL_POOL) or None,
         )
+
+
+def _without_binding(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod without ``spec.nodeName``: the scheduler's binding sets it, the operator never renders it (so no
+    comparison reads it), and with it in the summary every pod's scheduling woke its Sandbox for a pass that found
+    nothing to do."""
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping) or "nodeName" not in spec:
+        return pod
+    return {**pod, "spec": {key: value for key, value in spec.items() if key != "nodeName"}}
 
 
 def _int_or_none(value: Any) -> int | None:

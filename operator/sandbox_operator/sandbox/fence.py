@@ -131,7 +131,7 @@ async def _ensure(kube: Kube, namespace: str) -> None:
             await kube.replace(c.ChildKind.NETWORK_POLICY, {**rendered, "metadata": {**rendered["metadata"],
                                                                                     "uid": live[0]}})
             logger.warning("the namespace fence NetworkPolicy %s was changed: put back", where)
-        elif not await kube.create(c.ChildKind.NETWORK_POLICY, rendered):
+        elif await kube.create(c.ChildKind.NETWORK_POLICY, rendered) is None:
             # Its name is taken by an object the watch does not show (yet): made by another replica a moment ago,
             # or somebody else's, without the operator's label.
             taken = await kube.get_child(c.ChildKind.NETWORK_POLICY, namespace, c.NAMESPACE_FENCE_NAME)

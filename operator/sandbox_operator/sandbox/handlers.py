@@ -144,6 +144,8 @@ def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
             return
         if not store.record(event_type, key, uid, lambda: _summary(kind, body)):
             metrics.RECONCILES_SKIPPED.labels(kind).inc()  # nothing the decision reads has changed
+        elif _own_echo(key, kind, event_type, store.get(key)):
+            metrics.RECONCILES_SKIPPED.labels(kind).inc()
         elif event_type is not None or watch.listed():
             _wake(key, trigger)
         # else: the start-up listing; every Sandbox gets a pass once all is listed, which sees this child: waking
@@ -154,6 +156,18 @@ def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
             _wake(key, "relisted")
 
     return Listener(wants=is_sandbox_child, changed=changed, relisted=relisted)
+
+
+def _own_echo(key: tuple[str, str], kind: c.ChildKind, event_type: str | None, seen: Any) -> bool:
+    """The event shows the child exactly as the Sandbox's own create returned it (or its read found it), while the
+    Sandbox's in-progress status waits (``_settling``): a pass is due by then anyway, and the one this event would
+    start could only find the status one progress step on (pod missing -> pod pending), which waits too. Half the
+    passes of a new Sandbox were these echoes: its pod's, its NetworkPolicy's."""
+    state = WATCHED.sandboxes.get(key)
+    if event_type == "DELETED" or seen is None or state is None or state.settling_since is None:
+        return False
+    expected = state.expected.get(kind)
+    return expected is not None and expected[0] == seen
 
 
 for _kind, _stream, _trigger in (
@@ -283,10 +297,12 @@ async def _create(
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
         try:
-            if await runtime.kube.create(kind, manifest):
+            created = await runtime.kube.create(kind, manifest)
+            if created is not None:
                 if kind is c.ChildKind.POD:
                     metrics.LAUNCHES.labels(c.Launch.COLD).inc()
-                _expect(state, kind, manifest)
+                # As stored: its watch event (the echo of this create) then shows nothing new (_child_listener).
+                _expect(state, kind, created)
                 return None
         except KubeError as error:
             if error.transient:
