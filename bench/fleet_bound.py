@@ -25,7 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fleet import Controller, Run, add_nodes, bench_run, cold_phase, controllers, median, rendered_pod_spec, sandboxes_path
+from fleet import (
+    Controller,
+    Run,
+    add_nodes,
+    bench_run,
+    cold_phase,
+    controllers,
+    median,
+    rendered_pod_spec,
+    sandboxes_path,
+)
 from fleet_cluster import RawApi
 from fleet_watch import watch_events
 

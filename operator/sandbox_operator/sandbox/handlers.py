@@ -80,6 +80,12 @@ class SandboxState(ObjectState):
     # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
     found: bool = False
     unwatched: bool = False
+    # Kinds of child this Sandbox's pass is creating now, and the events of them that came before the create's answer
+    # (``_own_echo``): the answer decides whether they were only its echo.
+    creating: set[c.ChildKind] = field(default_factory=set)
+    early_echoes: dict[c.ChildKind, Any] = field(default_factory=dict)
+    # An early echo matched what its create returned: the pass's end wakes the Sandbox unless its status settles.
+    echo_deferred: bool = False
     # First seen in a listing (a start or a takeover), not as a new object.
     listed: bool = False
     # Never served (no status, no template), first seen before every kind was listed: until they are, its passes do
@@ -159,15 +165,47 @@ def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
 
 
 def _own_echo(key: tuple[str, str], kind: c.ChildKind, event_type: str | None, seen: Any) -> bool:
-    """The event shows the child exactly as the Sandbox's own create returned it (or its read found it), while the
-    Sandbox's in-progress status waits (``_settling``): a pass is due by then anyway, and the one this event would
-    start could only find the status one progress step on (pod missing -> pod pending), which waits too. Half the
-    passes of a new Sandbox were these echoes: its pod's, its NetworkPolicy's."""
+    """Whether the event may go without a pass: it shows the child exactly as the Sandbox's own create returned it (or
+    its read found it), while the Sandbox's in-progress status waits (``_settling``). A pass is due by then anyway,
+    and the one this event would start could only find the status one progress step on (pod missing -> pod pending),
+    which waits too. Half the passes of a new Sandbox were these echoes: its pod's, its NetworkPolicy's.
+
+    An event that comes while the create is still waiting for its answer is held for it (``_created``); one that
+    comes while the pass that made the child is still running, for that pass's end (``_settle_echoes``)."""
     state = WATCHED.sandboxes.get(key)
-    if event_type == "DELETED" or seen is None or state is None or state.settling_since is None:
+    if event_type == "DELETED" or seen is None or state is None:
         return False
+    if kind in state.creating:
+        state.early_echoes[kind] = seen
+        return True
     expected = state.expected.get(kind)
-    return expected is not None and expected[0] == seen
+    if expected is None or expected[0] != seen:
+        return False
+    if state.lock.locked():
+        state.echo_deferred = True
+        return True
+    return state.settling_since is not None
+
+
+def _created(state: SandboxState, kind: c.ChildKind) -> None:
+    """The create of a child answered (or failed): an event of it that came before is settled now. Only the echo of
+    this create waits for the pass's end (``_settle_echoes``); anything else wakes the Sandbox as its event would."""
+    state.creating.discard(kind)
+    early = state.early_echoes.pop(kind, None)
+    if early is None:
+        return
+    expected = state.expected.get(kind)
+    if expected is not None and expected[0] == early:
+        state.echo_deferred = True
+    else:
+        state.dirty = True
+
+
+def _settle_echoes(state: SandboxState) -> None:
+    """At a pass's end: the echoes held for it need a pass after all when its status does not wait."""
+    if state.echo_deferred and state.settling_since is None:
+        state.dirty = True
+    state.echo_deferred = False
 
 
 for _kind, _stream, _trigger in (
@@ -296,6 +334,7 @@ async def _create(
             return None
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
+        state.creating.add(kind)
         try:
             created = await runtime.kube.create(kind, manifest)
             if created is not None:
@@ -308,6 +347,8 @@ async def _create(
             if error.transient:
                 raise
             return Refusal(quota_error=error.message) if error.quota_exceeded else Refusal(create_error=error.message)
+        finally:
+            _created(state, kind)
         live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"])
         if live is None:
             return None  # gone again meanwhile: the next pass creates it
@@ -455,6 +496,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
         # any status or Event comes of a plan made without it.
         state.dirty = True
+        state.echo_deferred = False
         return PassResult()
     failed = "decide" if error is not None else None
     if refused is not None:
@@ -492,6 +534,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
                 # that change is no newer than this answer and is skipped, so decide again now.
                 state.dirty = True
     _record(state, runtime, body, plan)
+    _settle_echoes(state)
     return PassResult(requeue_at=requeue_at, failed=failed, error=error)
 
 
