@@ -33,6 +33,7 @@ from fleet import (
     cold_phase,
     controllers,
     median,
+    phase_line,
     rendered_pod_spec,
     sandboxes_path,
 )
@@ -154,7 +155,9 @@ def main() -> int:
         for round_number in range(args.rounds):
             order = ways[round_number % len(ways):] + ways[:round_number % len(ways)]
             for way in order:
-                phases[way.key].append(cold_phase(run, way, round_number, args.count, 1, 0, 180))
+                phase = cold_phase(run, way, round_number, args.count, 1, 0, 180)
+                phases[way.key].append(phase)
+                print(phase_line(way.title, phase), flush=True)
             print(f"round {round_number + 1} of {args.rounds} done", flush=True)
         floor = median([p.quantile(0.5) for p in phases["direct"]])
         print(f"\ncreate->Ready, medians over {args.rounds} rounds of {args.count}; ratio to the floor's p50")
