@@ -27,6 +27,7 @@ from tests.unit.builders import sandbox
 
 SBX = sandbox()
 KEY = (SBX.namespace, SBX.name)
+LOOP = asyncio.new_event_loop()  # for the scheduled passes of settling Sandboxes (never run)
 
 
 def stored(manifest: dict[str, Any], version: str = "7") -> dict[str, Any]:
@@ -52,6 +53,8 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxState]:
     try:
         yield sandbox_state
     finally:
+        if sandbox_state.wakeup is not None:
+            sandbox_state.wakeup.cancel()
         del WATCHED.sandboxes[KEY]
         for store in WATCHED.children.values():
             store.items.pop(KEY, None)
@@ -77,10 +80,16 @@ def test_a_pods_binding_changes_nothing_its_summary_holds() -> None:
     assert PodSummary.from_body(changed) != PodSummary.from_body(pod)
 
 
+def settling(state: SandboxState) -> None:
+    """The Sandbox's in-progress status waits, and its pass at the end of the wait is scheduled."""
+    state.settling_since = 1.0
+    state.wakeup = LOOP.call_later(3600, lambda: None)
+
+
 def test_the_echo_of_its_own_create_does_not_wake_a_settling_sandbox(state: SandboxState) -> None:
     pod = stored(render_pod(SBX))
     _expect(state, c.ChildKind.POD, pod)
-    state.settling_since = 1.0
+    settling(state)
     event(c.ChildKind.POD, "ADDED", pod)
     bound = copy.deepcopy(pod)
     bound["spec"]["nodeName"] = "node-1"
@@ -93,10 +102,13 @@ def test_the_echo_of_its_own_create_does_not_wake_a_settling_sandbox(state: Sand
     assert woken(state) == ["pod"]
 
 
-def test_the_echo_wakes_a_sandbox_whose_status_does_not_wait(state: SandboxState) -> None:
+@pytest.mark.parametrize("waiting", ["no status waits", "no pass scheduled"])
+def test_the_echo_wakes_a_sandbox_whose_status_does_not_wait(state: SandboxState, waiting: str) -> None:
     # settle time 0, or a status written at once: the pass it starts may write the next progress step
     pod = stored(render_pod(SBX))
     _expect(state, c.ChildKind.POD, pod)
+    if waiting == "no pass scheduled":
+        state.settling_since = 1.0  # not backed by a scheduled pass: not trusted
     event(c.ChildKind.POD, "ADDED", pod)
     assert woken(state) == ["pod"]
 
@@ -104,7 +116,7 @@ def test_the_echo_wakes_a_sandbox_whose_status_does_not_wait(state: SandboxState
 def test_a_child_unlike_what_its_create_returned_wakes_the_sandbox(state: SandboxState) -> None:
     policy = stored(render_network_policy(SBX))
     _expect(state, c.ChildKind.NETWORK_POLICY, policy)
-    state.settling_since = 1.0
+    settling(state)
     changed = copy.deepcopy(policy)
     changed["spec"]["egress"] = [{}]  # changed between the create and the event: its event is its own
     event(c.ChildKind.NETWORK_POLICY, "ADDED", changed)
@@ -114,7 +126,7 @@ def test_a_child_unlike_what_its_create_returned_wakes_the_sandbox(state: Sandbo
 def test_a_deleted_child_always_wakes_the_sandbox(state: SandboxState) -> None:
     policy = stored(render_network_policy(SBX))
     _expect(state, c.ChildKind.NETWORK_POLICY, policy)
-    state.settling_since = 1.0
+    settling(state)
     event(c.ChildKind.NETWORK_POLICY, "ADDED", policy)
     event(c.ChildKind.NETWORK_POLICY, "DELETED", policy)
     assert woken(state) == ["networkpolicy"]

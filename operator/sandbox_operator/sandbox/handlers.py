@@ -184,7 +184,7 @@ def _own_echo(key: tuple[str, str], kind: c.ChildKind, event_type: str | None, s
     if state.lock.locked():
         state.echo_deferred = True
         return True
-    return state.settling_since is not None
+    return state.settling_since is not None and state.wakeup is not None
 
 
 def _created(state: SandboxState, kind: c.ChildKind) -> None:
@@ -521,7 +521,10 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
         recheck = now + timedelta(seconds=READ_RECHECK_SECONDS)
         requeue_at = recheck if requeue_at is None else min(requeue_at, recheck)
     changed = status_changed(SandboxStatus, body.get("status"), plan.status)
-    settle_until = _settling(state, runtime, body.get("status") or {}, plan.status) if changed else None
+    if changed:
+        settle_until = _settling(state, runtime, body.get("status") or {}, plan.status)
+    else:
+        settle_until = state.settling_since = None  # nothing waits to be written
     if settle_until is not None:
         wake = now + timedelta(seconds=settle_until - time.monotonic())
         requeue_at = wake if requeue_at is None else min(requeue_at, wake)
