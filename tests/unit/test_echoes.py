@@ -113,10 +113,16 @@ def test_the_echo_wakes_a_sandbox_whose_status_does_not_wait(state: SandboxState
     assert woken(state) == ["pod"]
 
 
-def test_a_child_unlike_what_its_create_returned_wakes_the_sandbox(state: SandboxState) -> None:
+def created_while_settling(state: SandboxState) -> dict[str, Any]:
+    """The Sandbox's NetworkPolicy as its create returned it, its status waiting."""
     policy = stored(render_network_policy(SBX))
     _expect(state, c.ChildKind.NETWORK_POLICY, policy)
     settling(state)
+    return policy
+
+
+def test_a_child_unlike_what_its_create_returned_wakes_the_sandbox(state: SandboxState) -> None:
+    policy = created_while_settling(state)
     changed = copy.deepcopy(policy)
     changed["spec"]["egress"] = [{}]  # changed between the create and the event: its event is its own
     event(c.ChildKind.NETWORK_POLICY, "ADDED", changed)
@@ -124,9 +130,7 @@ def test_a_child_unlike_what_its_create_returned_wakes_the_sandbox(state: Sandbo
 
 
 def test_a_deleted_child_always_wakes_the_sandbox(state: SandboxState) -> None:
-    policy = stored(render_network_policy(SBX))
-    _expect(state, c.ChildKind.NETWORK_POLICY, policy)
-    settling(state)
+    policy = created_while_settling(state)
     event(c.ChildKind.NETWORK_POLICY, "ADDED", policy)
     event(c.ChildKind.NETWORK_POLICY, "DELETED", policy)
     assert woken(state) == ["networkpolicy"]
