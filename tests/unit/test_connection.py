@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from sandbox_operator.api.connection import keep_connections_alive, resolve_environment_once
+from sandbox_operator.api.connection import resolve_environment_once
 
 
 def _closed_loopback_port() -> int:
@@ -109,47 +109,3 @@ def test_after_it_a_request_neither_reads_the_environment_nor_hops_to_a_thread(m
 
     assert asyncio.run(scenario()) == {"major": "1"}
     assert looked == []
-
-
-def test_aiohttp_reuses_an_idle_connection_only_within_its_connectors_keepalive() -> None:
-    """Pins what ``keep_connections_alive`` relies on: the attribute it sets is the one a reuse consults."""
-    assert "self._keepalive_timeout" in inspect.getsource(aiohttp.TCPConnector._get)
-    assert "self._keepalive_timeout" in inspect.getsource(aiohttp.BaseConnector._cleanup)
-
-
-@pytest.mark.parametrize(("kept", "connections"), [(True, 1), (False, 2)])
-def test_a_connection_idle_for_20_seconds_is_used_again_only_when_kept_alive(
-    monkeypatch: pytest.MonkeyPatch, kept: bool, connections: int,
-) -> None:
-    """Two requests 20 s apart (aiohttp's clock moved on): one connection with keep_connections_alive, two without
-    (aiohttp's default is 15 s); the API server itself keeps an idle connection for 90 s."""
-    _clean_environment(monkeypatch)
-    peers: set[tuple[str, int]] = set()
-
-    async def version(request: web.Request) -> web.Response:
-        peers.add(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
-        return web.json_response({"major": "1"})
-
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_get("/version", version)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        api = _client(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        clock = [1000.0]
-        monkeypatch.setattr(aiohttp.connector, "monotonic", lambda: clock[0])
-        try:
-            resolve_environment_once(api)
-            if kept:
-                keep_connections_alive(api)
-            for _ in range(2):
-                await api.call_api("/version", "GET", response_types_map={200: "object"}, _return_http_data_only=True)
-                clock[0] += 20
-        finally:
-            await api.close()
-            await runner.cleanup()
-
-    asyncio.run(scenario())
-    assert len(peers) == connections

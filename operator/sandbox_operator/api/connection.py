@@ -17,13 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# How long an idle connection to the API server is kept for the next request. The API server closes one idle for
-# 90 s (k8s.io/apiserver's secure serving: IdleTimeout, as Go's http.DefaultTransport, so client-go keeps its own that
-# long); aiohttp's default is 15 s, after which each burst of requests opened its connections again: a TLS handshake
-# apiece, with the client certificate checked on the server (a burst of 100 new Sandboxes after a quiet quarter
-# minute opened ten).
-KEEPALIVE_SECONDS = 60.0
-
 
 def resolve_environment_once(api_client: Any) -> None:
     """Give ``api_client`` (a kubernetes_asyncio ``ApiClient`` not used yet) the proxy the environment names for its
@@ -48,12 +41,3 @@ def resolve_environment_once(api_client: Any) -> None:
             # As aiohttp passes the environment's credentials: for plain HTTP and CONNECT alike.
             session._default_proxy_auth = proxy_auth
     session._trust_env = False  # aiohttp has no public setter; both pinned in tests/unit/test_connection.py
-
-
-def keep_connections_alive(api_client: Any) -> None:
-    """Keep ``api_client``'s idle connections for ``KEEPALIVE_SECONDS`` instead of aiohttp's 15 s (see there)."""
-    import aiohttp
-
-    connector = api_client.rest_client.pool_manager.connector
-    if isinstance(connector, aiohttp.TCPConnector) and not connector.force_close:
-        connector._keepalive_timeout = KEEPALIVE_SECONDS  # no public setter; pinned in tests/unit/test_connection.py

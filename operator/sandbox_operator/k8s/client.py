@@ -15,7 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
-from sandbox_operator.api.connection import keep_connections_alive, resolve_environment_once
+from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.k8s.redaction import redact
 
 # HTTP statuses worth retrying: conflicts, throttling, server trouble.
@@ -103,7 +103,6 @@ class Kube:
             await config.load_kube_config(client_configuration=configuration)
         api = client.ApiClient(configuration)
         resolve_environment_once(api)
-        keep_connections_alive(api)
         api.user_agent = FIELD_MANAGER  # the API server names our writes after it in managedFields
         return cls(api)
 

@@ -8,7 +8,7 @@ import uvicorn
 from kubernetes_asyncio.client import ApiClient
 from mcp.server.auth.settings import AuthSettings
 
-from sandbox_operator.api.connection import keep_connections_alive, resolve_environment_once
+from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.mcp_server.identity import TokenReviewVerifier
 from sandbox_operator.mcp_server.limits import McpSettings
 from sandbox_operator.mcp_server.tools import Clients, build_server
@@ -32,7 +32,6 @@ async def serve_http(settings: McpSettings, kubeconfig: str | None, context: str
     configuration, namespace = await load_configuration(kubeconfig, context)
     reviewer = ApiClient(configuration)
     resolve_environment_once(reviewer)
-    keep_connections_alive(reviewer)
     clients = Clients(settings, configuration, "default", local=False)
     verifier = TokenReviewVerifier(reviewer, settings.token_audiences, settings.identity_cache_seconds)
     auth = AuthSettings(

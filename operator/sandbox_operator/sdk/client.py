@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from sandbox_operator.api import keys
 from sandbox_operator.api import names as c
-from sandbox_operator.api.connection import keep_connections_alive, resolve_environment_once
+from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.api.sandbox import SandboxSpec
 from sandbox_operator.api.schema import describe_validation_error, format_time
 from sandbox_operator.sdk import shell
@@ -467,7 +467,6 @@ class SandboxClient:
         # Not the exec client's: kubernetes_asyncio opens its WebSockets without the proxy setting, so there the
         # session's own reading of the environment is what reaches an API server behind a proxy.
         resolve_environment_once(api_client)
-        keep_connections_alive(api_client)
         if impersonate is not None:
             for client in (api_client, ws_api):
                 for name, value in impersonate.headers():
