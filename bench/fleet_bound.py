@@ -39,8 +39,10 @@ from fleet import (
 )
 from fleet_cluster import RawApi
 from fleet_watch import watch_events
+from write_cost import served_example
 
 from sandbox_operator.api import names as c
+from sandbox_operator.k8s.manifest import owner_reference
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,8 +67,7 @@ def serve(kubeconfig: str, namespace: str, pod_spec: dict[str, Any], status: dic
         meta = sandbox["metadata"]
         name = f"{c.CHILD_PREFIX}{meta['name']}"
         labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_SANDBOX: meta["name"]}
-        owner = [{"apiVersion": c.API_VERSION, "kind": c.KIND, "name": meta["name"], "uid": meta["uid"],
-                  "controller": True, "blockOwnerDeletion": True}]
+        owner = [owner_reference(c.KIND, meta["name"], meta["uid"])]
         owners[name] = meta["name"]
         if policy is not None:
             body = {**policy, "metadata": {"name": name, "labels": labels, "ownerReferences": owner}}
@@ -121,12 +122,9 @@ class BoundProcess:
         self.log.close()
 
 
-def served_example(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The status and the NetworkPolicy spec the operator writes for the bench's Sandbox."""
-    sys.path.insert(0, str(HERE))
-    from write_cost import served_example as example
-
-    status, policy = example(run, run.namespace("bound-probe"))
+def operator_writes(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The status and the NetworkPolicy (its kind and spec) the operator writes for the bench's Sandbox."""
+    status, policy = served_example(run, run.namespace("bound-probe"))
     return status, {key: policy[key] for key in ("apiVersion", "kind", "spec")}
 
 
@@ -144,7 +142,7 @@ def main() -> int:
     with bench_run("bound") as run:
         add_nodes(run, 4 * args.count * args.rounds + 200)
         pod_spec = rendered_pod_spec(run)
-        status, policy = served_example(run)
+        status, policy = operator_writes(run)
         direct, ours = controllers(run, pod_spec, None)
         ways = [direct, ours]
         for key, title, with_policy in (("bound", "least controller", None),
