@@ -744,7 +744,7 @@ class SandboxClient:
                 return
 
     async def _wait(self, name: str, namespace: str, timeout: float) -> dict[str, Any]:
-        last: Mapping[str, Any] = {"metadata": {"name": name, "namespace": namespace}}
+        last: Mapping[str, Any] | None = None
         async with contextlib.aclosing(self._events(name, namespace, timeout)) as events:
             async for kind, body in events:
                 if kind == "DELETED":
@@ -754,11 +754,15 @@ class SandboxClient:
                 last = body
                 if _verdict(Sandbox(self, body)):
                     return body
-        condition = _condition(last, c.ConditionType.READY)
-        phase = (last.get("status") or {}).get("phase")
-        raise WaitTimeoutError(
-            name, phase, condition.get("reason"), condition.get("message"), f"was not ready within {timeout:.0f}s"
-        )
+        why = f"was not ready within {timeout:.0f}s"
+        if last is None:
+            # Not even its current state came: the wait says so rather than blame the operator.
+            why += f"; the watch of sandboxes in {namespace} brought no event of it"
+        elif not (last.get("status") or {}).get("conditions"):
+            why += f"; no operator has written its status: is one running for namespace {namespace}?"
+        condition = _condition(last or {}, c.ConditionType.READY)
+        phase = ((last or {}).get("status") or {}).get("phase")
+        raise WaitTimeoutError(name, phase, condition.get("reason"), condition.get("message"), why)
 
     async def _wait_gone(self, name: str, namespace: str, timeout: float) -> None:
         async with contextlib.aclosing(self._events(name, namespace, max(timeout, 1.0))) as events:
