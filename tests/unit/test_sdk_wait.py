@@ -16,7 +16,7 @@ from sandbox_operator.sdk.errors import WaitTimeoutError
 def _client(events: list[tuple[str, dict[str, Any]]]) -> SandboxClient:
     client = SandboxClient.__new__(SandboxClient)  # no API: only _wait runs, on these events
 
-    async def replay(name: str, namespace: str, timeout: float) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
+    async def replay(*_: Any) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
         for event in events:
             yield event
 
@@ -45,4 +45,5 @@ def test_a_pending_sandbox_gives_its_condition_and_blames_nobody() -> None:
     pending = {"metadata": {"name": "box"}, "status": {"phase": "Pending", "conditions": [
         {"type": "Ready", "status": "False", "reason": "PodPending", "message": "pod sbx-box is pending"}]}}
     error = _timeout([("ADDED", pending), ("ERROR", {})])
-    assert str(error) == "sandbox box was not ready within 5s (phase Pending, reason PodPending): pod sbx-box is pending"
+    assert str(error) == ("sandbox box was not ready within 5s (phase Pending, reason PodPending): "
+                          "pod sbx-box is pending")

@@ -376,10 +376,15 @@ def _decide_invalid(sandbox: InvalidSandbox, observed: Observed, now: datetime) 
     return Plan(actions=(), status=new.to_dict(), events=_events(old, new, created=False))
 
 
-def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: datetime) -> Plan:
-    """Decide the actions, complete status, events and next wake-up for one Sandbox; pure and deterministic."""
+def decide(
+    sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: datetime,
+    rendering: render.Rendering | None = None,
+) -> Plan:
+    """Decide the actions, complete status, events and next wake-up for one Sandbox; pure and deterministic.
+    ``rendering``: ``render.render_children(sandbox)``, when the caller has it already."""
     if isinstance(sandbox, InvalidSandbox):
         return _decide_invalid(sandbox, observed, now)
+    rendering = rendering or render.render_children(sandbox)
     secrets = secret_values(sandbox)
     observed = replace(  # refusals may quote the spec: redacted before any message is made of them
         observed,
@@ -398,10 +403,10 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
     # A pod named otherwise than its own was claimed from a pool. One that lost its pool label left the fence: the
     # rendering names a pool no label can hold, so its labels differ and it is replaced as tampered.
     claimed = pod is not None and pod.name != render.pod_name(sandbox)
-    pod_manifest = render.render_pod(
-        sandbox, render.Claimed(pod.name, pod.pool or LOST_POOL) if pod is not None and claimed else None
-    )
-    service_manifest = render.render_service(sandbox)
+    pod_manifest = rendering.pod
+    if pod is not None and claimed:
+        pod_manifest = render.as_claimed(pod_manifest, render.Claimed(pod.name, pod.pool or LOST_POOL))
+    service_manifest = rendering.service
     actions: list[Action] = []
     events: list[Event] = []
     if sandbox.deletion_timestamp is not None:
@@ -411,8 +416,8 @@ def decide(sandbox: SandboxObject | InvalidSandbox, observed: Observed, now: dat
         ready = _not_ready(deadline.reason, f"expired: {deadline.message}; deleting", c.SandboxPhase.EXPIRED)
     else:
         for kind, manifest, child, mutable in (
-            (c.ChildKind.PVC, render.render_pvc(sandbox), observed.pvc, False),
-            (c.ChildKind.NETWORK_POLICY, render.render_network_policy(sandbox), observed.network_policy, True),
+            (c.ChildKind.PVC, rendering.pvc, observed.pvc, False),
+            (c.ChildKind.NETWORK_POLICY, rendering.network_policy, observed.network_policy, True),
             (c.ChildKind.SERVICE, service_manifest, observed.service, True),
         ):
             child_actions, child_events = _sync_child(kind, manifest, child, observed.held, mutable=mutable)
@@ -550,12 +555,15 @@ def _pod_plan(
 
 
 def decide_safely(
-    load: Callable[[], SandboxObject | InvalidSandbox], body: Mapping[str, Any], observed: Observed, now: datetime
+    load: Callable[[], SandboxObject | InvalidSandbox], body: Mapping[str, Any], observed: Observed, now: datetime,
+    rendering: Callable[[SandboxObject], render.Rendering] = render.render_children,
 ) -> tuple[Plan, BaseException | None]:
-    """``decide`` on the loaded Sandbox; if loading or deciding raises, a plan that reports ReconcileError and still
-    acts on the deadline the last status announced (deleting the Sandbox past it), and the exception."""
+    """``decide`` on the loaded Sandbox and its ``rendering``; if loading, rendering or deciding raises, a plan that
+    reports ReconcileError and still acts on the deadline the last status announced (deleting the Sandbox past it),
+    and the exception."""
     try:
-        return decide(load(), observed, now), None
+        sandbox = load()
+        return decide(sandbox, observed, now, rendering(sandbox) if isinstance(sandbox, SandboxObject) else None), None
     except Exception as error:  # a bug or an input nobody foresaw: report it and keep the deadline
         return _fallback_plan(body, error, now), error
 

@@ -23,7 +23,14 @@ import kopf
 
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
-from sandbox_operator.api.sandbox import InvalidSandbox, SandboxObject, SandboxStatus, load_sandbox
+from sandbox_operator.api.sandbox import (
+    InvalidSandbox,
+    OperatorDefaults,
+    PodRecipe,
+    SandboxObject,
+    SandboxStatus,
+    load_sandbox,
+)
 from sandbox_operator.api.schema import optional_time, seconds_after, status_changed
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
@@ -55,12 +62,28 @@ from sandbox_operator.sandbox.decide import (
     secret_values,
 )
 from sandbox_operator.sandbox.defaults import sandbox_defaults
-from sandbox_operator.sandbox.render import owning_sandbox
+from sandbox_operator.sandbox.render import Rendering, owning_sandbox, render_children
 from sandbox_operator.tenant.handlers import LIFETIME_LISTENERS, TENANT_LIFETIMES
 
 logger = logging.getLogger(__name__)
 
 QUOTA_RETRY_SECONDS = 15.0
+
+
+@dataclass
+class Loaded:
+    """A Sandbox as one pass loaded it, from its body at ``version`` with these defaults and template recipe, and its
+    children as rendered for it (when it loaded valid)."""
+
+    version: int
+    defaults: OperatorDefaults
+    recipe: PodRecipe | None
+    sandbox: SandboxObject | InvalidSandbox
+    rendering: Rendering | None = None
+
+    def holds(self, version: int, defaults: OperatorDefaults, recipe: PodRecipe | None) -> bool:
+        """Whether it was loaded from these inputs: loading them again would give the same."""
+        return (self.version, self.defaults, self.recipe) == (version, defaults, recipe)
 
 
 @dataclass
@@ -92,6 +115,10 @@ class SandboxState(ObjectState):
     # not wait for that (each create reads first, or reads what a 409 says is there), and one more pass follows once
     # they are (``LISTED``). A templated one waits: its claim needs the pools' warm pods listed.
     unserved: bool = False
+    # Kept from a pass that created a child for the next pass, which mostly decides on the same body when that child
+    # is Ready: loading and rendering were a third of a pass. Dropped by any pass that creates nothing, so only the
+    # Sandboxes being started hold one.
+    loaded: Loaded | None = None
 
 
 # --- what the operator knows of each Sandbox's children, keyed by (namespace, sandbox name) ----------------------
@@ -473,7 +500,7 @@ def _record(state: SandboxState, runtime: Runtime, body: Mapping[str, Any], plan
 
 async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> PassResult:
     """One pass for one Sandbox: observe, decide (pure), act, write the status, post the Events."""
-    body = state.body
+    body, version = state.body, state.version
     if body is None:
         return PassResult()
 
@@ -483,15 +510,27 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
 
     def load() -> SandboxObject | InvalidSandbox:
         defaults = sandbox_defaults(TENANT_LIFETIMES.get, key[0], runtime.defaults)
-        sandbox = load_sandbox(body, defaults, WARM.recipe(key[0], template) if template is not None else None)
+        recipe = WARM.recipe(key[0], template) if template is not None else None
+        if state.loaded is None or not state.loaded.holds(version, defaults, recipe):
+            state.loaded = Loaded(version, defaults, recipe, load_sandbox(body, defaults, recipe))
+        sandbox = state.loaded.sandbox
         state.secrets = secret_values(sandbox) if isinstance(sandbox, SandboxObject) else []
         return sandbox
 
+    def rendering(sandbox: SandboxObject) -> Rendering:
+        loaded = state.loaded
+        if loaded is None or loaded.sandbox is not sandbox:
+            return render_children(sandbox)
+        if loaded.rendering is None:
+            loaded.rendering = render_children(sandbox)
+        return loaded.rendering
+
     now = datetime.now(UTC)
     observed = _observe(state, key, now)
-    plan, error = decide_safely(load, body, observed, now)
+    plan, error = decide_safely(load, body, observed, now, rendering)
     state.found = state.unwatched = False
     refused = await _apply(runtime, state, key, body, plan, now)
+    creating = refused is None and any(isinstance(action, CreateChild) for action in plan.actions)
     if state.found and refused is None:
         # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
         # any status or Event comes of a plan made without it.
@@ -508,7 +547,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
             quota_error=refused.quota_error,
             create_error=refused.create_error,
             name_conflict=refused.name_conflict,
-        ), now)
+        ), now, rendering)
         stops = tuple(action for action in plan.actions if isinstance(action, DeleteChild))
         await _apply_in_order(runtime, state, key, body, stops, now, established=True)
         failed = None if refused.quota_error else "rejected"
@@ -538,6 +577,8 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
                 state.dirty = True
     _record(state, runtime, body, plan)
     _settle_echoes(state)
+    if not creating:
+        state.loaded = None  # nothing was made whose readiness comes next: the next pass may be far off
     return PassResult(requeue_at=requeue_at, failed=failed, error=error)
 
 

@@ -363,3 +363,20 @@ def render_pvc(sandbox: SandboxObject) -> dict[str, Any] | None:
             "spec": spec,
         }
     )
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Every child of a Sandbox as rendered for it (its own pod; a claimed pod is ``as_claimed`` of it): what a pass
+    compares the live children with and creates. Nobody changes one: a pass may reuse it (sandbox.handlers)."""
+
+    pod: dict[str, Any]
+    network_policy: dict[str, Any]
+    service: dict[str, Any] | None
+    pvc: dict[str, Any] | None
+
+
+def render_children(sandbox: SandboxObject) -> Rendering:
+    """The Sandbox's children, rendered."""
+    return Rendering(pod=render_pod(sandbox), network_policy=render_network_policy(sandbox),
+                     service=render_service(sandbox), pvc=render_pvc(sandbox))

@@ -1,0 +1,137 @@
+"""A pass that created a Sandbox's children keeps the Sandbox as it loaded it and the children as it rendered them
+for the next pass (the one at the pod's Ready), which decides on the same body: that pass neither loads nor renders
+again. Any other input (a newer body, other defaults) loads afresh, and a pass that creates nothing keeps nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from sandbox_operator.api import names as c
+from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.operator import Runtime
+from sandbox_operator.sandbox import handlers
+from sandbox_operator.sandbox.handlers import SandboxState, _expect, _pass
+from tests.unit.builders import body
+
+SANDBOX = body()
+KEY = (SANDBOX["metadata"]["namespace"], SANDBOX["metadata"]["name"])
+
+
+class StoringKube:
+    """Creates and status writes answered as the API server would store them."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.version = 10
+
+    def _stored(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        stored = copy.deepcopy(manifest)
+        stored["metadata"].update({"uid": f"uid-{manifest['kind']}", "resourceVersion": str(self.version)})
+        return stored
+
+    async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        stored = self._stored(manifest)
+        self.created.append(stored)
+        return stored
+
+    async def patch_status(self, namespace: str, name: str, old: Any, new: dict[str, Any]) -> dict[str, Any]:
+        self.statuses.append(new)
+        return self._stored({**SANDBOX, "status": new})
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """How often a pass loaded the Sandbox and rendered its children."""
+    counted = {"load": 0, "render": 0}
+
+    def counting(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counted[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(handlers, "load_sandbox", counting("load", handlers.load_sandbox))
+    monkeypatch.setattr(handlers, "render_children", counting("render", handlers.render_children))
+    monkeypatch.setattr(handlers.fence, "fenced", lambda namespace: True)  # pod and policy made together
+    monkeypatch.setattr(handlers.kopf, "event", lambda *args, **kwargs: None)  # no Kopf poster runs here
+    yield counted
+
+
+def make_ready(state: SandboxState, kube: StoringKube) -> None:
+    """The pod the pass created, now running and Ready (as its watch event would show it)."""
+    pod = next(child for child in kube.created if child["kind"] == "Pod")
+    _expect(state, c.ChildKind.POD, {**pod, "status": {
+        "phase": "Running", "podIP": "10.0.0.9", "startTime": "2025-01-01T12:00:05Z",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "sandbox", "ready": True, "state": {"running": {}}}]}})
+
+
+def new_state(version: str = "5") -> SandboxState:
+    state = SandboxState(uid=SANDBOX["metadata"]["uid"])
+    state.remember({**SANDBOX, "metadata": {**SANDBOX["metadata"], "resourceVersion": version}})
+    return state
+
+
+def passes(state: SandboxState, runtime: Runtime, between: Any = None) -> None:
+    async def both() -> None:
+        await _pass(state, runtime, KEY)
+        make_ready(state, runtime.kube)  # type: ignore[arg-type]
+        if between is not None:
+            between()
+        await _pass(state, runtime, KEY)
+    asyncio.run(both())
+
+
+def test_the_pass_at_the_pods_ready_reuses_what_the_creating_pass_loaded_and_rendered(calls: dict[str, int]) -> None:
+    kube, state = StoringKube(), new_state()
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    passes(state, runtime)
+    assert sorted(child["kind"] for child in kube.created) == ["NetworkPolicy", "Pod"]
+    assert [status["phase"] for status in kube.statuses] == [c.SandboxPhase.READY]  # one write: Ready
+    assert calls == {"load": 1, "render": 1}
+    assert state.loaded is None  # it created nothing: it keeps nothing
+
+
+def test_a_newer_body_is_loaded_and_rendered_again(calls: dict[str, int]) -> None:
+    kube, state = StoringKube(), new_state()
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    newer = {**SANDBOX, "metadata": {**SANDBOX["metadata"], "resourceVersion": "6",
+                                     "annotations": {c.ANNOTATION_LAST_ACTIVITY: "2025-01-01T12:00:06Z"}}}
+    passes(state, runtime, between=lambda: state.remember(newer))
+    assert calls == {"load": 2, "render": 2}
+    assert [status["phase"] for status in kube.statuses] == [c.SandboxPhase.READY]
+
+
+def test_other_defaults_are_loaded_with(calls: dict[str, int]) -> None:
+    kube, state = StoringKube(), new_state()
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+
+    async def both() -> None:
+        await _pass(state, runtime, KEY)
+        make_ready(state, kube)
+        await _pass(state, replace(runtime, defaults=OperatorDefaults(ttl_seconds=10**9)), KEY)
+
+    asyncio.run(both())
+    assert calls == {"load": 2, "render": 2}
+    assert kube.statuses[-1]["expiresAt"]  # decided with the new default TTL
+
+
+def test_a_refused_create_keeps_nothing(calls: dict[str, int]) -> None:
+    class Refusing(StoringKube):
+        async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
+            from sandbox_operator.k8s.client import KubeError
+            raise KubeError("create", kind, 422, "spec.containers: invalid")
+
+    state = new_state()
+    runtime = Runtime(kube=Refusing(), defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    asyncio.run(_pass(state, runtime, KEY))
+    assert calls == {"load": 1, "render": 1}  # the refusal's own decision reuses them
+    assert state.loaded is None
