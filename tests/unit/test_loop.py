@@ -298,3 +298,21 @@ def test_a_table_of_objects_holds_the_newest_object_of_each_name_and_forgets_eac
             assert (state is before) == (model.get(key) == uid)
             model[key] = uid
         assert {name: held.uid for name, held in table.items()} == model
+
+
+@run
+async def test_each_pass_is_logged_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    state = ObjectState()
+
+    async def one_pass() -> PassResult:
+        return PassResult(failed="rejected")
+
+    with caplog.at_level(logging.INFO, logger="sandbox_operator.k8s.loop"):
+        await reconcile(state, one_pass, what="sandbox ns/a", trigger="pod")
+    assert "pass (pod)" not in caplog.text
+    state.forget()
+    state = ObjectState()
+    with caplog.at_level(logging.DEBUG, logger="sandbox_operator.k8s.loop"):
+        await reconcile(state, one_pass, what="sandbox ns/a", trigger="pod")
+    assert "sandbox ns/a: pass (pod) in" in caplog.text and "failed (rejected)" in caplog.text
+    state.forget()

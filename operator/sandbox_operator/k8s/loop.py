@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,7 +156,12 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
                 return
             state.dirty = False
             metrics.RECONCILES.labels(trigger).inc()
+            started = time.monotonic()
             result = await _guarded(state, one_pass, what)
+            if logger.isEnabledFor(logging.DEBUG):  # a line per pass: at DEBUG only (LOG_LEVEL), a burst makes many
+                logger.debug("%s: pass (%s) in %.1f ms%s%s", what, trigger, 1000 * (time.monotonic() - started),
+                             f"; failed ({result.failed})" if result.failed else "",
+                             f"; again at {result.requeue_at:%H:%M:%S}" if result.requeue_at else "")
             delay = None
             if result.failed is None:
                 state.failures = 0
