@@ -6,7 +6,9 @@
 For each object, from arrival times on raw watches of the namespace's Sandboxes, pods and NetworkPolicies (one
 thread each, plain JSON): the bench's POST -> the Sandbox seen -> its pod seen -> the pod bound to a node -> the pod
 Ready -> the Sandbox Ready, and beside the pod, the Sandbox seen -> its NetworkPolicy seen (created together behind
-the namespace fence); for pods created directly: POST -> pod seen -> bound -> Ready.
+the namespace fence); the same for bench/fleet_bound.py's least controller with the operator's NetworkPolicy (the
+operator's hops next to the least any controller could take here); for pods created directly: POST -> pod seen ->
+bound -> Ready.
 Each hop's p50 / p90, the whole way's p50 / p90 / p99, and each local-cluster process's CPU per 100 objects (first
 create to 1 s after the last Ready, less what it used idle over as long just before). It keeps three more watches
 than bench/fleet.py, so its figures run a little higher: it shows which hops a burst stretches; the issue's ratios
@@ -35,6 +37,7 @@ from fleet import (
     sandbox_body,
     sandboxes_path,
 )
+from fleet_bound import BoundProcess, operator_writes
 from fleet_cluster import CpuWindow, RawApi, cluster_pids, create_all
 from fleet_watch import watch_events
 from realnode import percentile
@@ -146,7 +149,7 @@ def main() -> int:
     if args.count < 1:
         parser.error("--count must be at least 1")
     with bench_run("hops") as run:
-        add_nodes(run, 2 * args.count + 10)
+        add_nodes(run, 3 * args.count + 20)
         pod = rendered_pod_spec(run)  # the direct pods are the operator's, as in bench/fleet.py
         namespace = run.namespace("hops")
         arrivals = Arrivals(run.cluster.kubeconfig, namespace)
@@ -162,6 +165,21 @@ def main() -> int:
         burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
               args.count, args.rate, operator.process.pid, SANDBOX_BESIDE)
         operator.stop()
+        status, policy = operator_writes(run)
+        least = run.namespace("hops-least")
+        arrivals = Arrivals(run.cluster.kubeconfig, least)
+        bound = BoundProcess(run, least, pod, status, policy)
+        run.api.create(sandboxes_path(least), sandbox_body(WARMUP))
+        deadline = time.monotonic() + 60
+        while (WARMUP, "Sandbox Ready") not in arrivals.first:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the least controller's warm-up Sandbox was not Ready in 60 s")
+            time.sleep(0.2)
+        time.sleep(2)
+        assert bound.process is not None
+        burst(run, "least controller + NetworkPolicy", SANDBOX_HOPS, sandboxes_path(least), sandbox_body, arrivals,
+              args.count, args.rate, bound.process.pid, SANDBOX_BESIDE)
+        bound.stop()
         direct = run.namespace("hops-direct")
         arrivals = Arrivals(run.cluster.kubeconfig, direct)
         time.sleep(2)
