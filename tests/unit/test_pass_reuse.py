@@ -14,10 +14,13 @@ import pytest
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.k8s.loop import reconcile
 from sandbox_operator.operator import Runtime
+from sandbox_operator.pool.warm import WarmPod, claim_patch
 from sandbox_operator.sandbox import handlers
 from sandbox_operator.sandbox.handlers import SandboxState, _expect, _pass
 from tests.unit.builders import body
+from tests.unit.template_builders import POOL, merge_patch, recipe, templated_body, warm_pod_body
 
 SANDBOX = body()
 KEY = (SANDBOX["metadata"]["namespace"], SANDBOX["metadata"]["name"])
@@ -26,7 +29,8 @@ KEY = (SANDBOX["metadata"]["namespace"], SANDBOX["metadata"]["name"])
 class StoringKube:
     """Creates and status writes answered as the API server would store them."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox: dict[str, Any] = SANDBOX) -> None:
+        self.sandbox = sandbox
         self.created: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.version = 10
@@ -44,7 +48,7 @@ class StoringKube:
 
     async def patch_status(self, namespace: str, name: str, old: Any, new: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(new)
-        return self._stored({**SANDBOX, "status": new})
+        return self._stored({**self.sandbox, "status": new})
 
 
 @pytest.fixture
@@ -135,3 +139,36 @@ def test_a_refused_create_keeps_nothing(calls: dict[str, int]) -> None:
     asyncio.run(_pass(state, runtime, KEY))
     assert calls == {"load": 1, "render": 1}  # the refusal's own decision reuses them
     assert state.loaded is None
+
+
+def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
+    calls: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's pass made its plan without the pod; the claimed pod's watch event is only the claim's echo, which
+    starts no pass while the status settles. So the claiming pass decides again at once, and Ready is the one status
+    written, not one written after the settle time."""
+    template = recipe()
+    sandbox_body = templated_body()
+    warm = warm_pod_body(template)
+    kube = StoringKube(sandbox_body)
+
+    async def claimed(kube_: Any, template_name: str, cold: dict[str, Any]) -> dict[str, Any]:
+        patch = claim_patch(WarmPod.from_body(warm), cold, POOL)
+        return merge_patch(warm, patch)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(handlers, "claim", claimed)
+    monkeypatch.setattr(handlers.WARM, "recipe", lambda namespace, name: template)
+    state = SandboxState(uid=sandbox_body["metadata"]["uid"])
+    state.remember({**sandbox_body, "metadata": {**sandbox_body["metadata"], "resourceVersion": "5"}})
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+
+    async def passes() -> None:
+        await reconcile(state, lambda: _pass(state, runtime, KEY), what="sandbox", trigger="test")
+        state.forget()  # no settle wake-up left behind
+
+    asyncio.run(passes())
+    assert [(status["phase"], status["launch"]) for status in kube.statuses] == [
+        (c.SandboxPhase.READY, c.Launch.WARM)
+    ]
+    assert [child["kind"] for child in kube.created] == ["NetworkPolicy"]  # the pod was claimed, not created
+    assert calls == {"load": 1, "render": 1}  # the second pass decided on what the first loaded

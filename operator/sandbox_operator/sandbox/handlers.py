@@ -100,7 +100,8 @@ class SandboxState(ObjectState):
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
     # When an in-progress status began to wait for the status that replaces it (``_settling``).
     settling_since: float | None = None
-    # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
+    # This pass found a child it was about to create, or claimed a warm pod (``_create``); it deleted a child the
+    # watch does not show.
     found: bool = False
     unwatched: bool = False
     # Kinds of child this Sandbox's pass is creating now, and the events of them that came before the create's answer
@@ -358,6 +359,9 @@ async def _create(
         if claimed is not None:
             metrics.LAUNCHES.labels(c.Launch.WARM).inc()
             _expect(state, kind, claimed)
+            # Ready already, mostly: the plan was made without it, so decide again with it now. Its watch event is
+            # only the echo of the claim, which starts no pass of its own while the status settles (_own_echo).
+            state.found = True
             return None
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
@@ -532,8 +536,8 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     refused = await _apply(runtime, state, key, body, plan, now)
     creating = refused is None and any(isinstance(action, CreateChild) for action in plan.actions)
     if state.found and refused is None:
-        # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
-        # any status or Event comes of a plan made without it.
+        # A child the plan would have made was there (the watch had not shown it yet), or a warm pod was claimed:
+        # decide again with it, before any status or Event comes of a plan made without it.
         state.dirty = True
         state.echo_deferred = False
         return PassResult()
