@@ -141,6 +141,17 @@ def burst(run: Run, title: str, hops: tuple[str, ...], collection: str, body: Ca
           + f"; every process {sum(spent.values()) * 100 / count:.2f}")
 
 
+def warm_up(run: Run, namespace: str, arrivals: Arrivals, whose: str) -> None:
+    """Create the warm-up Sandbox and wait for its Ready (then 2 s more): the controller's first pass is behind it."""
+    run.api.create(sandboxes_path(namespace), sandbox_body(WARMUP))
+    deadline = time.monotonic() + 60
+    while (WARMUP, "Sandbox Ready") not in arrivals.first:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm-up Sandbox, {whose}, was not Ready in 60 s")
+        time.sleep(0.2)
+    time.sleep(2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100, help="objects each way (default 100)")
@@ -154,13 +165,7 @@ def main() -> int:
         namespace = run.namespace("hops")
         arrivals = Arrivals(run.cluster.kubeconfig, namespace)
         operator = run.operator(namespace)
-        run.api.create(sandboxes_path(namespace), sandbox_body(WARMUP))
-        deadline = time.monotonic() + 60
-        while (WARMUP, "Sandbox Ready") not in arrivals.first:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the warm-up Sandbox was not Ready in 60 s; see {operator.log_path}")
-            time.sleep(0.2)
-        time.sleep(2)
+        warm_up(run, namespace, arrivals, f"sandbox-operator's (see {operator.log_path})")
         assert operator.process is not None
         burst(run, "sandbox-operator", SANDBOX_HOPS, sandboxes_path(namespace), sandbox_body, arrivals,
               args.count, args.rate, operator.process.pid, SANDBOX_BESIDE)
@@ -169,13 +174,7 @@ def main() -> int:
         least = run.namespace("hops-least")
         arrivals = Arrivals(run.cluster.kubeconfig, least)
         bound = BoundProcess(run, least, pod, status, policy)
-        run.api.create(sandboxes_path(least), sandbox_body(WARMUP))
-        deadline = time.monotonic() + 60
-        while (WARMUP, "Sandbox Ready") not in arrivals.first:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the least controller's warm-up Sandbox was not Ready in 60 s")
-            time.sleep(0.2)
-        time.sleep(2)
+        warm_up(run, least, arrivals, "the least controller's")
         assert bound.process is not None
         burst(run, "least controller + NetworkPolicy", SANDBOX_HOPS, sandboxes_path(least), sandbox_body, arrivals,
               args.count, args.rate, bound.process.pid, SANDBOX_BESIDE)
