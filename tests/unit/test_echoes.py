@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,3 +186,20 @@ def test_an_echo_during_the_pass_that_made_it_is_left_to_that_pass(state: Sandbo
     assert woken(state) == [] and state.echo_deferred
     _settle_echoes(state)
     assert state.dirty  # its status did not wait: one more pass
+
+
+def test_an_echo_during_a_later_pass_that_saw_the_child_is_left_alone(state: SandboxState) -> None:
+    """Known before the running pass began (a claim, a create in the pass before): that pass decides with it as the
+    echo shows it, and nothing follows for it; a pod that made a pass write Ready is not looked at a third time."""
+    pod = stored(render_pod(SBX))
+    _expect(state, c.ChildKind.POD, pod)
+    state.pass_started = time.monotonic() + 1  # the running pass began after the child was known
+
+    async def during_a_later_pass() -> None:
+        async with state.lock:
+            event(c.ChildKind.POD, "MODIFIED", pod)
+
+    asyncio.run(during_a_later_pass())
+    assert woken(state) == [] and not state.echo_deferred
+    _settle_echoes(state)
+    assert not state.dirty

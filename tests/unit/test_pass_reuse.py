@@ -145,8 +145,8 @@ def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
     calls: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The claim's pass made its plan without the pod; the claimed pod's watch event is only the claim's echo, which
-    starts no pass while the status settles. So the claiming pass decides again at once, and Ready is the one status
-    written, not one written after the settle time."""
+    starts no pass while the status settles. So another pass follows the claiming one at once, and Ready is the one
+    status written, not one written after the settle time; the claiming pass's own Events (Created) are posted."""
     template = recipe()
     sandbox_body = templated_body()
     warm = warm_pod_body(template)
@@ -156,11 +156,14 @@ def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
         patch = claim_patch(WarmPod.from_body(warm), cold, POOL)
         return merge_patch(warm, patch)  # type: ignore[no-any-return]
 
+    posted: list[str] = []
+    monkeypatch.setattr(handlers.kopf, "event", lambda body, **event: posted.append(event["reason"]))
     monkeypatch.setattr(handlers, "claim", claimed)
     monkeypatch.setattr(handlers.WARM, "recipe", lambda namespace, name: template)
     state = SandboxState(uid=sandbox_body["metadata"]["uid"])
     state.remember({**sandbox_body, "metadata": {**sandbox_body["metadata"], "resourceVersion": "5"}})
-    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0,  # type: ignore[arg-type]
+                      progress_events=True)
 
     async def passes() -> None:
         await reconcile(state, lambda: _pass(state, runtime, KEY), what="sandbox", trigger="test")
@@ -172,3 +175,4 @@ def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
     ]
     assert [child["kind"] for child in kube.created] == ["NetworkPolicy"]  # the pod was claimed, not created
     assert calls == {"load": 1, "render": 1}  # the second pass decided on what the first loaded
+    assert posted == [c.EventReason.CREATED, c.EventReason.READY]

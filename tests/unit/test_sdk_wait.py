@@ -38,7 +38,7 @@ def test_a_watch_that_brought_no_event_says_so() -> None:
 
 def test_a_sandbox_without_status_points_at_the_operator() -> None:
     error = _timeout([("ADDED", {"metadata": {"name": "box"}})])
-    assert "no operator has written its status: is one running for namespace team?" in str(error)
+    assert "no status was written in that time: is an operator serving namespace team?" in str(error)
 
 
 def test_a_pending_sandbox_gives_its_condition_and_blames_nobody() -> None:

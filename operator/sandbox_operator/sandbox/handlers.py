@@ -100,8 +100,7 @@ class SandboxState(ObjectState):
     first_seen: dict[datetime, datetime] = field(default_factory=dict)
     # When an in-progress status began to wait for the status that replaces it (``_settling``).
     settling_since: float | None = None
-    # This pass found a child it was about to create, or claimed a warm pod (``_create``); it deleted a child the
-    # watch does not show.
+    # This pass found a child it was about to create (``_create``); it deleted a child the watch does not show.
     found: bool = False
     unwatched: bool = False
     # Kinds of child this Sandbox's pass is creating now, and the events of them that came before the create's answer
@@ -110,6 +109,8 @@ class SandboxState(ObjectState):
     early_echoes: dict[c.ChildKind, Any] = field(default_factory=dict)
     # An early echo matched what its create returned: the pass's end wakes the Sandbox unless its status settles.
     echo_deferred: bool = False
+    # When the running (or last) pass began (monotonic): what it observed was known by then.
+    pass_started: float = 0.0
     # First seen in a listing (a start or a takeover), not as a new object.
     listed: bool = False
     # Never served (no status, no template), first seen before every kind was listed: until they are, its passes do
@@ -210,7 +211,10 @@ def _own_echo(key: tuple[str, str], kind: c.ChildKind, event_type: str | None, s
     if expected is None or expected[0] != seen:
         return False
     if state.lock.locked():
-        state.echo_deferred = True
+        # The pass running now decides with this child as its event shows it when it was known before the pass
+        # began; otherwise (the pass made it) the pass's end decides whether another pass must look (_settle_echoes).
+        if expected[1] >= state.pass_started:
+            state.echo_deferred = True
         return True
     return state.settling_since is not None and state.wakeup is not None
 
@@ -359,9 +363,10 @@ async def _create(
         if claimed is not None:
             metrics.LAUNCHES.labels(c.Launch.WARM).inc()
             _expect(state, kind, claimed)
-            # Ready already, mostly: the plan was made without it, so decide again with it now. Its watch event is
-            # only the echo of the claim, which starts no pass of its own while the status settles (_own_echo).
-            state.found = True
+            # Ready already, mostly, and this pass decided without it: one more pass follows this one at once. Its
+            # watch event is only the echo of the claim, which starts no pass of its own while the status settles
+            # (_own_echo), so without this its Ready would wait for the settle time.
+            state.dirty = True
             return None
     live = await runtime.kube.get_child(kind, meta["namespace"], meta["name"]) if look_first else None
     if live is None:
@@ -507,6 +512,7 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     body, version = state.body, state.version
     if body is None:
         return PassResult()
+    state.pass_started = time.monotonic()
 
     template = _template_name(body)
     if template is not None:
@@ -536,8 +542,8 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     refused = await _apply(runtime, state, key, body, plan, now)
     creating = refused is None and any(isinstance(action, CreateChild) for action in plan.actions)
     if state.found and refused is None:
-        # A child the plan would have made was there (the watch had not shown it yet), or a warm pod was claimed:
-        # decide again with it, before any status or Event comes of a plan made without it.
+        # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
+        # any status or Event comes of a plan made without it.
         state.dirty = True
         state.echo_deferred = False
         return PassResult()

@@ -759,7 +759,7 @@ class SandboxClient:
             # Not even its current state came: the wait says so rather than blame the operator.
             why += f"; the watch of sandboxes in {namespace} brought no event of it"
         elif not (last.get("status") or {}).get("conditions"):
-            why += f"; no operator has written its status: is one running for namespace {namespace}?"
+            why += f"; no status was written in that time: is an operator serving namespace {namespace}?"
         condition = _condition(last or {}, c.ConditionType.READY)
         phase = ((last or {}).get("status") or {}).get("phase")
         raise WaitTimeoutError(name, phase, condition.get("reason"), condition.get("message"), why)
