@@ -1,6 +1,7 @@
 """A pass that created a Sandbox's children keeps the Sandbox as it loaded it and the children as it rendered them
 for the next pass (the one at the pod's Ready), which decides on the same body: that pass neither loads nor renders
-again. Any other input (a newer body, other defaults) loads afresh, and a pass that creates nothing keeps nothing."""
+again. Any other input (a newer body, other defaults) loads afresh, and a pass that creates nothing keeps nothing.
+And the passes around a child obtained otherwise than by a create: a claimed warm pod, a child found in place."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import pytest
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults
+from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.loop import reconcile
 from sandbox_operator.operator import Runtime
 from sandbox_operator.pool.warm import WarmPod, claim_patch
 from sandbox_operator.sandbox import handlers
 from sandbox_operator.sandbox.handlers import SandboxState, _expect, _pass
-from tests.unit.builders import body
+from sandbox_operator.sandbox.render import render_network_policy, render_pod
+from tests.unit.builders import body, sandbox
 from tests.unit.template_builders import POOL, merge_patch, recipe, templated_body, warm_pod_body
 
 SANDBOX = body()
@@ -131,7 +134,6 @@ def test_other_defaults_are_loaded_with(calls: dict[str, int]) -> None:
 def test_a_refused_create_keeps_nothing(calls: dict[str, int]) -> None:
     class Refusing(StoringKube):
         async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
-            from sandbox_operator.k8s.client import KubeError
             raise KubeError("create", kind, 422, "spec.containers: invalid")
 
     state = new_state()
@@ -176,3 +178,41 @@ def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
     assert [child["kind"] for child in kube.created] == ["NetworkPolicy"]  # the pod was claimed, not created
     assert calls == {"load": 1, "render": 1}  # the second pass decided on what the first loaded
     assert posted == [c.EventReason.CREATED, c.EventReason.READY]
+
+
+def test_a_repair_made_before_a_found_child_still_posts_its_event(
+    calls: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass repairs a changed NetworkPolicy, then finds the pod it was about to create already there: it decides
+    again with the pod, and the repair's Tampered Event is posted all the same (the next pass finds the policy as
+    rendered and would never post it)."""
+    sbx = sandbox()
+    policy, pod = render_network_policy(sbx), render_pod(sbx)
+    changed = copy.deepcopy(policy)
+    changed["spec"]["egress"] = [{}]  # opened to everything, its spec hash kept
+
+    class Finding(StoringKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.replaced: list[str] = []
+
+        async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
+            return None  # 409: the name is taken
+
+        async def get_child(self, kind: c.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
+            return self._stored(pod) if kind is c.ChildKind.POD else None
+
+        async def replace(self, kind: c.ChildKind, manifest: dict[str, Any]) -> None:
+            self.replaced.append(kind)
+
+    posted: list[str] = []
+    monkeypatch.setattr(handlers.kopf, "event", lambda body, **event: posted.append(event["reason"]))
+    monkeypatch.setattr(handlers.fence, "fenced", lambda namespace: False)
+    monkeypatch.setattr(handlers.fence, "ensure", lambda kube, namespace: None)
+    kube, state = Finding(), new_state()
+    _expect(state, c.ChildKind.NETWORK_POLICY, kube._stored(changed))
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    asyncio.run(_pass(state, runtime, KEY))
+    assert kube.replaced == [c.ChildKind.NETWORK_POLICY]
+    assert state.dirty and kube.statuses == []  # it decides again, with the pod, before any status
+    assert posted == [c.EventReason.TAMPERED]

@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +54,7 @@ from sandbox_operator.sandbox.decide import (
     CreateChild,
     DeleteChild,
     DeleteSandbox,
+    Event,
     Observed,
     Plan,
     PodSummary,
@@ -483,6 +484,13 @@ async def _apply_in_order(
 PROGRESS_EVENTS = frozenset({c.EventReason.CREATED, c.EventReason.READY})
 
 
+def _post(runtime: Runtime, body: Mapping[str, Any], events: Iterable[Event]) -> None:
+    """Post the Events (the normal path's only with Settings.progress_events)."""
+    for event in events:
+        if runtime.progress_events or event.reason not in PROGRESS_EVENTS:
+            kopf.event(body, type=event.type.value, reason=event.reason.value, message=event.message)  # type: ignore[arg-type]
+
+
 def _record(state: SandboxState, runtime: Runtime, body: Mapping[str, Any], plan: Plan) -> None:
     """Update metrics and post Events for the transitions the plan reports."""
     namespace = body["metadata"]["namespace"]
@@ -494,9 +502,8 @@ def _record(state: SandboxState, runtime: Runtime, body: Mapping[str, Any], plan
             metrics.SANDBOXES.labels(namespace, phase).inc()
         state.phase = phase
     old_status = body.get("status") or {}
+    _post(runtime, body, plan.events)
     for event in plan.events:
-        if runtime.progress_events or event.reason not in PROGRESS_EVENTS:
-            kopf.event(body, type=event.type.value, reason=event.reason.value, message=event.message)  # type: ignore[arg-type]
         if event.reason is c.EventReason.READY and not old_status.get("startedAt"):
             created = optional_time(body["metadata"].get("creationTimestamp"))
             if created is not None:
@@ -543,7 +550,9 @@ async def _pass(state: SandboxState, runtime: Runtime, key: tuple[str, str]) -> 
     creating = refused is None and any(isinstance(action, CreateChild) for action in plan.actions)
     if state.found and refused is None:
         # A child the plan would have made was there (the watch had not shown it yet): decide again with it, before
-        # any status or Event comes of a plan made without it.
+        # any status or Event comes of a plan made without it. The repairs made before it are done, though, and the
+        # next pass finds those children as rendered: their Events go now, or never.
+        _post(runtime, body, [event for event in plan.events if event.reason is c.EventReason.TAMPERED])
         state.dirty = True
         state.echo_deferred = False
         return PassResult()
