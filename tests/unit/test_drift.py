@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s.manifest import differences, manifest_hash, owned_view, packed_owned_view, rendered_hash
@@ -180,3 +181,58 @@ def test_remembered_comparisons_are_bounded_and_not_shared_with_the_caller() -> 
         body["metadata"]["labels"]["n"] = str(index)
         tampered_fields(c.ChildKind.POD, rendered, packed_owned_view(body))
     assert len(decide._COMPARED) == decide.COMPARISONS_KEPT
+
+
+# JSON values as typed API objects hold them: no booleans where numbers go (see k8s.manifest.differences).
+_LEAVES = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.none())
+_DOCUMENTS = st.recursive(
+    st.dictionaries(st.text(min_size=1, max_size=3), _LEAVES, max_size=4),
+    lambda inner: st.dictionaries(st.text(min_size=1, max_size=3), inner, min_size=1, max_size=4),
+    max_leaves=16,
+)
+
+
+def _leaf_paths(document: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for key, value in document.items():
+        found += _leaf_paths(value, (*path, key)) if isinstance(value, dict) else [(*path, key)]
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCUMENTS, st.data())
+def test_a_changed_field_deep_in_equal_surroundings_is_found(document: dict[str, Any], data: st.DataObject) -> None:
+    """Equal parts are passed over at once (Python's own comparison, not a walk): the one changed field beside them
+    is still named, and a copy differs in nothing."""
+    assert differences(document, copy.deepcopy(document)) == []
+    paths = _leaf_paths(document)
+    if not paths:
+        return
+    path = data.draw(st.sampled_from(paths))
+    changed = copy.deepcopy(document)
+    holder = changed
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = f"{holder[path[-1]]}\x00changed"
+    assert differences(document, changed) == [".".join(path)]
+    assert differences(document, packed_owned_view({"metadata": {}, **changed})) == differences(
+        document, {"metadata": {}, **changed}
+    )
+
+
+def test_a_comparison_leaves_the_rendering_as_it_was() -> None:
+    """The rendering is compared in place (k8s.manifest.rendered_view, no copy): nothing may change it."""
+    rendered = render_pod(sandbox({"resources": {"cpu": "0.5", "memory": "1024Mi"}}))
+    before = copy.deepcopy(rendered)
+    body = live(copy.deepcopy(rendered))
+    body["spec"]["containers"][0]["image"] = "other:1"
+    body["metadata"]["labels"]["extra"] = "x"
+    assert tampered_fields(c.ChildKind.POD, rendered, owned_view(body)) == [
+        "metadata.labels", "spec.containers[sandbox].image",
+    ]
+    assert rendered == before
+
+
+def test_numbers_and_strings_are_told_apart_even_where_everything_else_is_equal() -> None:
+    assert differences({"port": 8080, "name": "http"}, {"port": "8080", "name": "http"}) == ["port"]
+    assert differences({"ports": [{"name": "http", "port": 8080}]}, {"ports": [{"name": "http", "port": 8080}]}) == []

@@ -36,9 +36,9 @@ from sandbox_operator.k8s.manifest import (
     ChildSummary,
     Packed,
     differences,
-    owned_view,
     packed_owned_view,
     rendered_hash,
+    rendered_view,
 )
 from sandbox_operator.k8s.redaction import redact
 from sandbox_operator.sandbox import render
@@ -301,13 +301,13 @@ def tampered_fields(kind: c.ChildKind, desired: Mapping[str, Any], owned: Mappin
     if owned is None:
         return []
     if not isinstance(owned, Packed):
-        return differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+        return differences(rendered_view(desired), owned, EXACT_FIELDS[kind])
     # A rendering is named by its spec hash (and, for the labels-and-owner-only comparison, its keys): the same
     # hash that already tells a changed spec from an unchanged one.
     key = (kind, rendered_hash(desired), tuple(desired), owned.data)
     fields = _COMPARED.pop(key, None)
     if fields is None:
-        fields = differences(owned_view(desired), owned, EXACT_FIELDS[kind])
+        fields = differences(rendered_view(desired), owned, EXACT_FIELDS[kind])
         while len(_COMPARED) >= COMPARISONS_KEPT:
             del _COMPARED[next(iter(_COMPARED))]  # the least recently used
     _COMPARED[key] = fields

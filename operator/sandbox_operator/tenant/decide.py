@@ -28,7 +28,7 @@ from typing import Any
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import next_condition, parse_quantity, read_status, seconds_after
 from sandbox_operator.api.tenant import QUOTA_RESOURCES, InvalidTenant, TenantObject, TenantStatus
-from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view
+from sandbox_operator.k8s.manifest import ChildSummary, differences, owned_view, rendered_view
 from sandbox_operator.tenant import render
 
 WAIT_RETRY_SECONDS = 2.0
@@ -145,7 +145,7 @@ def _current(summary: ChildSummary | QuotaSummary | NamespaceSummary | None, man
     if summary is None or summary.spec_hash != _hash(manifest):
         return False
     exact = TENANT_EXACT_FIELDS[c.TenantChildKind(manifest["kind"])]
-    return summary.owned is None or not differences(owned_view(manifest), summary.owned, exact)
+    return summary.owned is None or not differences(rendered_view(manifest), summary.owned, exact)
 
 
 def quota_computed(hard: Mapping[str, str], quota: QuotaSummary | None) -> bool:
