@@ -3,6 +3,7 @@ it rendered; its name is no other object's of the operator's."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox_operator.api import names as c
+from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.manifest import bounded_name
 from sandbox_operator.pool.render import fence_name
 from sandbox_operator.sandbox import fence
@@ -110,3 +112,23 @@ def test_another_namespaces_fence_does_not_count() -> None:
     event(None, as_served(fence.render_fence("tenant-b")))
     assert fence.fenced("tenant-b") and not fence.fenced(NAMESPACE)
 
+
+
+def test_the_fence_is_not_made_before_the_network_policies_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a start the NetworkPolicies are listed last: until they are, the fence is not known (most likely it is
+    there), and a new Sandbox's pod goes policy-first instead of the operator writing a fence blind."""
+    followed = watch.Followed()
+    followed.listen(watch.NETWORK_POLICIES, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(fence, "_NEXT", {})
+    spawned: list[Any] = []
+    monkeypatch.setattr(watch, "spawn", lambda coro: spawned.append(coro.close()))
+
+    async def scenario() -> None:
+        fence.ensure(None, "team-a")  # type: ignore[arg-type]
+        assert not spawned and not fence.fenced("team-a")
+        watch._current(watch.NETWORK_POLICIES).set()  # listed
+        fence.ensure(None, "team-a")  # type: ignore[arg-type]
+        assert len(spawned) == 1
+
+    asyncio.run(scenario())

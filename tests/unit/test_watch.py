@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import watching
 
@@ -414,3 +417,76 @@ def test_the_listed_sandboxes_passes_let_other_work_in_between(monkeypatch: pyte
 
     asyncio.run(scenario())
     assert order.count("pass") == 100 and order.index("other") < 5, order[:10]
+
+
+def test_kopf_reads_every_get_the_one_way_the_operator_replaces() -> None:
+    """Pinned Kopf behaviour: its GETs (the listings' pages among them) go through ``api.get``, looked up in the module
+    at call time, which sends ``api.request`` and parses ``response.json()``; the operator's ``get`` does the same with
+    a faster parser (k8s.watch._parse_faster). A Kopf that reads them otherwise fails here."""
+    from kopf._cogs.clients import api, fetching
+
+    original = api.get.__wrapped__
+    assert getattr(api.get, "parses_faster", False)
+    source = inspect.getsource(original)
+    assert "await request(" in source and "method='get'" in source and "return await response.json()" in source
+    assert list(inspect.signature(original).parameters) == list(inspect.signature(api.get).parameters)
+    assert "api.get(" in inspect.getsource(fetching.fetch_objs)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.booleans())
+def test_the_faster_parser_reads_any_json_as_the_standard_one_does(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    parsed = watch._loads(text)
+    assert parsed == json.loads(text)
+    assert json.dumps(parsed, ensure_ascii=False) == json.dumps(json.loads(text), ensure_ascii=False)  # types too
+
+
+def test_what_the_faster_parser_refuses_is_read_by_the_standard_one() -> None:
+    text = '{"name": "\\ud800", "n": NaN}'  # a lone surrogate escape: never from the API server, but valid to json
+    assert watch._loads(text)["name"] == "\ud800"
+    with pytest.raises(ValueError):
+        watch._loads('{"name": ')
+
+
+def test_the_kinds_listed_later_start_only_once_every_other_kind_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    for kind in (watch.PODS, watch.SANDBOXES, watch.NETWORK_POLICIES):
+        followed.listen(kind, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    followed.list_later(watch.NETWORK_POLICIES)
+    started: list[str] = []
+    release = {plural: asyncio.Event() for plural in ("pods", "sandboxes", "networkpolicies")}
+
+    async def infinite_watch(*, resource: Any, **_: Any) -> AsyncIterator[Any]:
+        started.append(resource.plural)
+        await release[resource.plural].wait()
+        yield watching.Bookmark.LISTED
+        await asyncio.Event().wait()  # then watching, for ever
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+
+    async def scenario() -> None:
+        followed.pause_found.set()
+        watch.start(None, ["a"])  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert sorted(started) == ["pods", "sandboxes"]
+        release["pods"].set()
+        await asyncio.sleep(0.01)
+        assert sorted(started) == ["pods", "sandboxes"]
+        release["sandboxes"].set()
+        await asyncio.sleep(0.01)
+        assert started[-1] == "networkpolicies" and not followed.listed.is_set()
+        release["networkpolicies"].set()
+        await asyncio.sleep(0.01)
+        assert followed.listed.is_set()
+        await watch.stop()
+
+    asyncio.run(scenario())

@@ -111,11 +111,11 @@ _NEXT: dict[str, float] = {}
 
 def ensure(kube: Kube, namespace: str) -> None:
     """Make or put back the namespace's fence in the background: one attempt at a time per namespace, none while the
-    replica is paused, none within ``SETTLE_SECONDS`` of a write or ``RETRY_SECONDS`` of a failure. Nothing waits for
-    it."""
+    replica is paused or its NetworkPolicies are not listed (at a start they are listed last), none within
+    ``SETTLE_SECONDS`` of a write or ``RETRY_SECONDS`` of a failure. Nothing waits for it."""
     now = time.monotonic()
-    if now < _NEXT.get(namespace, now) or watch.paused():
-        return
+    if now < _NEXT.get(namespace, now) or watch.paused() or not watch.kind_listed(watch.NETWORK_POLICIES):
+        return  # (before the NetworkPolicies are listed, the fence is not known: most likely it is there)
     _NEXT[namespace] = math.inf
     watch.spawn(_ensure(kube, namespace))
 
