@@ -256,6 +256,7 @@ for _kind, _stream, _trigger in (
 # was Ready about half a second sooner.
 watch.FOLLOWED.list_later(watch.NETWORK_POLICIES, watch.SERVICES, watch.PVCS)
 
+
 def _tenant_rules_changed(namespace: str) -> None:
     """A Tenant's lifetime rules changed (a lower maximum, another default TTL): its Sandboxes look again, and their
     deadlines follow at once, not at their next event."""
