@@ -163,11 +163,9 @@ async def wait_kind_listed(kind: Kind) -> None:
     pause (a takeover) or a 410 re-listing, until the new one is in, for ``CURRENT_WAIT_SECONDS`` at most (a stream
     that stays broken must not hold every pass: what it listed last is still known). A kind nobody listens to is
     never listed, and is not waited for."""
-    if kind not in FOLLOWED.listeners:
+    if kind_listed(kind):
         return
     current = _current(kind)
-    if current.is_set():
-        return
     if any(pending == kind for pending, _ in FOLLOWED.pending):
         await current.wait()
         return
