@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
-from localcluster.helm import CHART, helm, set_args
+from localcluster.helm import CHART, helm, set_args, uninstall
 from localcluster.operator_process import install_crds
 from localcluster.paths import CRDS
 
@@ -137,8 +137,7 @@ def test_helm_installs_the_crds_on_a_fresh_cluster_upgrades_them_and_uninstall_k
         printed = cluster.kubectl("get", f"{c.PLURAL}.{c.GROUP}", "noted", "-n", namespace).stdout
         assert "NOTE" in printed.splitlines()[0] and "after the upgrade" in printed, printed
     finally:
-        uninstalled = helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=cluster.kubeconfig,
-                           check=False)
+        uninstalled = uninstall(release, namespace, cluster.kubeconfig)
     assert uninstalled.returncode == 0, uninstalled.stderr
     assert _served_crds(extensions) == CRD_NAMES
     with pytest.raises(ApiException) as gone:
@@ -171,7 +170,6 @@ def test_crds_applied_without_helm_are_refused_until_the_release_takes_them_over
         assert annotations["meta.helm.sh/release-name"] == release
         assert annotations["helm.sh/resource-policy"] == "keep"
     finally:
-        uninstalled = helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=cluster.kubeconfig,
-                           check=False)
+        uninstalled = uninstall(release, namespace, cluster.kubeconfig)
     assert uninstalled.returncode == 0, uninstalled.stderr
     assert _served_crds(extensions) == CRD_NAMES

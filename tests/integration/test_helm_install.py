@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from localcluster.handle import Cluster
-from localcluster.helm import CHART, helm, set_args
+from localcluster.helm import CHART, helm, set_args, uninstall
 from localcluster.operator_process import OperatorProcess
 from localcluster.paths import CRDS
 
@@ -86,8 +86,7 @@ def test_helm_install_runs_with_the_chart_identity_and_uninstall_leaves_only_crd
         finally:
             process.stop()
     finally:
-        uninstalled = helm("uninstall", release, "--namespace", namespace, "--wait", kubeconfig=cluster.kubeconfig,
-                           check=False)
+        uninstalled = uninstall(release, namespace, cluster.kubeconfig)
     assert uninstalled.returncode == 0, uninstalled.stderr
 
     selector = f"app.kubernetes.io/instance={release}"

@@ -25,7 +25,7 @@ from localcluster import node as real_node_module
 from localcluster import operator_image
 from localcluster.controlplane import ClusterState
 from localcluster.handle import Cluster
-from localcluster.helm import CHART, helm, set_args
+from localcluster.helm import CHART, helm, set_args, uninstall
 from localcluster.paths import CRDS
 
 from sandbox_operator.api import names as c
@@ -250,8 +250,7 @@ def test_helm_install_runs_the_operator_image_on_the_real_node_and_uninstall_lea
               f"(peering lifetime {LIFETIME}s); the Sandbox created after the kill Ready {ready_after:.1f}s after it")
     finally:
         started = time.monotonic()
-        uninstalled = helm("uninstall", release, "--namespace", release_ns, "--wait", "--timeout", "120s",
-                           kubeconfig=cluster.kubeconfig, check=False)
+        uninstalled = uninstall(release, release_ns, cluster.kubeconfig)
     assert uninstalled.returncode == 0, uninstalled.stderr
     print(f"helm uninstall --wait {time.monotonic() - started:.1f}s")
     _assert_only_crds_left(cluster, api, release, (release_ns, work_ns), fullname, socket)
@@ -262,7 +261,7 @@ def _assert_only_crds_left(cluster: Cluster, api: client.ApiClient, release: str
                            fullname: str, socket: Path) -> None:
     selector = f"app.kubernetes.io/instance={release}"
     core = client.CoreV1Api(api)
-    # helm uninstall --wait returns once the Deployment is gone; its pods end through the garbage collector.
+    # The uninstall waits for the pods too (foreground cascade); this is the check that they are gone.
     started = time.monotonic()
     wait_for(lambda: not _operator_pods(core, namespaces[0], release), timeout=60,
              what="the operator's pods to be gone")

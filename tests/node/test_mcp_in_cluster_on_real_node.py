@@ -13,7 +13,7 @@ from kubernetes import client
 from localcluster import node as real_node_module
 from localcluster import operator_image
 from localcluster.handle import Cluster
-from localcluster.helm import CHART, helm, set_args
+from localcluster.helm import CHART, helm, set_args, uninstall
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -88,5 +88,4 @@ def test_the_charts_mcp_server_serves_an_agent_token_in_the_cluster(
             pytest.fail(f"no command ran through the MCP pod; its last answers: {answers[-3:]}\n{pods}")
         assert result["exit_code"] == 0 and result["stdout"].startswith("in sbx-"), result
     finally:
-        helm("uninstall", release, "--namespace", release_ns, "--wait", "--timeout", "120s",
-             kubeconfig=cluster.kubeconfig, check=False)
+        uninstall(release, release_ns, cluster.kubeconfig)
