@@ -13,7 +13,9 @@ the peer (kubernetes-sigs/agent-sandbox, see /work/shared/PEER.md).
    pod's own writes, as the direct pods measured them, taken off), Events, CPU and RSS of the controller process.
 2. Scale (sandbox-operator only): one namespace filled to each ``--fill`` size; RSS there; then the operator is
    killed (SIGKILL, as a failover) and a new one started next to a new Sandbox: how soon that Sandbox is Ready, when
-   the operator goes quiet (under 2% CPU over 2 s), the CPU it spent and the writes it made meanwhile. Then
+   the operator goes quiet (under 2% CPU over 2 s), the CPU it spent and the writes it made meanwhile. Then a
+   takeover: an active replica and a standby (Kopf peering), the active one stopped with SIGTERM (as in a rollout)
+   next to a new Sandbox: how soon that one is Ready, when the standby goes quiet, its CPU and the writes. Then
    ``--burst`` Sandboxes are created while ``--expiring`` of the fill have TTL deadlines 3-10 s into the burst:
    deletion lateness is the DELETED event's arrival minus the Sandbox's status.expiresAt.
 
@@ -144,6 +146,16 @@ class Restart:
 
 
 @dataclass
+class Takeover:
+    standby_rss: float  # the standby, paused beside the active replica, once quiet
+    served: float  # the active replica's SIGTERM to the new Sandbox's Ready
+    idle: float  # SIGTERM to the start of the standby's first quiet 2 s
+    cpu: float  # the standby's CPU-seconds from the SIGTERM until quiet
+    rss: float  # the standby, quiet after taking over
+    writes: Counter[WriteKey]  # from the SIGTERM until the counters settle, the peering's keep-alives left out
+
+
+@dataclass
 class Expiry:
     lateness: list[float]
     never_deleted: int
@@ -163,6 +175,7 @@ class Fill:
     rss: float = math.nan
     rss_empty: float = math.nan
     restart: Restart | None = None
+    takeover: Takeover | None = None
     expiry: Expiry | None = None
 
 
@@ -193,11 +206,13 @@ class Run:
         self.watches.append(watch)
         return watch
 
-    def operator(self, namespace: str) -> OperatorProcess:
-        operator = OperatorProcess(self.cluster, self.scratch / f"operator-{namespace}.log", NAMESPACES=namespace,
-                                   POD_NODE_SELECTOR=json.dumps(PLACEMENT))
+    def operator(self, namespace: str, start: bool = True, **settings: str) -> OperatorProcess:
+        """An operator process for ``namespace`` (standalone unless ``settings`` say otherwise), started."""
+        operator = OperatorProcess(self.cluster, self.scratch / f"operator-{namespace}-{len(self.processes)}.log",
+                                   NAMESPACES=namespace, POD_NODE_SELECTOR=json.dumps(PLACEMENT), **settings)
         self.processes.append(operator)
-        operator.start()
+        if start:
+            operator.start()
         return operator
 
     def own_pids(self) -> list[int]:
@@ -396,10 +411,13 @@ def fill_to(run: Run, namespace: str, watch: ReadyWatch, live: set[str], size: i
     return Fill(size, len(wanted), submitted, done - started, len(missing))
 
 
-def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWatch, size: int) -> Restart:
-    """SIGKILL the operator, start a new one next to a new Sandbox; measure until the new one is quiet."""
+def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWatch, size: int
+            ) -> tuple[Restart, OperatorProcess]:
+    """SIGKILL the operator, start a new one (standalone) next to a new Sandbox; measure until the new one is quiet.
+    Returns the new one."""
     writes_before = apiserver_writes(run.cluster)
     operator.stop(signal.SIGKILL)
+    operator = run.operator(namespace, start=False)
     new = f"new-{size:05d}"
     spawned = time.monotonic()
     run.api.create(sandboxes_path(namespace), sandbox_body(new))
@@ -417,7 +435,51 @@ def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWat
         run.failures.append(f"restart at {size}: the new Sandbox was never Ready")
     served = watch.ready[new].mono - spawned if new in watch.ready else math.nan
     writes = controller_writes(settled_writes(run.cluster) - writes_before)
-    return Restart(live, served, quiet - spawned, cpu, rss, writes)
+    return Restart(live, served, quiet - spawned, cpu, rss, writes), operator
+
+
+PEERING_WRITES = {("kopfpeerings", ""), ("clusterkopfpeerings", "")}  # keep-alives, the same with or without work
+
+
+def takeover(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWatch, size: int
+             ) -> tuple[Takeover, OperatorProcess]:
+    """A handover between two replicas, as in a rollout: an active replica and a standby (Kopf peering), each quiet;
+    then the active one gets SIGTERM (Kopf withdraws it from the peering: the standby resumes at once) next to a new
+    Sandbox. Measured from the SIGTERM: the new Sandbox's Ready, the standby's quiet, its CPU and the writes. Returns
+    the standby, which works on from then."""
+    operator.stop()
+    peering = f"fleet-{run.tag}-{size}"
+    run.api.create(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+                   {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": peering}})
+    replicas = []
+    for priority in ("200", "100"):  # the active replica, then the standby
+        replica = run.operator(namespace, STANDALONE="false", PEERING_NAME=peering, PEERING_LIFETIME="60",
+                               PRIORITY=priority)
+        assert replica.process is not None
+        settle(replica.process.pid, 60 + 0.02 * size)
+        replicas.append(replica)
+    active, standby = replicas
+    assert standby.process is not None
+    pid = standby.process.pid
+    standby_rss, cpu_before = rss_mib(pid), cpu_seconds(pid)
+    writes_before = apiserver_writes(run.cluster)
+    new = f"handover-{size:05d}"
+    assert active.process is not None
+    stopped = time.monotonic()
+    active.process.send_signal(signal.SIGTERM)
+    run.api.create(sandboxes_path(namespace), sandbox_body(new))
+    quiet = wait_idle(pid, timeout=120 + 0.05 * size)
+    cpu, rss = cpu_seconds(pid) - cpu_before, rss_mib(pid)
+    if quiet is None:
+        run.failures.append(f"takeover at {size}: the standby was not quiet within {120 + 0.05 * size:.0f} s")
+        quiet = time.monotonic()
+    if watch.wait_ready([new], 60):
+        run.failures.append(f"takeover at {size}: the new Sandbox was never Ready")
+    served = watch.ready[new].mono - stopped if new in watch.ready else math.nan
+    active.stop()  # it has exited by now: reaped
+    writes = controller_writes(settled_writes(run.cluster) - writes_before)
+    writes = Counter({key: value for key, value in writes.items() if (key[1], key[2]) not in PEERING_WRITES})
+    return Takeover(standby_rss, served, quiet - stopped, cpu, rss, writes), standby
 
 
 def expiry_under_load(run: Run, namespace: str, watch: ReadyWatch, live: set[str], size: int, burst: int,
@@ -480,12 +542,18 @@ def scale(run: Run, sizes: list[int], burst: int, expiring: int, workers: int, s
             fill.rss, fill.rss_empty = rss_mib(operator.process.pid), rss_empty
             print(f"  fill {size}: {fill.created} created in {fill.submitted:.1f}s, all Ready in {fill.seconds:.1f}s;"
                   f" RSS {fill.rss:.1f} MiB", flush=True)
-            fill.restart = restart(run, operator, namespace, watch, size)
+            fill.restart, operator = restart(run, operator, namespace, watch, size)
             live.add(f"new-{size:05d}")
             print(f"  restart at {size}: live {fill.restart.live:.2f}s, new Sandbox Ready {fill.restart.served:.2f}s,"
                   f" quiet {fill.restart.idle:.1f}s, {fill.restart.cpu:.1f} CPU-s, RSS {fill.restart.rss:.1f} MiB, "
                   f"{sum(fill.restart.writes.values())} writes", flush=True)
             print("    writes during the restart: " + restart_writes(fill.restart, share), flush=True)
+            fill.takeover, operator = takeover(run, operator, namespace, watch, size)
+            live.add(f"handover-{size:05d}")
+            t = fill.takeover
+            print(f"  takeover at {size}: standby RSS {t.standby_rss:.1f} MiB; after the SIGTERM, new Sandbox Ready "
+                  f"{t.served:.2f}s, quiet {t.idle:.1f}s, {t.cpu:.1f} CPU-s, RSS {t.rss:.1f} MiB, "
+                  f"{sum(t.writes.values())} writes ({write_summary(t.writes)})", flush=True)
             if burst or expiring:
                 fill.expiry = expiry_under_load(run, namespace, watch, live, size, burst, expiring, workers)
                 print(f"  expiry at {size}: deletion late p50/p99/max {expiry_cell(fill.expiry)}; burst create->Ready "
@@ -675,6 +743,21 @@ def scale_table(fills: list[Fill], share: float | None) -> None:
              for fill in fills if fill.expiry and fill.expiry.stamp_mismatches]
     notes += [f"at {fill.size}, the burst began {fill.expiry.burst_late_start:.1f} s late"
               for fill in fills if fill.expiry and fill.expiry.burst_late_start > 0.5]
+    takeovers = [fill for fill in fills if fill.takeover is not None]
+    if takeovers:
+        print("\n| fill | standby RSS before | takeover: new Sandbox Ready | quiet after | standby CPU-s "
+              "| writes (less the new one's) | RSS after |")
+        print("|" + "---|" * 7)
+        for fill in takeovers:
+            t = fill.takeover
+            assert t is not None
+            total = sum(t.writes.values())
+            print(f"| {fill.size} | {t.standby_rss:.1f} MiB | {t.served:.2f} s | {t.idle:.1f} s | {t.cpu:.1f} | {total}"
+                  + (f" ({total - share:.1f})" if share is not None else "") + f" | {t.rss:.1f} MiB |")
+        print("\nThe takeover: an active replica and a standby (Kopf peering, each quiet), then SIGTERM to the active "
+              "one (a rollout: Kopf withdraws it from the peering, the standby resumes at once) next to a new "
+              "Sandbox; times from the SIGTERM, CPU the standby's from then, writes without the peering's "
+              "keep-alives.")
     print("\nRSS at fill: the process that filled, once quiet; restarted: the new process, quiet after the restart. "
           "RSS per sandbox = (RSS - RSS idle with an empty namespace) / fill. The restart is a SIGKILL and a new "
           "process; live = /healthz answers; quiet = under 2% CPU over 2 s; times from the new process's start."
