@@ -23,6 +23,7 @@ from localcluster.operator_process import OperatorProcess
 from localcluster.paths import CRDS
 
 from tests.integration.operators import PEERING_GROUP, cluster_peering, create_sandbox, exclusive, wait_ready
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 __all__ = ["cluster_peering", "exclusive"]
@@ -66,8 +67,10 @@ def test_helm_install_runs_with_the_chart_identity_and_uninstall_leaves_only_crd
     custom, rbac = client.CustomObjectsApi(api), client.RbacAuthorizationV1Api(api)
     try:
         assert _exists(lambda: custom.get_cluster_custom_object(PEERING_GROUP, "v1", "clusterkopfpeerings", peering))
-        deployment = client.AppsV1Api(api).read_namespaced_deployment(fullname, namespace)
-        assert deployment.status.available_replicas == 2
+        # helm's --wait looks at the ReplicaSet's ready pods; the Deployment's own count follows in a later update.
+        apps = client.AppsV1Api(api)
+        wait_for(lambda: apps.read_namespaced_deployment(fullname, namespace).status.available_replicas == 2,
+                 timeout=60, what="the Deployment to count 2 available replicas")
 
         # A second release with the same peering name is refused before anything is written, saying what to change.
         second = helm("install", f"{release}-b", str(CHART), "--namespace", namespace, *set_args(values),

@@ -40,8 +40,12 @@ def test_standby_takes_over_after_the_active_replica_is_killed_and_nothing_is_ha
         for name in before:
             create_sandbox(api, namespace, name)
         wait_ready(api, namespace, before)
+        # The Ready Events are posted after the status, from a queue: the kill below must not drop one.
+        wait_for(lambda: all("Ready" in event_reasons(api, namespace, name) for name in before), timeout=30,
+                 what="the Ready Events of the Sandboxes made before the kill")
         assert reconciles(active) > 0
         assert reconciles(standby) == 0, "the standby reconciled while the active replica was alive"
+        listings = standby.log().count("listed ")  # the standby's first listing of each kind, while paused
 
         active.stop(signal.SIGKILL)
         killed = time.monotonic()
@@ -53,6 +57,7 @@ def test_standby_takes_over_after_the_active_replica_is_killed_and_nothing_is_ha
         takeover = time.monotonic() - killed
         wait_ready(api, namespace, after, timeout=LIFETIME + 60)
         ready_after = time.monotonic() - killed
+        assert standby.log().count("listed ") == listings, "the standby's streams went on: a takeover lists nothing"
         print(f"\ntakeover after SIGKILL: {takeover:.1f}s (peering lifetime {LIFETIME}s); "
               f"sandboxes created after the kill Ready {ready_after:.1f}s after it")
         assert takeover <= LIFETIME + 15
@@ -134,8 +139,9 @@ def test_claims_across_a_takeover_never_share_a_pod(
 def test_a_replica_paused_for_a_higher_priority_one_touches_nothing_until_it_resumes(
     cluster: Cluster, api: client.ApiClient, crds: None, namespace: str, exclusive: None, tmp_path: Path,
 ) -> None:
-    """The active replica is demoted when a higher-priority one joins: its pod and NetworkPolicy streams pause with
-    Kopf's watchers, and neither a child's event nor a timer makes it reconcile; the new replica repairs."""
+    """The active replica is demoted when a higher-priority one joins: its streams go on (its stores stay current),
+    but neither a child's event nor a timer makes it reconcile; the new replica repairs. When that one leaves, the
+    demoted one resumes and serves a new Sandbox."""
     with cluster_peering(api) as peering:
         shared = {"STANDALONE": "false", "PEERING_NAME": peering, "PEERING_LIFETIME": str(LIFETIME)}
         lower = OperatorProcess(cluster, tmp_path / "lower.log", PRIORITY="100", **shared)

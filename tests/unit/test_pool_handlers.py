@@ -65,15 +65,15 @@ def test_pools_follow_their_stream_and_a_listing_drops_what_it_did_not_find() ->
         WARM.pool_templates.clear()
 
 
-def test_a_pool_pass_after_a_pause_waits_for_its_pods_fences_and_templates_to_be_listed_again(
+def test_a_pool_pass_after_a_relisting_waits_for_its_pods_fences_and_templates_to_be_listed_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On the stores as they were before the pause it would make warm pods again that the other replica made
-    meanwhile (their names come from generateName: no 409 would say so)."""
+    """On the stores as they were before a re-listing (a 410) it would make warm pods again that were made meanwhile
+    (their names come from generateName: no 409 would say so)."""
     followed = watch.Followed()
     for kind in (watch.PODS, watch.NETWORK_POLICIES, watch.TEMPLATES):
         followed.listen(kind, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
-    followed.listed.set()  # listed once, then paused: each stream's listing is not current until its next one
+    followed.listed.set()  # listed once, then broken: each stream's listing is not current until its next one
     monkeypatch.setattr(watch, "FOLLOWED", followed)
     passes: list[str] = []
 

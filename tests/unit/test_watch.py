@@ -78,8 +78,10 @@ def test_the_streams_post_events_to_the_queue_kopf_starts_its_poster_with(monkey
 def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator_defers_its_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(watch, "FOLLOWED", watch.Followed())
-    monkeypatch.setattr(loop, "PAUSED_RETRY_SECONDS", 0.05)
+    """While paused no pass runs and none is retried on a timer; when the replica resumes, each kind passes over its
+    objects (``on_resume``), which runs what was due meanwhile."""
+    followed = watch.Followed()
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
     passes: list[str] = []
 
     async def scenario() -> None:
@@ -88,20 +90,22 @@ def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator
         async with watching.streaming_block(resource=watch.PODS.resource(), namespace=None,
                                             operator_paused=toggles):
             pass
-        assert watch.FOLLOWED.pause is toggles and not watch.paused()
+        assert followed.pause is toggles and not watch.paused()
+        follower = asyncio.create_task(watch._follow_pause())
 
         async def one_pass() -> loop.PassResult:
             passes.append("pass")
             return loop.PassResult()
 
-        await blocker.turn_to(True)
         state = loop.ObjectState()
+        followed.on_resume(lambda: watch.spawn(loop.reconcile(state, one_pass, what="x", trigger="resumed")))
+        await blocker.turn_to(True)
         await loop.reconcile(state, one_pass, what="x", trigger="timer")
-        assert watch.paused() and passes == []
-        await asyncio.sleep(0.1)  # still paused when the retry comes: nothing yet, and not dropped
-        assert passes == [] and state.wakeup is not None
+        assert watch.paused() and passes == [] and state.dirty
+        await asyncio.sleep(0.1)
+        assert passes == [] and state.wakeup is None, "a paused replica polls nothing"
         await blocker.turn_to(False)
-        await asyncio.sleep(0.2)  # the retry after the resume runs the pass that was due
+        await asyncio.sleep(0.05)  # the resume gives the object its pass
         assert passes == ["pass"]
 
         async def paused_meanwhile() -> loop.PassResult:  # a trigger folds into the pass, then the replica pauses
@@ -112,8 +116,32 @@ def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator
 
         await loop.reconcile(state, paused_meanwhile, what="x", trigger="pod")
         assert passes == ["pass", "running"] and state.dirty, "the folded trigger waits for the resume, not dropped"
+        await blocker.turn_to(False)
+        await asyncio.sleep(0.05)
+        assert passes == ["pass", "running", "pass"]
+        follower.cancel()
 
     asyncio.run(scenario())
+
+
+def test_the_streams_do_not_pause_with_kopf_so_a_takeover_lists_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standby keeps its stores current: its streams are Kopf's list+watch without the pause toggles, which Kopf
+    reads as "never paused" (pinned: ``streaming_block`` waits only for toggles it is given)."""
+    original = watching.streaming_block.__wrapped__  # type: ignore[attr-defined]
+    assert "if operator_paused is not None and operator_paused.is_on():" in inspect.getsource(original)
+    followed = watch.Followed()
+    followed.pause = aiotoggles.ToggleSet(any)
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    given_toggles: list[Any] = []
+
+    async def infinite_watch(*, operator_paused: Any = None, **_: Any) -> AsyncIterator[Any]:
+        given_toggles.append(operator_paused)
+        yield {"type": "ADDED", "object": _pod("a", "ua")}
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    followed.listen(watch.PODS, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
+    asyncio.run(watch._stream(watch.PODS, None, settings=None))  # type: ignore[arg-type]
+    assert given_toggles == [None]
 
 
 def _pod(name: str, uid: str) -> dict[str, Any]:
@@ -383,6 +411,58 @@ def test_after_its_first_listing_a_kind_whose_stream_stays_broken_holds_a_pass_o
                 await asyncio.wait_for(watch.wait_kind_listed(watch.TENANTS), 1)
         assert followed.overdue == {watch.TENANTS}
         assert caplog.text.count("tenants have not been listed again") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_standby_that_resumes_serves_the_waiting_sandboxes_first_and_confirms_each_other_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A standby listed everything while paused, and ran no pass: when it resumes, a Sandbox never served and one past
+    its deadline get a pass at once; every other one is confirmed by the few workers, once, though the listing had
+    queued it already."""
+    from sandbox_operator.sandbox import handlers
+
+    followed = watch.Followed()
+    followed.listed.set()
+    followed.pause = aiotoggles.ToggleSet(any)
+    followed.on_resume(handlers._resumed)  # as at import, on the process's own
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
+    monkeypatch.setattr(handlers, "RUNTIME", [object()])
+    monkeypatch.setattr(handlers, "LISTED", handlers.ListedPasses(workers=1))
+    passes: list[tuple[str, str]] = []
+
+    async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
+        if watch.paused():
+            watch.defer()
+            return
+        passes.append((what.rsplit("/", 1)[1], trigger))
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(handlers, "reconcile", reconcile)
+
+    def sandbox(name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": "1"},
+                "spec": {}, "status": status}
+
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "phase": "Running"}
+
+    async def scenario() -> None:
+        blocker = await followed.pause.make_toggle(True, name="the active replica")
+        follower = asyncio.create_task(watch._follow_pause())
+        followed.pause_found.set()
+        for index in range(3):
+            handlers.sandbox_changed(None, sandbox(f"old-{index}", ready))
+        handlers.sandbox_changed(None, sandbox("expired", ready | {"expiresAt": "2020-01-01T00:00:00Z"}))
+        handlers.sandbox_changed("ADDED", sandbox("new", {}))
+        await asyncio.sleep(0.05)
+        assert passes == [] and followed.deferred.is_set()
+        await blocker.turn_to(False)
+        await asyncio.sleep(0.05)
+        assert sorted(passes[:2]) == [("expired", "resumed"), ("new", "resumed")]
+        assert sorted(passes[2:]) == [(f"old-{index}", "listing") for index in range(3)]
+        follower.cancel()
 
     asyncio.run(scenario())
 

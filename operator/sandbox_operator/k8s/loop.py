@@ -22,15 +22,13 @@ from sandbox_operator import metrics
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.manifest import RepairStreaks
 from sandbox_operator.k8s.redaction import redact
-from sandbox_operator.k8s.watch import paused
+from sandbox_operator.k8s.watch import defer, paused
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 300.0
 # A deadline years away is looked at daily anyway: the wall clock may have been set right in between.
 MAX_WAKEUP_DELAY = 86400.0
-# A pass due while this replica is paused is tried again this often, until it resumes.
-PAUSED_RETRY_SECONDS = 5.0
 # +50ms: wake just after a deadline, never a hair before it.
 WAKEUP_MARGIN = 0.05
 
@@ -141,18 +139,16 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
     a burst of events (fifty pods starting) costs a few passes, not fifty."""
     state.dirty = True
     if paused():
-        # Another replica is active: nothing is written now, and nothing is lost either (a deadline that came due
-        # while paused is looked at again once this replica resumes; a re-listing wakes only changed objects).
-        _schedule(state, None, PAUSED_RETRY_SECONDS,
-                  lambda: reconcile(state, one_pass, what=what, trigger=trigger))
+        # Another replica is active: nothing is written now, and nothing is lost either: when this replica resumes,
+        # every object gets a pass (``Followed.on_resume``), which finds what came due meanwhile.
+        defer()
         return
     if state.lock.locked():
         return
     async with state.lock:
         while state.dirty and not state.deleted:
-            if paused():  # paused while a pass ran: the trigger folded into it waits, as above
-                _schedule(state, None, PAUSED_RETRY_SECONDS,
-                          lambda: reconcile(state, one_pass, what=what, trigger=trigger))
+            if paused():  # paused while a pass ran: the trigger folded into it waits for the resume, as above
+                defer()
                 return
             state.dirty = False
             metrics.RECONCILES.labels(trigger).inc()

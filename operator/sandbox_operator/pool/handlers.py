@@ -2,10 +2,10 @@
 the pure ``pool.decide.decide_pool`` and apply its plan.
 
 Pools, templates, and the pools' warm pods and fences come from the operator's own streams (k8s.watch: Kopf's
-list+watch, paused with Kopf, without its per-object workers), like Sandboxes; Kopf runs the start-up. No finalizers:
-owner references let the garbage collector delete a pool's unclaimed pods and fence with it (claimed pods are owned
-by their Sandboxes by then). A template's change wakes its pools (they roll) and the Sandboxes waiting for it; it
-never touches a running Sandbox.
+list+watch, kept current on a standby too, without Kopf's per-object workers), like Sandboxes; Kopf runs the
+start-up. No finalizers: owner references let the garbage collector delete a pool's unclaimed pods and fence with it
+(claimed pods are owned by their Sandboxes by then). A template's change wakes its pools (they roll) and the
+Sandboxes waiting for it; it never touches a running Sandbox.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def _fence_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
 @kopf.on.startup()
 async def fill_pool_caches(memo: Any, **_: Any) -> None:
     """Keep the runtime for the streams' wake-ups. Pools, templates, and the pools' warm pods and fences, come from
-    the operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, at a start and a takeover
-    alike, and again after a later pause (``reconcile_pool``)."""
+    the operator's own streams (k8s.watch), listed before any pass of a Sandbox or pool, and kept current while
+    this replica stands by (``reconcile_pool``)."""
     runtime: Runtime = memo["runtime"]
     RUNTIME[:] = [runtime]
     WARM.on_claimed = lambda key: _wake(key, "claimed")
@@ -165,7 +165,7 @@ def pool_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     of our own status write is skipped, like a Sandbox's.
 
     Pools come through that stream, not a Kopf handler, for the reason templates do (``template_changed``): listed
-    before any pass at a start and a takeover alike, and paused with Kopf."""
+    before any pass at a start, and kept current while this replica stands by."""
     meta = body["metadata"]
     key, uid = (str(meta.get("namespace") or ""), str(meta["name"])), str(meta.get("uid") or "")
     state = track(POOLS, key, uid, event_type, lambda uid: PoolState(uid=uid), _forget)
@@ -192,8 +192,17 @@ def _forget(key: tuple[str, str], state: PoolState) -> None:
         metrics.POOL_PODS.remove(key[0], key[1], kind)
 
 
+def _pools_resumed() -> None:
+    """This replica resumed after a pause (a takeover): every pool gets a pass."""
+    for key in list(POOLS):
+        _wake(key, "resumed")
+
+
+watch.FOLLOWED.on_resume(_pools_resumed)
+
+
 def _pools_relisted(namespace: str | None, uids: set[str]) -> None:
-    """A (re)listing: forget the pools it did not find (deleted while this replica was paused)."""
+    """A (re)listing: forget the pools it did not find (deleted while the stream was broken)."""
     forget_unlisted(POOLS, uids, lambda key: namespace is None or key[0] == namespace, _forget)
 
 
@@ -412,9 +421,11 @@ async def _report_invalid(runtime: Runtime, body: Mapping[str, Any], error: str,
 
 async def reconcile_pool(state: PoolState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one pool (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its pods,
-    fence and template have a current listing: at a start, and again after a pause (a pass on the stores as they were
-    before it would make warm pods again that the other replica made meanwhile: their names are the API server's, so
-    no 409 would say so)."""
+    fence and template have a current listing: at a start, and again after a 410 re-listing (a pass on the stores as
+    they were before it would make warm pods again that were made meanwhile: their names are the API server's, so
+    no 409 would say so). A standby's stores stay current while it is paused, and its pools' passes after the resume
+    come ``WAKE_GATHER_SECONDS`` later (``_pools_resumed``), time for the last events of the replica that handed over
+    to arrive."""
     await watch.wait_listed()
     for kind in (watch.PODS, watch.NETWORK_POLICIES, watch.TEMPLATES):
         await watch.wait_kind_listed(kind)

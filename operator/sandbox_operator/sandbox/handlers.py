@@ -1,10 +1,10 @@
 """Wiring: watch Sandboxes and their children, call the pure ``sandbox.decide.decide``, apply its plan.
 
-Sandboxes and their children come from the operator's own streams (k8s.watch: Kopf's list+watch, paused with Kopf,
-without its per-object workers); Kopf runs the start-up, the peering and the Event poster. No finalizers are used,
-so deleting a Sandbox never waits for the operator; owner references let the garbage collector remove the children.
-Per-sandbox state lives in ``WATCHED``, dropped with the object's DELETED event (or a re-listing without it):
-nothing here grows without bound.
+Sandboxes and their children come from the operator's own streams (k8s.watch: Kopf's list+watch, kept current on a
+standby too, without Kopf's per-object workers); Kopf runs the start-up, the peering and the Event poster. No
+finalizers are used, so deleting a Sandbox never waits for the operator; owner references let the garbage collector
+remove the children. Per-sandbox state lives in ``WATCHED``, dropped with the object's DELETED event (or a
+re-listing without it): nothing here grows without bound.
 """
 
 from __future__ import annotations
@@ -649,7 +649,7 @@ def _settling(state: SandboxState, runtime: Runtime, old: Mapping[str, Any], new
 async def reconcile_sandbox(state: SandboxState, runtime: Runtime, key: tuple[str, str], trigger: str) -> None:
     """Decide and act for one Sandbox (one pass at a time, triggers folded, bounded backoff: k8s.loop), once its
     children have been listed (before, it would not see them); a Sandbox never served goes first (``unserved``).
-    Every pass waits for a current listing of the Tenants (at a start; after a pause or a re-listing, 10 s at most):
+    Every pass waits for a current listing of the Tenants (at a start; after a 410 re-listing, 10 s at most):
     without its Tenant's lifetime rules, or with rules changed meanwhile, a Sandbox's deadline would be wrong, and one
     past that wrong deadline would be deleted for it."""
     if not state.unserved:
@@ -695,9 +695,13 @@ class ListedPasses:
 
     workers: int = 4
     queue: deque[tuple[SandboxState, tuple[str, str]]] = field(default_factory=deque)
+    queued: set[int] = field(default_factory=set)  # id() of each state in the queue: one pass each is enough
     running: int = 0
 
     def put(self, state: SandboxState, key: tuple[str, str]) -> None:
+        if id(state) in self.queued:
+            return
+        self.queued.add(id(state))
         self.queue.append((state, key))
         if self.running < self.workers:
             self.running += 1
@@ -708,6 +712,7 @@ class ListedPasses:
             await watch.wait_listed()
             while self.queue and RUNTIME:
                 state, key = self.queue.popleft()
+                self.queued.discard(id(state))
                 try:
                     if not state.deleted:
                         await reconcile_sandbox(state, RUNTIME[0], key, trigger="listing")
@@ -736,8 +741,29 @@ def _forget(key: tuple[str, str], state: SandboxState) -> None:
         state.phase = None
 
 
+def _resumed() -> None:
+    """This replica resumed after a pause (a takeover): every Sandbox gets a pass, as at a start, without a listing
+    (the streams went on while paused). The replica ran no pass meanwhile, so none has a deadline timer here: the
+    ones waiting for the operator (never served, or past their deadline) go at once, the others are confirmed a few
+    at a time (``LISTED``)."""
+    if not RUNTIME:
+        return
+    confirm = []
+    for key, state in list(WATCHED.sandboxes.items()):
+        body = state.body
+        if body is not None and _due(body):
+            watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="resumed"))
+        else:
+            confirm.append((state, key))
+    for state, key in confirm:  # after those: the workers' tasks would run first
+        LISTED.put(state, key)
+
+
+watch.FOLLOWED.on_resume(_resumed)
+
+
 def _sandboxes_relisted(namespace: str | None, uids: set[str]) -> None:
-    """A (re)listing: forget the Sandboxes it did not find (deleted while this replica was paused)."""
+    """A (re)listing: forget the Sandboxes it did not find (deleted while the stream was broken)."""
     forget_unlisted(WATCHED.sandboxes, uids, lambda key: namespace is None or key[0] == namespace, _forget)
 
 

@@ -225,8 +225,18 @@ def _forget(name: str, state: TenantState) -> None:
         TENANT_LIFETIMES.remove(namespace, state.uid)
 
 
+def _tenants_resumed() -> None:
+    """This replica resumed after a pause (a takeover): every Tenant gets a pass."""
+    if RUNTIME:
+        for state in list(TENANTS.values()):
+            watch.spawn(reconcile_tenant(state, RUNTIME[0], trigger="resumed"))
+
+
+watch.FOLLOWED.on_resume(_tenants_resumed)
+
+
 def _tenants_relisted(namespace: str | None, uids: set[str]) -> None:
-    """A (re)listing: forget the Tenants it did not find (deleted while this replica was paused), and their rules."""
+    """A (re)listing: forget the Tenants it did not find (deleted while the stream was broken), and their rules."""
     forget_unlisted(TENANTS, uids, lambda name: True, _forget)
 
 

@@ -699,7 +699,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self.state.node = "fake"
         if self.state.path.exists():
             self.state.save()
-        leftovers += leftover_resources()
+        leftovers += _settled_leftovers()
         if leftovers:
             _log("left behind: " + "; ".join(leftovers))
         return leftovers
@@ -742,6 +742,17 @@ def _listening(host: str, port: int | None = None) -> bool:
         if state == "0A" and address == wanted and (port is None or int(hex_port, 16) == port):
             return True
     return False
+
+
+def _settled_leftovers(timeout: float = 10.0) -> list[str]:
+    """``leftover_resources`` once they stop going: the kernel removes a pod's veth pair in the background after its
+    network namespace is gone, so a teardown that just unmounted them can still see some."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = leftover_resources()
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 def leftover_resources() -> list[str]:
