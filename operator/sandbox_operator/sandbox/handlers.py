@@ -166,8 +166,12 @@ async def remember_runtime(memo: Any, **_: Any) -> None:
 def _wake(key: tuple[str, str], trigger: str) -> None:
     """Reconcile the Sandbox ``key`` soon, if it is known (a child's event, or its going)."""
     state = WATCHED.sandboxes.get(key)
-    if state is not None and RUNTIME:
-        watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
+    if state is None or not RUNTIME:
+        return
+    if watch.paused():  # standing by: no task per event; when this replica resumes, every Sandbox gets a pass
+        watch.defer()
+        return
+    watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
 
 
 def _child_listener(kind: c.ChildKind, trigger: str) -> Listener:
@@ -677,6 +681,9 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
                           and _template_name(body) is None)  # a claim needs the pools' warm pods listed
     state.remember(body)
     if not RUNTIME:
+        return
+    if watch.paused():  # standing by: when this replica resumes, every Sandbox gets a pass (``_resumed``)
+        watch.defer()
         return
     if event_type is None and not _due(body):
         # A (re)listing (start-up, takeover): Sandboxes served before, a few at a time
