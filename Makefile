@@ -87,7 +87,7 @@ chart-sync: venv ## copy crds/ and deploy/ into charts/sandbox-operator
 helm: venv ## build helm from its pinned Go module and print its path
 	@$(PY) -c "from localcluster.helm import helm_binary; print(helm_binary())"
 
-bench: venv ## issue 11 in one run: create->Ready, writes, CPU, RSS against direct pods and agent-sandbox; fill, restart, expiry (BENCH_ARGS=...)
+bench: venv ## issue 11 in one run: create->Ready, writes, CPU, RSS against direct pods and agent-sandbox; fill, restart, takeover, expiry (BENCH_ARGS=...)
 	$(PY) bench/fleet.py $(BENCH_ARGS)
 
 bench-pool: venv ## warm claims from a SandboxPool against cold templated Sandboxes, direct pods and agent-sandbox's warm pool; BENCH_ARGS="--node real" on the real node

@@ -428,14 +428,21 @@ def restart(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWat
     quiet = wait_idle(pid, timeout=120 + 0.05 * size)
     cpu = cpu_seconds(pid)  # a new process: everything it has used
     rss = rss_mib(pid)
-    if quiet is None:
-        run.failures.append(f"restart at {size}: the operator was not quiet within {120 + 0.05 * size:.0f} s")
-        quiet = time.monotonic()
-    if watch.wait_ready([new], 60):
-        run.failures.append(f"restart at {size}: the new Sandbox was never Ready")
-    served = watch.ready[new].mono - spawned if new in watch.ready else math.nan
+    quiet, served = quiet_and_served(run, watch, new, quiet, spawned, f"restart at {size}")
     writes = controller_writes(settled_writes(run.cluster) - writes_before)
     return Restart(live, served, quiet - spawned, cpu, rss, writes), operator
+
+
+def quiet_and_served(run: Run, watch: ReadyWatch, new: str, quiet: float | None, since: float, what: str
+                     ) -> tuple[float, float]:
+    """When the operator went quiet (now if it never did) and how long after ``since`` the Sandbox ``new`` was Ready
+    (NaN if never); each failure noted."""
+    if quiet is None:
+        run.failures.append(f"{what}: the operator was not quiet in time")
+        quiet = time.monotonic()
+    if watch.wait_ready([new], 60):
+        run.failures.append(f"{what}: the new Sandbox was never Ready")
+    return quiet, watch.ready[new].mono - since if new in watch.ready else math.nan
 
 
 PEERING_WRITES = {("kopfpeerings", ""), ("clusterkopfpeerings", "")}  # keep-alives, the same with or without work
@@ -470,12 +477,7 @@ def takeover(run: Run, operator: OperatorProcess, namespace: str, watch: ReadyWa
     run.api.create(sandboxes_path(namespace), sandbox_body(new))
     quiet = wait_idle(pid, timeout=120 + 0.05 * size)
     cpu, rss = cpu_seconds(pid) - cpu_before, rss_mib(pid)
-    if quiet is None:
-        run.failures.append(f"takeover at {size}: the standby was not quiet within {120 + 0.05 * size:.0f} s")
-        quiet = time.monotonic()
-    if watch.wait_ready([new], 60):
-        run.failures.append(f"takeover at {size}: the new Sandbox was never Ready")
-    served = watch.ready[new].mono - stopped if new in watch.ready else math.nan
+    quiet, served = quiet_and_served(run, watch, new, quiet, stopped, f"takeover at {size}")
     active.stop()  # it has exited by now: reaped
     writes = controller_writes(settled_writes(run.cluster) - writes_before)
     writes = Counter({key: value for key, value in writes.items() if (key[1], key[2]) not in PEERING_WRITES})

@@ -284,6 +284,17 @@ def test_an_event_or_a_listing_a_listener_cannot_handle_stops_neither_the_stream
     assert followed.listed.is_set(), "a listing a listener could not handle still opens the gate"
 
 
+def _sandbox_handlers(monkeypatch: pytest.MonkeyPatch, followed: watch.Followed, workers: int) -> Any:
+    """The Sandbox handlers on ``followed``, with empty tables, a runtime and ``workers`` listed-pass workers."""
+    from sandbox_operator.sandbox import handlers
+
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
+    monkeypatch.setattr(handlers, "RUNTIME", [object()])
+    monkeypatch.setattr(handlers, "LISTED", handlers.ListedPasses(workers=workers))
+    return handlers
+
+
 def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_more_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -291,14 +302,9 @@ def test_a_sandbox_never_served_is_served_before_every_kind_is_listed_and_once_m
     are then confirmed by a few workers. One never served (listed, or created meanwhile) is served as soon as the
     Tenants are listed (its creates read first or read what a 409 finds), each of its passes until the gate opens, and
     once more after it, which sees every child."""
-    from sandbox_operator.sandbox import handlers
-
     followed = watch.Followed()
     followed.listen(watch.TENANTS, watch.Listener(wants=lambda body: True, changed=lambda kind, body: None))
-    monkeypatch.setattr(watch, "FOLLOWED", followed)
-    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
-    monkeypatch.setattr(handlers, "RUNTIME", [object()])
-    monkeypatch.setattr(handlers, "LISTED", handlers.ListedPasses(workers=2))
+    handlers = _sandbox_handlers(monkeypatch, followed, workers=2)
     passes: list[tuple[str, str]] = []
 
     async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
@@ -421,16 +427,11 @@ def test_a_standby_that_resumes_serves_the_waiting_sandboxes_first_and_confirms_
     """A standby listed everything while paused, and ran no pass: when it resumes, a Sandbox never served and one past
     its deadline get a pass at once; every other one is confirmed by the few workers, once, though the listing had
     queued it already."""
-    from sandbox_operator.sandbox import handlers
-
     followed = watch.Followed()
     followed.listed.set()
     followed.pause = aiotoggles.ToggleSet(any)
+    handlers = _sandbox_handlers(monkeypatch, followed, workers=1)
     followed.on_resume(handlers._resumed)  # as at import, on the process's own
-    monkeypatch.setattr(watch, "FOLLOWED", followed)
-    monkeypatch.setattr(handlers, "WATCHED", handlers.Watched())
-    monkeypatch.setattr(handlers, "RUNTIME", [object()])
-    monkeypatch.setattr(handlers, "LISTED", handlers.ListedPasses(workers=1))
     passes: list[tuple[str, str]] = []
 
     async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
