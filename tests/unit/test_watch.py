@@ -124,6 +124,46 @@ def test_the_pause_toggles_are_read_from_the_first_watcher_and_a_paused_operator
     asyncio.run(scenario())
 
 
+def test_a_replica_leaving_the_peering_stops_its_passes_before_its_record_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned Kopf behaviour: on its way out Kopf's keep-alive withdraws the replica with ``touch(lifetime=0)`` (looked
+    up in the module at call time), while the operator's own tasks still run. The wrapper makes the replica count as
+    paused first, and lets the passes it started end (up to a grace), so the standby that resumes next is alone."""
+    from kopf._core.engines import peering
+
+    source = inspect.getsource(peering.keepalive)
+    assert "finally:" in source and "await asyncio.shield(touch(" in source and "lifetime=0," in source
+    assert getattr(peering.touch, "stops_passes", False)
+    followed = watch.Followed()
+    followed.pause = aiotoggles.ToggleSet(any)
+    monkeypatch.setattr(watch, "FOLLOWED", followed)
+    order: list[str] = []
+
+    async def original(**kwargs: Any) -> None:
+        order.append(f"touch lifetime={kwargs['lifetime']} paused={watch.paused()}")
+
+    monkeypatch.setattr(peering, "touch", original)
+    watch._withdraw_quietly()  # the wrapper around a fake original, as at import around Kopf's
+    assert peering.touch.__wrapped__ is original
+
+    async def scenario() -> None:
+        async def a_pass() -> None:
+            await asyncio.sleep(0.05)
+            order.append("pass ended")
+
+        watch.spawn(a_pass())
+        follower = asyncio.create_task(watch._follow_pause())
+        followed.pause_found.set()
+        await peering.touch(identity="me", settings=None, resource=None, namespace=None)
+        assert order == ["touch lifetime=None paused=False"] and not watch.paused()
+        await peering.touch(identity="me", settings=None, resource=None, namespace=None, lifetime=0)
+        assert order[1:] == ["pass ended", "touch lifetime=0 paused=True"]
+        watch.defer()  # a pass put off now is not resumed: the replica is going
+        await asyncio.sleep(0.01)
+        assert follower.done()
+
+    asyncio.run(scenario())
+
+
 def test_the_streams_do_not_pause_with_kopf_so_a_takeover_lists_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A standby keeps its stores current: its streams are Kopf's list+watch without the pause toggles, which Kopf
     reads as "never paused" (pinned: ``streaming_block`` waits only for toggles it is given)."""
@@ -453,8 +493,10 @@ def test_a_standby_that_resumes_serves_the_waiting_sandboxes_first_and_confirms_
         blocker = await followed.pause.make_toggle(True, name="the active replica")
         follower = asyncio.create_task(watch._follow_pause())
         followed.pause_found.set()
-        for index in range(3):
-            handlers.sandbox_changed(None, sandbox(f"old-{index}", ready))
+        for index in range(3):  # the later in the listing, the nearer its deadline
+            deadline = {"expiresAt": f"209{3 - index}-01-01T00:00:00Z"}
+            handlers.sandbox_changed(None, sandbox(f"old-{index}", ready | deadline))
+        handlers.sandbox_changed(None, sandbox("no-deadline", ready))
         handlers.sandbox_changed(None, sandbox("expired", ready | {"expiresAt": "2020-01-01T00:00:00Z"}))
         handlers.sandbox_changed("ADDED", sandbox("new", {}))
         await asyncio.sleep(0.05)
@@ -462,7 +504,10 @@ def test_a_standby_that_resumes_serves_the_waiting_sandboxes_first_and_confirms_
         await blocker.turn_to(False)
         await asyncio.sleep(0.05)
         assert sorted(passes[:2]) == [("expired", "resumed"), ("new", "resumed")]
-        assert sorted(passes[2:]) == [(f"old-{index}", "listing") for index in range(3)]
+        assert passes[2:] == [("old-2", "listing"), ("old-1", "listing"), ("old-0", "listing"),
+                              ("no-deadline", "listing")], "the nearest deadlines first"
+        assert all(handlers.WATCHED.sandboxes[("ns", name)].listed for name in ("old-0", "new")), \
+            "seen while standing by: another replica may have made its children"
         follower.cancel()
 
     asyncio.run(scenario())

@@ -60,7 +60,7 @@ class Store(Generic[K, V]):
 
     def retain(self, uids: set[str], in_scope: Callable[[K], bool]) -> list[K]:
         """A new listing found ``uids``: drop the values in scope whose object it did not find (deleted while the
-        watch was paused or broken, with no DELETED event); return the keys dropped."""
+        watch was broken, with no DELETED event); return the keys dropped."""
         dropped = [key for key, (uid, _) in self.items.items() if in_scope(key) and uid not in uids]
         for key in dropped:
             del self.items[key]

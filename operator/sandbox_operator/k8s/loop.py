@@ -82,8 +82,7 @@ def track(table: dict[K, S], key: K, uid: str, event_type: str | None, new: Call
           forget: Callable[[K, S], None]) -> S | None:
     """The object's state in ``table`` after a watch event of it, or None when the event says it went (``forget`` is
     called for it). The DELETED event of an older object of that name changes nothing; an object replaced under the
-    same name while this replica was paused (the watch never said it went) is forgotten, and its successor gets new
-    state."""
+    same name while the watch was broken (it never said it went) is forgotten, and its successor gets new state."""
     state = table.get(key)
     if event_type == "DELETED":
         if state is not None and state.uid == uid:
@@ -98,8 +97,8 @@ def track(table: dict[K, S], key: K, uid: str, event_type: str | None, new: Call
 
 def forget_unlisted(table: dict[K, S], uids: set[str], in_scope: Callable[[K], bool],
                     forget: Callable[[K, S], None]) -> None:
-    """A (re)listing found ``uids``: forget the objects in scope it did not find (deleted while this replica was
-    paused, or its watch broken: no DELETED event came)."""
+    """A (re)listing found ``uids``: forget the objects in scope it did not find (deleted while the watch was
+    broken: no DELETED event came)."""
     for key, state in list(table.items()):
         if in_scope(key) and state.uid not in uids:
             forget(key, state)

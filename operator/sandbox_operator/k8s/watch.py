@@ -6,7 +6,7 @@ owner (or the users). Through Kopf every such
 event went through a per-object worker, its memory, its causation and handler selection: a third of the operator's
 CPU in a burst (four pod events per Sandbox), and at a restart all of it again for every child Kopf listed, after the
 stores had been filled by a LIST of their own. Here each kind is one Kopf list+watch stream (``infinite_watch``:
-chunked listing, resumption, 410 re-listing, credentials and the operator's pause, all Kopf's own), whose events go
+chunked listing, resumption, 410 re-listing and credentials, all Kopf's own), whose events go
 straight to the listeners, in order, on the event loop.
 
 Kopf pauses its own watchers while another replica is active (peering) and re-lists when it resumes. These streams do
@@ -36,13 +36,15 @@ import pydantic_core
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import api, watching
 from kopf._cogs.structs import references
-from kopf._core.engines import posting
+from kopf._core.engines import peering, posting
 
 from sandbox_operator.api import names as c
 
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 5.0
+# A replica that withdraws from the peering (a SIGTERM) first lets the passes it started end, for this long at most.
+LEAVING_GRACE_SECONDS = 2.0
 # How long a pass waits for a kind's new listing after its stream broke (``wait_kind_listed``).
 CURRENT_WAIT_SECONDS = 10.0
 
@@ -106,6 +108,9 @@ class Followed:
     # pass was put off because this replica was paused (``defer``), so that the next resume must.
     resumed: list[Callable[[], None]] = field(default_factory=list)
     deferred: asyncio.Event = field(default_factory=asyncio.Event)
+    # This replica is withdrawing from the peering (shutting down): it counts as paused from then on
+    # (``_withdraw_quietly``).
+    leaving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # When each (plural, namespace) stream last started listing or watching unpaused (``_capture_pause``).
     streaming_since: dict[tuple[str, str | None], float] = field(default_factory=dict)
@@ -133,8 +138,9 @@ class Followed:
             self.others_listed.set()
 
     def paused(self) -> bool:
-        """Whether Kopf has paused the operator (another replica is active); False until Kopf's watchers start."""
-        return self.pause is not None and self.pause.is_on()
+        """Whether Kopf has paused the operator (another replica is active), or it is leaving the peering; False
+        until Kopf's watchers start."""
+        return self.leaving or (self.pause is not None and self.pause.is_on())
 
 
 FOLLOWED = Followed()
@@ -257,6 +263,34 @@ def _capture_pause() -> None:
     watching.streaming_block = streaming_block
 
 
+def _withdraw_quietly() -> None:
+    """Stop passes before Kopf withdraws this replica from the peering (pinned in tests/unit/test_watch.py). At a
+    SIGTERM Kopf removes the replica's peering record first and stops the operator's own tasks after, with a grace of
+    seconds; a standby resumes as soon as the record goes, and serves from its stores at once. Without this the two
+    would both reconcile meanwhile. Now the leaving replica counts as paused from the withdrawal on, and the passes it
+    started get ``LEAVING_GRACE_SECONDS`` to end first. The upstream fix would be a Kopf pause toggle that is turned
+    on before the withdrawal."""
+    original = peering.touch
+    if getattr(original, "stops_passes", False):
+        return
+
+    async def touch(
+        *, identity: peering.Identity, settings: kopf.OperatorSettings, resource: references.Resource,
+        namespace: references.Namespace, lifetime: int | None = None,
+    ) -> None:
+        if lifetime == 0:  # the withdrawal (Kopf's keep-alive on its way out)
+            FOLLOWED.leaving = True
+            running = [task for task in _TASKS if not task.done()]
+            if running:
+                await asyncio.wait(running, timeout=LEAVING_GRACE_SECONDS)
+        await original(identity=identity, settings=settings, resource=resource, namespace=namespace,
+                       lifetime=lifetime)
+
+    touch.stops_passes = True  # type: ignore[attr-defined]
+    touch.__wrapped__ = original  # type: ignore[attr-defined]
+    peering.touch = touch
+
+
 def _loads(text: str) -> Any:
     """JSON as ``json.loads`` reads it, by pydantic-core's parser (jiter) when it can: a third faster on a page of
     pods. The one text it refuses that ``json.loads`` takes (a lone surrogate escape, which the API server never
@@ -293,6 +327,7 @@ def _parse_faster() -> None:
 
 _capture_pause()
 _capture_posting()
+_withdraw_quietly()
 _parse_faster()
 
 
@@ -344,8 +379,11 @@ async def _follow_pause() -> None:
     pause = FOLLOWED.pause
     while pause is not None:
         await FOLLOWED.deferred.wait()
-        logger.info("paused: another replica is active; the streams go on, no pass runs until this one resumes")
+        logger.info("passes wait while this replica is paused (peering: another replica is active, or not decided "
+                    "yet); its streams go on")
         await pause.wait_for(False)
+        if FOLLOWED.leaving:  # shutting down: nothing more to resume
+            return
         FOLLOWED.deferred.clear()
         logger.info("resumed: every object gets a pass")
         for callback in FOLLOWED.resumed:

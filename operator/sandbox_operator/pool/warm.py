@@ -60,7 +60,7 @@ class Warm:
 
     def retain(self, uids: set[str], in_scope: Callable[[tuple[str, str]], bool]) -> list[tuple[str, str]]:
         """A new listing of pods found ``uids``: drop the pods in scope it did not find (deleted while the watch was
-        paused or broken); return the pools that lost some."""
+        broken); return the pools that lost some."""
         changed = []
         for pool, pods in list(self.members.items()):
             gone = [name for name, (uid, _) in pods.items() if in_scope(pool) and uid not in uids]

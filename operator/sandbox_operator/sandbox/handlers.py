@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import traceback
 from collections import deque
@@ -112,7 +113,7 @@ class SandboxState(ObjectState):
     echo_deferred: bool = False
     # When the running (or last) pass began (monotonic): what it observed was known by then.
     pass_started: float = 0.0
-    # First seen in a listing (a start or a takeover), not as a new object.
+    # First seen in a listing, or while this replica stood by (another may have served it), not as a new object.
     listed: bool = False
     # Never served (no status, no template), first seen before every kind was listed: until they are, its passes do
     # not wait for that (each create reads first, or reads what a 409 says is there), and one more pass follows once
@@ -432,7 +433,7 @@ async def _apply(
     there already (``state.found``): the rest of the plan was made without it. The one exception to the order: a
     new Sandbox's NetworkPolicy and cold pod are created together when its namespace is fenced (sandbox.fence)."""
     # Read before creating for a Sandbox that may have children the stores do not show: one with a status, or one
-    # first seen in a listing (a start or a takeover: the last replica may have died before its status write).
+    # first seen in a listing or while standing by (the last active replica may have died before its status write).
     established = bool((body.get("status") or {}).get("conditions")) or state.listed
     template = _template_name(body)
     creates = {c.ChildKind(action.manifest["kind"]): action for action in plan.actions
@@ -676,7 +677,7 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         return
     new_here = state.packed is None  # first seen by this replica
     if new_here:
-        state.listed = event_type is None
+        state.listed = event_type is None or watch.paused()
         state.unserved = (not watch.listed() and not (body.get("status") or {}).get("conditions")
                           and _template_name(body) is None)  # a claim needs the pools' warm pods listed
     state.remember(body)
@@ -686,7 +687,7 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
         watch.defer()
         return
     if event_type is None and not _due(body):
-        # A (re)listing (start-up, takeover): Sandboxes served before, a few at a time
+        # A (re)listing (start-up, a 410): Sandboxes served before, a few at a time
         LISTED.put(state, key)
     else:
         watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="listing" if event_type is None else "sandbox"))
@@ -696,9 +697,9 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
 
 @dataclass
 class ListedPasses:
-    """The Sandboxes a (re)listing found that were served before: each gets a pass (it confirms them, and finds what
-    changed while no replica was active), a few at a time, in listing order, once every kind is listed. A queue and
-    a few workers, not a task per Sandbox: 10,000 waiting tasks cost CPU and memory at each start."""
+    """The Sandboxes a (re)listing or a resume found that were served before: each gets a pass (it confirms them,
+    and finds what changed while no replica was active), a few at a time, in order, once every kind is listed. A
+    queue and a few workers, not a task per Sandbox: 10,000 waiting tasks cost CPU and memory at each start."""
 
     workers: int = 4
     queue: deque[tuple[SandboxState, tuple[str, str]]] = field(default_factory=deque)
@@ -752,17 +753,20 @@ def _resumed() -> None:
     """This replica resumed after a pause (a takeover): every Sandbox gets a pass, as at a start, without a listing
     (the streams went on while paused). The replica ran no pass meanwhile, so none has a deadline timer here: the
     ones waiting for the operator (never served, or past their deadline) go at once, the others are confirmed a few
-    at a time (``LISTED``)."""
+    at a time (``LISTED``), the nearest deadlines first: a deadline gets its timer from its Sandbox's pass."""
     if not RUNTIME:
         return
-    confirm = []
+    confirm: list[tuple[float, int, SandboxState, tuple[str, str]]] = []
     for key, state in list(WATCHED.sandboxes.items()):
-        body = state.body
-        if body is not None and _due(body):
+        body = state.body or {}
+        if _due(body):
             watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger="resumed"))
-        else:
-            confirm.append((state, key))
-    for state, key in confirm:  # after those: the workers' tasks would run first
+            if not state.unserved or watch.listed():
+                continue
+            # resumed at a start, before every kind was listed: once more after, as sandbox_changed does
+        expires = optional_time((body.get("status") or {}).get("expiresAt"))
+        confirm.append((expires.timestamp() if expires is not None else math.inf, len(confirm), state, key))
+    for _, _, state, key in sorted(confirm):  # the nearest deadlines first; after those served at once
         LISTED.put(state, key)
 
 

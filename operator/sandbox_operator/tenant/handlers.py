@@ -2,11 +2,11 @@
 
 Like the Sandbox side: no finalizers (deleting a Tenant never waits for the operator; owner references let the
 garbage collector delete its namespace and policy binding). Tenants come from the operator's own stream (k8s.watch),
-listed before any Sandbox's pass, at a start and a takeover alike: a Sandbox is never decided without its Tenant's
-lifetime rules. Events of the objects rendered for a tenant (found by their owner reference, else their tenant
-label; Kopf's handlers, and the NetworkPolicy stream) wake that Tenant, so a deleted RoleBinding is put back and a
-ResourceQuota's new usage reaches the Tenant's status. Nothing here takes part in admission: quota and policy are
-enforced by the API server, whether or not the operator runs.
+listed before any Sandbox's pass at a start, and kept current while this replica stands by: a Sandbox is never
+decided without its Tenant's lifetime rules. Events of the objects rendered for a tenant (found by their owner
+reference, else their tenant label; Kopf's handlers, and the NetworkPolicy stream) wake that Tenant, so a deleted
+RoleBinding is put back and a ResourceQuota's new usage reaches the Tenant's status. Nothing here takes part in
+admission: quota and policy are enforced by the API server, whether or not the operator runs.
 """
 
 from __future__ import annotations
