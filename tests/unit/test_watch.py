@@ -157,7 +157,7 @@ def test_a_replica_leaving_the_peering_stops_its_passes_before_its_record_goes(m
         assert order == ["touch lifetime=None paused=False"] and not watch.paused()
         await peering.touch(identity="me", settings=None, resource=None, namespace=None, lifetime=0)
         assert order[1:] == ["pass ended", "touch lifetime=0 paused=True"]
-        watch.defer()  # a pass put off now is not resumed: the replica is going
+        assert watch.put_off()  # a pass put off now is not resumed: the replica is going
         await asyncio.sleep(0.01)
         assert follower.done()
 
@@ -475,8 +475,7 @@ def test_a_standby_that_resumes_serves_the_waiting_sandboxes_first_and_confirms_
     passes: list[tuple[str, str]] = []
 
     async def reconcile(state: Any, run: Any, *, what: str, trigger: str) -> None:
-        if watch.paused():
-            watch.defer()
+        if watch.put_off():
             return
         passes.append((what.rsplit("/", 1)[1], trigger))
         await asyncio.sleep(0)

@@ -22,7 +22,7 @@ from sandbox_operator import metrics
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.manifest import RepairStreaks
 from sandbox_operator.k8s.redaction import redact
-from sandbox_operator.k8s.watch import defer, paused
+from sandbox_operator.k8s.watch import put_off
 
 logger = logging.getLogger(__name__)
 
@@ -137,17 +137,15 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
     """Run ``one_pass`` for the object; a trigger arriving while a pass runs is folded into one more pass after it, so
     a burst of events (fifty pods starting) costs a few passes, not fifty."""
     state.dirty = True
-    if paused():
+    if put_off():
         # Another replica is active: nothing is written now, and nothing is lost either: when this replica resumes,
         # every object gets a pass (``Followed.on_resume``), which finds what came due meanwhile.
-        defer()
         return
     if state.lock.locked():
         return
     async with state.lock:
         while state.dirty and not state.deleted:
-            if paused():  # paused while a pass ran: the trigger folded into it waits for the resume, as above
-                defer()
+            if put_off():  # paused while a pass ran: the trigger folded into it waits for the resume, as above
                 return
             state.dirty = False
             metrics.RECONCILES.labels(trigger).inc()

@@ -105,7 +105,7 @@ class Followed:
     pause: aiotoggles.ToggleSet | None = None
     pause_found: asyncio.Event = field(default_factory=asyncio.Event)
     # What each kind does when this replica resumes after a pause (a takeover): pass over its objects; and whether a
-    # pass was put off because this replica was paused (``defer``), so that the next resume must.
+    # pass was put off because this replica was paused (``put_off``), so that the next resume must.
     resumed: list[Callable[[], None]] = field(default_factory=list)
     deferred: asyncio.Event = field(default_factory=asyncio.Event)
     # This replica is withdrawing from the peering (shutting down): it counts as paused from then on
@@ -162,9 +162,13 @@ def paused() -> bool:
     return FOLLOWED.paused()
 
 
-def defer() -> None:
-    """A pass was put off because this replica is paused: once it resumes, every kind passes over its objects."""
+def put_off() -> bool:
+    """Whether this replica is paused, in which case the caller's pass is put off: once the replica resumes, every
+    kind passes over its objects (``Followed.on_resume``)."""
+    if not FOLLOWED.paused():
+        return False
     FOLLOWED.deferred.set()
+    return True
 
 
 def listed() -> bool:
@@ -372,7 +376,7 @@ async def _follow(kind: Kind, namespace: str | None, settings: kopf.OperatorSett
 
 
 async def _follow_pause() -> None:
-    """For the life of the operator: once this replica is not paused after a pass was put off (``defer``), every
+    """For the life of the operator: once this replica is not paused after a pass was put off (``put_off``), every
     kind passes over its objects (``Followed.on_resume``). Led by the put-off passes, not by watching the pause come
     and go: a pause too short to be seen here still leaves no pass undone."""
     await FOLLOWED.pause_found.wait()

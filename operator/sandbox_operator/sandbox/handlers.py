@@ -169,8 +169,7 @@ def _wake(key: tuple[str, str], trigger: str) -> None:
     state = WATCHED.sandboxes.get(key)
     if state is None or not RUNTIME:
         return
-    if watch.paused():  # standing by: no task per event; when this replica resumes, every Sandbox gets a pass
-        watch.defer()
+    if watch.put_off():  # standing by: no task per event; when this replica resumes, every Sandbox gets a pass
         return
     watch.spawn(reconcile_sandbox(state, RUNTIME[0], key, trigger=trigger))
 
@@ -683,8 +682,7 @@ def sandbox_changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     state.remember(body)
     if not RUNTIME:
         return
-    if watch.paused():  # standing by: when this replica resumes, every Sandbox gets a pass (``_resumed``)
-        watch.defer()
+    if watch.put_off():  # standing by: when this replica resumes, every Sandbox gets a pass (``_resumed``)
         return
     if event_type is None and not _due(body):
         # A (re)listing (start-up, a 410): Sandboxes served before, a few at a time
@@ -756,7 +754,7 @@ def _resumed() -> None:
     at a time (``LISTED``), the nearest deadlines first: a deadline gets its timer from its Sandbox's pass."""
     if not RUNTIME:
         return
-    confirm: list[tuple[float, int, SandboxState, tuple[str, str]]] = []
+    confirm: list[tuple[float, SandboxState, tuple[str, str]]] = []
     for key, state in list(WATCHED.sandboxes.items()):
         body = state.body or {}
         if _due(body):
@@ -765,8 +763,8 @@ def _resumed() -> None:
                 continue
             # resumed at a start, before every kind was listed: once more after, as sandbox_changed does
         expires = optional_time((body.get("status") or {}).get("expiresAt"))
-        confirm.append((expires.timestamp() if expires is not None else math.inf, len(confirm), state, key))
-    for _, _, state, key in sorted(confirm):  # the nearest deadlines first; after those served at once
+        confirm.append((expires.timestamp() if expires is not None else math.inf, state, key))
+    for _, state, key in sorted(confirm, key=lambda item: item[0]):  # the nearest deadlines first
         LISTED.put(state, key)
 
 

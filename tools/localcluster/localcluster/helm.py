@@ -27,17 +27,15 @@ def helm(*args: str, check: bool = True, kubeconfig: Path | None = None,
                           timeout=timeout)
 
 
-def uninstall(release: str, namespace: str, kubeconfig: Path, timeout: str = "180s",
-              check: bool = False) -> subprocess.CompletedProcess[str]:
+def uninstall(release: str, namespace: str, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
     """``helm uninstall`` that returns once everything the release made is gone, its Deployment's pods included.
 
     With the default (background) cascade, ``--wait`` waits for the Deployment only; its ReplicaSet and pods are then
     removed by the garbage collector, after helm has returned. ``--cascade foreground`` keeps the Deployment until
     they are gone, so the wait covers them.
     """
-    seconds = float(timeout.removesuffix("s"))
     return helm("uninstall", release, "--namespace", namespace, "--wait", "--cascade", "foreground",
-                "--timeout", timeout, kubeconfig=kubeconfig, check=check, timeout=seconds + 60)
+                "--timeout", "180s", kubeconfig=kubeconfig, check=False, timeout=240)
 
 
 def set_args(values: dict[str, Any]) -> list[str]:
