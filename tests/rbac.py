@@ -24,7 +24,6 @@ import inspect
 import pkgutil
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -74,19 +73,19 @@ def resource_of_path(path: str) -> tuple[str, str, bool]:
     return group, f"{plural}/{sub}" if sub else plural, bool(name)
 
 
-@dataclass
-class RecordingApi:
-    """Stands in for ``kubernetes_asyncio.client.ApiClient``: records each request and answers ``{}``."""
+def recording_kube(kube_module: Any) -> Any:
+    """A ``Kube`` whose requests are recorded (``.calls``: method and path) and answered ``{}``, never sent."""
 
-    calls: list[tuple[str, str]] = field(default_factory=list)
-    user_agent: str = ""
+    class RecordingKube(kube_module.Kube):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.calls: list[tuple[str, str]] = []
 
-    async def call_api(self, path: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append((method, path))
-        return {}
+        async def _exchange(self, method: str, path: str, *args: Any) -> tuple[int, bytes]:
+            self.calls.append((method, path))
+            return 200, b"{}"
 
-    async def close(self) -> None:
-        return None
+    return RecordingKube()
 
 
 def _arguments(method: Any, kind: str, kube_module: Any) -> dict[str, Any]:
@@ -164,9 +163,9 @@ def kube_permissions() -> set[Permission]:
     for name, kinds in kube_calls().items():
         method = getattr(kube.Kube, name)
         for kind in sorted(kube.PATHS if kinds is None else kinds or [next(iter(kube.PATHS))]):
-            recorder = RecordingApi()
+            recorder = recording_kube(kube)
             try:
-                asyncio.run(method(kube.Kube(recorder), **_arguments(method, kind, kube)))
+                asyncio.run(method(recorder, **_arguments(method, kind, kube)))
             except ValueError:
                 continue  # the method refuses a manifest of this kind: it can never write it
             for http_method, path in recorder.calls:
