@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import watching
 
@@ -556,29 +553,6 @@ def test_kopf_reads_every_get_the_one_way_the_operator_replaces() -> None:
     assert "await request(" in source and "method='get'" in source and "return await response.json()" in source
     assert list(inspect.signature(original).parameters) == list(inspect.signature(api.get).parameters)
     assert "api.get(" in inspect.getsource(fetching.fetch_objs)
-
-
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=25,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_JSON, st.booleans())
-def test_the_faster_parser_reads_any_json_as_the_standard_one_does(value: Any, ascii_only: bool) -> None:
-    text = json.dumps(value, ensure_ascii=ascii_only)
-    parsed = watch._loads(text)
-    assert parsed == json.loads(text)
-    assert json.dumps(parsed, ensure_ascii=False) == json.dumps(json.loads(text), ensure_ascii=False)  # types too
-
-
-def test_what_the_faster_parser_refuses_is_read_by_the_standard_one() -> None:
-    text = '{"name": "\\ud800", "n": NaN}'  # a lone surrogate escape: never from the API server, but valid to json
-    assert watch._loads(text)["name"] == "\ud800"
-    with pytest.raises(ValueError):
-        watch._loads('{"name": ')
 
 
 def test_the_kinds_listed_later_start_only_once_every_other_kind_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:

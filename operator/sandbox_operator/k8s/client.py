@@ -6,7 +6,6 @@ Every call is counted in ``sandbox_operator_api_requests_total``; "already exist
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +17,7 @@ from kubernetes_asyncio import client, config
 from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.connection import resolve_environment_once
+from sandbox_operator.k8s import codec
 from sandbox_operator.k8s.redaction import redact
 
 # Every request's limit, connecting included.
@@ -49,7 +49,7 @@ class KubeError(Exception):
 def _message(body: bytes, status: int) -> str:
     """The API server's message on a refusal (its Status object's), redacted; else the HTTP status's reason."""
     try:
-        message = json.loads(body or b"{}").get("message")
+        message = codec.loads(body or b"{}").get("message")
     except (AttributeError, TypeError, ValueError):  # not JSON, or not an object
         message = None
     if message is not None:
@@ -129,8 +129,8 @@ class Kube:
 
         kubernetes_asyncio's ``call_api`` would do the same with more work per request: it walks the body to
         sanitize it, runs a regular expression on the content type and wraps the response twice before decoding it.
-        Bodies here are plain JSON already, so this sends them as they are (the operator's CPU per request, about a
-        fifth less: docs/operations.md)."""
+        Bodies here are plain JSON values already; they are written and read by ``codec`` (docs/operations.md: a
+        cold burst's create->Ready, before and after)."""
         rest = self.api.rest_client
         headers = {**self.api.default_headers, "Accept": "application/json", "Content-Type": content_type}
         query = list(query or ())
@@ -143,7 +143,7 @@ class Kube:
             options["proxy_headers"] = rest.proxy_headers
         if rest.server_hostname:
             options["server_hostname"] = rest.server_hostname
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else codec.dumps(body)
         async with rest.pool_manager.request(method, url, data=data, headers=headers, timeout=REQUEST_TIMEOUT,
                                              **options) as response:
             return response.status, await response.read()
@@ -166,7 +166,7 @@ class Kube:
             raise KubeError(verb, kind, status, _message(data, status))
         metrics.API_REQUESTS.labels(verb, kind, "2xx").inc()
         try:
-            result = json.loads(data) if data else None
+            result = codec.loads(data) if data else None
         except ValueError:  # a 2xx that is not JSON: nothing to return (nothing here reads one)
             return None
         return result if isinstance(result, dict) else None

@@ -9,7 +9,6 @@ listing without it: nothing here grows without bound.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import traceback
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sandbox_operator import metrics
+from sandbox_operator.k8s import codec
 from sandbox_operator.k8s.client import KubeError
 from sandbox_operator.k8s.manifest import RepairStreaks
 from sandbox_operator.k8s.redaction import redact
@@ -54,7 +54,7 @@ class ObjectState:
     @property
     def body(self) -> dict[str, Any] | None:
         """The newest body seen (a fresh copy on every access: read it once per pass)."""
-        return json.loads(self.packed) if self.packed is not None else None
+        return codec.loads(self.packed) if self.packed is not None else None
 
     def remember(self, body: Mapping[str, Any]) -> None:
         """Keep the newest body seen, whether it came from the watch or from our own status write."""
@@ -63,7 +63,7 @@ class ObjectState:
             # managedFields are often the biggest part of a body and no decision reads them.
             meta = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
             kept = {key: body[key] for key in body if key != "metadata"} | {"metadata": meta}
-            self.packed = json.dumps(kept, separators=(",", ":"), default=dict).encode()
+            self.packed = codec.dumps(kept)
             self.version = version
 
     def forget(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.schema import parse_quantity
+from sandbox_operator.k8s import codec
 
 HASH_ANNOTATION_LENGTH = 16
 MAX_K8S_NAME = 63
@@ -62,11 +63,11 @@ class Packed(Mapping[str, Any]):
     __slots__ = ("data",)
 
     def __init__(self, value: Mapping[str, Any]) -> None:
-        self.data = json.dumps(value, separators=(",", ":"), default=dict).encode()
+        self.data = codec.dumps(value)
 
     def unpack(self) -> dict[str, Any]:
         """The object, parsed (a fresh copy)."""
-        return json.loads(self.data)  # type: ignore[no-any-return]
+        return codec.loads(self.data)  # type: ignore[no-any-return]
 
     def __getitem__(self, key: str) -> Any:
         return self.unpack()[key]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import traceback
@@ -32,13 +31,13 @@ from typing import Any, NoReturn
 
 import aiohttp
 import kopf
-import pydantic_core
 from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import api, watching
 from kopf._cogs.structs import references
 from kopf._core.engines import peering, posting
 
 from sandbox_operator.api import names as c
+from sandbox_operator.k8s import codec
 
 logger = logging.getLogger(__name__)
 
@@ -295,18 +294,8 @@ def _withdraw_quietly() -> None:
     peering.touch = touch
 
 
-def _loads(text: str) -> Any:
-    """JSON as ``json.loads`` reads it, by pydantic-core's parser (jiter) when it can: a third faster on a page of
-    pods. The one text it refuses that ``json.loads`` takes (a lone surrogate escape, which the API server never
-    writes) is read by ``json.loads``, as before."""
-    try:
-        return pydantic_core.from_json(text)
-    except ValueError:
-        return json.loads(text)
-
-
 def _parse_faster() -> None:
-    """Parse the bodies of Kopf's GETs (its listings, page by page) with ``_loads``. At a start next to 10,000
+    """Parse the bodies of Kopf's GETs (its listings, page by page) with ``codec.loads``. At a start next to 10,000
     Sandboxes the listings are some 95 MB of JSON (pods 55, Sandboxes 25, NetworkPolicies 15), and parsing them was the
     largest part of the time before a new Sandbox is served. Pinned in tests/unit/test_watch.py. The upstream fix would
     be a decoder in Kopf's settings (``settings.networking``), used by its requests and watch streams alike."""
@@ -322,7 +311,7 @@ def _parse_faster() -> None:
         response = await api.request(method="get", url=url, payload=payload, headers=headers, timeout=timeout,
                                      settings=settings, logger=logger)
         async with response:
-            return await response.json(loads=_loads)
+            return await response.json(loads=codec.loads)
 
     get.parses_faster = True  # type: ignore[attr-defined]
     get.__wrapped__ = original  # type: ignore[attr-defined]
