@@ -129,8 +129,8 @@ class Kube:
 
         kubernetes_asyncio's ``call_api`` would do the same with more work per request: it walks the body to
         sanitize it, runs a regular expression on the content type and wraps the response twice before decoding it.
-        Bodies here are plain JSON values already; they are written and read by ``codec`` (docs/operations.md: a
-        cold burst's create->Ready, before and after)."""
+        Bodies here are plain JSON values already; they are written and read by ``codec`` (the README's Benchmarks:
+        a cold burst's create->Ready, before and after)."""
         rest = self.api.rest_client
         headers = {**self.api.default_headers, "Accept": "application/json", "Content-Type": content_type}
         query = list(query or ())
