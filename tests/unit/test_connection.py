@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-import socket
 
 import aiohttp
 import pytest
@@ -13,12 +12,7 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from sandbox_operator.api.connection import resolve_environment_once
-
-
-def _closed_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.unit.loopback import closed_loopback_port
 
 
 def test_aiohttp_looks_at_the_environment_per_request_only_while_its_session_trusts_it() -> None:
@@ -80,7 +74,7 @@ def test_after_it_a_request_neither_reads_the_environment_nor_hops_to_a_thread(m
     """A request to a server of the test's own on loopback: once resolved, aiohttp's per-request lookups are never
     called (any proxy named is a closed loopback port: nothing leaves the machine either way)."""
     _clean_environment(monkeypatch)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_loopback_port()}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_loopback_port()}")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     looked: list[str] = []
 
