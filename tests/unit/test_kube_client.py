@@ -13,8 +13,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from sandbox_operator.api import names as c
 from sandbox_operator.api.connection import resolve_environment_once
-from sandbox_operator.k8s import client as client_module
-from sandbox_operator.k8s.client import API_CONNECTIONS, MERGE_PATCH, Kube, KubeError
+from sandbox_operator.k8s.client import MERGE_PATCH, Kube, KubeError
 from tests.unit.loopback import closed_loopback_port
 
 TOKEN = "test-token-never-logged"
@@ -171,22 +170,3 @@ def test_a_body_that_is_not_json_is_refused_before_anything_is_sent() -> None:
 
     _serve(handler, scenario)
     assert seen == []
-
-
-def test_the_operators_requests_share_a_pool_of_a_few_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kube.connect sizes the session's pool (aiohttp opens one more connection whenever every open one is busy)."""
-
-    async def load_kube_config(client_configuration: Configuration) -> None:  # a kubeconfig naming a loopback server
-        client_configuration.host = f"http://127.0.0.1:{closed_loopback_port()}"
-
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: the kubeconfig is read
-    monkeypatch.setattr(client_module.config, "load_kube_config", load_kube_config)
-
-    async def limit() -> int:
-        kube = await Kube.connect()
-        try:
-            return int(kube.api.rest_client.pool_manager.connector.limit)
-        finally:
-            await kube.close()
-
-    assert asyncio.run(limit()) == API_CONNECTIONS < 100

@@ -20,12 +20,6 @@ from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.k8s import codec
 from sandbox_operator.k8s.redaction import redact
 
-# Connections to the API server the operator's own requests share (kubernetes_asyncio's default is 100; Kopf's watch
-# streams have a session of their own). aiohttp opens one more whenever every open one is busy, so in a burst of new
-# Sandboxes a pool of 100 kept opening connections, a TLS handshake each on two busy cores: about one request in
-# eleven. With 12, a request waits for a free connection instead: cold create->Ready p50 0.140 against 0.152 s, lower
-# in each of 6 interleaved rounds of 100, and 0.49 against 0.54 operator CPU-s per 100 (README, Benchmarks).
-API_CONNECTIONS = 12
 # Every request's limit, connecting included.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
 # HTTP statuses worth retrying: conflicts, throttling, server trouble.
@@ -118,7 +112,6 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
-        configuration.connection_pool_maxsize = API_CONNECTIONS
         api = client.ApiClient(configuration)
         resolve_environment_once(api)
         api.user_agent = FIELD_MANAGER  # the API server names our writes after it in managedFields
