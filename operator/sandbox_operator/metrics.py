@@ -72,12 +72,6 @@ RECONCILES = Counter(
     ["trigger"],
     registry=REGISTRY,
 )
-PASSES_WAITING = Gauge(
-    "sandbox_operator_passes_waiting",
-    "Passes waiting for one of the SANDBOX_OPERATOR_CONCURRENT_PASSES slots: above 0 for long, the API server is "
-    "taking the operator's requests slower than objects change.",
-    registry=REGISTRY,
-)
 REPAIRS = Counter(
     "sandbox_operator_child_repairs_total",
     "Children someone else changed that the operator put back (replaced, or a pod deleted and recreated), by kind.",

@@ -15,7 +15,6 @@ from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import OperatorDefaults
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.client import Kube, KubeError
-from sandbox_operator.k8s.loop import PASSES
 from sandbox_operator.sandbox.defaults import operator_defaults
 from sandbox_operator.settings import Settings
 
@@ -76,7 +75,6 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         status_settle_seconds=config.status_settle_seconds,
         progress_events=config.progress_events,
     )
-    PASSES.resize(config.concurrent_passes)
     metrics.serve(config.metrics_port)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, one per transition
     settings.posting.reporting_component = c.MANAGED_BY  # `kubectl describe` shows "From: sandbox-operator"

@@ -67,12 +67,6 @@ class Settings(BaseSettings):
         description="Seconds a replica's peering record stays valid without a keep-alive: after a crash, "
         "the worst-case time until a standby takes over.",
     )
-    concurrent_passes: int = Field(
-        default=32, ge=1, le=1024,
-        description="Passes (one object's observe, decide and act) running at a time, every kind together. The "
-        "others wait with their object's body still packed: when the API server is slow or throttles the operator, "
-        "a burst queues as marks, not as parsed bodies and requests in flight.",
-    )
     status_settle_seconds: float = Field(
         default=2.0, ge=0, le=60,
         description="How long a Sandbox's in-progress status (pod pending, container creating) may wait before it is "

@@ -19,15 +19,7 @@ from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.api.sandbox import SandboxStatus
 from sandbox_operator.k8s.client import KubeError
-from sandbox_operator.k8s.loop import (
-    MAX_RETRY_DELAY,
-    PASSES,
-    ObjectState,
-    PassResult,
-    forget_unlisted,
-    reconcile,
-    track,
-)
+from sandbox_operator.k8s.loop import MAX_RETRY_DELAY, ObjectState, PassResult, forget_unlisted, reconcile, track
 from sandbox_operator.k8s.manifest import ChildSummary
 from sandbox_operator.operator import Runtime
 from sandbox_operator.sandbox.handlers import (
@@ -80,46 +72,6 @@ async def test_triggers_during_a_pass_fold_into_one_more_pass() -> None:
     release.set()
     await first
     assert runs == [0, 1]
-
-
-@pytest.fixture
-def two_slots() -> Any:
-    """Two passes at a time, for one test."""
-    before = PASSES.count
-    PASSES.resize(2)
-    yield
-    PASSES.resize(before)
-
-
-@run
-async def _beyond_the_bound() -> None:
-    states, release, running, most, order = [ObjectState() for _ in range(5)], asyncio.Event(), [0], [0], []
-
-    def one_pass(index: int) -> Callable[[], Coroutine[Any, Any, PassResult]]:
-        async def run_it() -> PassResult:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-            order.append(index)
-            await release.wait()
-            running[0] -= 1
-            return PassResult()
-
-        return run_it
-
-    tasks = [asyncio.create_task(reconcile(state, one_pass(i), what=f"o{i}", trigger="test"))
-             for i, state in enumerate(states)]
-    await asyncio.sleep(0.05)
-    assert order == [0, 1] and metric("sandbox_operator_passes_waiting") == 3
-    for _ in range(3):  # triggers for objects waiting for a slot fold into the pass they wait for
-        await reconcile(states[4], one_pass(4), what="o4", trigger="test")
-    states[3].forget()  # gone while it waited: its pass never runs
-    release.set()
-    await asyncio.gather(*tasks)
-    assert most[0] == 2 and order == [0, 1, 2, 4] and metric("sandbox_operator_passes_waiting") == 0
-
-
-def test_no_more_passes_run_at_once_than_the_bound_and_the_rest_wait_first_come_first_served(two_slots: Any) -> None:
-    _beyond_the_bound()
 
 
 @run

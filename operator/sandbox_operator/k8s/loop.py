@@ -1,6 +1,5 @@
-"""One reconcile loop for every kind: one pass at a time per object, a bounded number at a time in all (``PASSES``),
-triggers folded into one more pass, a wake-up at a time (a deadline, a wait), bounded backoff after a failure, and one
-place where errors are counted and logged.
+"""One reconcile loop for every kind: one pass at a time per object, triggers folded into one more pass, a wake-up
+at a time (a deadline, a wait), bounded backoff after a failure, and one place where errors are counted and logged.
 
 A kind supplies its pass: an async function that observes, decides (pure) and acts, and reports a ``PassResult``.
 Per-object state lives in each kind's table (Sandboxes, pools, Tenants), dropped with the object's DELETED event or a
@@ -10,11 +9,10 @@ listing without it: nothing here grows without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -33,49 +31,6 @@ MAX_RETRY_DELAY = 300.0
 MAX_WAKEUP_DELAY = 86400.0
 # +50ms: wake just after a deadline, never a hair before it.
 WAKEUP_MARGIN = 0.05
-
-
-class PassSlots:
-    """How many passes run at a time, every object and kind together (``Settings.concurrent_passes``).
-
-    A pass parses its object's packed body, renders its children and holds its requests and their answers until it
-    ends. Without a bound, a burst the API server takes slowly (it throttles the operator, or it is busy) would hold
-    all of that for every object at once: a fill of 10,000 Sandboxes whose requests queued in the process peaked at
-    479 MiB. With one, the objects beyond the bound wait as a mark (``ObjectState.dirty``) and a small task, first come
-    first served; a trigger that comes meanwhile is folded into the pass they wait for."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore = asyncio.Semaphore(count)
-
-    def resize(self, count: int) -> None:
-        """Set the bound; at start-up, before any pass runs."""
-        self.count = count
-        self._loop = None
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the slots for a pass; wait for one when all are taken."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a semaphore belongs to one event loop (a test runs several, one after another)
-            self._loop, self._semaphore = loop, asyncio.Semaphore(self.count)
-        semaphore = self._semaphore
-        if semaphore.locked():
-            metrics.PASSES_WAITING.inc()
-            try:
-                await semaphore.acquire()
-            finally:
-                metrics.PASSES_WAITING.dec()
-        else:
-            await semaphore.acquire()
-        try:
-            yield
-        finally:
-            semaphore.release()
-
-
-PASSES = PassSlots(32)  # the setting's default; operator.start sets the configured bound
 
 
 @dataclass
@@ -190,15 +145,12 @@ async def reconcile(state: ObjectState, one_pass: Pass, *, what: str, trigger: s
         return
     async with state.lock:
         while state.dirty and not state.deleted:
-            async with PASSES.slot():
-                if state.deleted:  # went while the pass waited for a slot
-                    return
-                if put_off():  # paused while a pass ran or waited: the trigger waits for the resume, as above
-                    return
-                state.dirty = False
-                metrics.RECONCILES.labels(trigger).inc()
-                started = time.monotonic()
-                result = await _guarded(state, one_pass, what)
+            if put_off():  # paused while a pass ran: the trigger folded into it waits for the resume, as above
+                return
+            state.dirty = False
+            metrics.RECONCILES.labels(trigger).inc()
+            started = time.monotonic()
+            result = await _guarded(state, one_pass, what)
             if logger.isEnabledFor(logging.DEBUG):  # a line per pass: at DEBUG only (LOG_LEVEL), a burst makes many
                 logger.debug("%s: pass (%s) in %.1f ms%s%s", what, trigger, 1000 * (time.monotonic() - started),
                              f"; failed ({result.failed})" if result.failed else "",
