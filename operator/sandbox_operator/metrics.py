@@ -34,6 +34,13 @@ POD_CREATES = Counter(
     ["namespace", "order"],
     registry=REGISTRY,
 )
+NAMESPACE_FENCED = Gauge(
+    "sandbox_operator_namespace_fenced",
+    "Each namespace's fence as this replica's watch shows it: 1 as rendered (a new Sandbox's pod is created together "
+    "with its NetworkPolicy), 0 changed (pods go policy-first until a new Sandbox has it put back); no sample: none.",
+    ["namespace"],
+    registry=REGISTRY,
+)
 CLAIMS_LOST = Counter(
     "sandbox_operator_claims_lost_total",
     "Claims of a warm pod that lost a race (the pod changed or went meanwhile); another pod or a cold start follows.",

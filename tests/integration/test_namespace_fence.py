@@ -19,9 +19,6 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-# What the operator decides by is its watch of the fence, which the API server's answers to the test run a few
-# milliseconds ahead of: the test waits this long after it changed the fence, or saw it change, before the next step.
-WATCH_LAG = 1.0
 
 
 @pytest.fixture
@@ -39,6 +36,13 @@ def live_fence(sandboxes: Sandboxes) -> Any:
     found = sandboxes.networking.list_namespaced_network_policy(
         sandboxes.namespace, field_selector=f"metadata.name={c.NAMESPACE_FENCE_NAME}").items
     return found[0] if found else None
+
+
+def seen(operator: OperatorProcess, sandboxes: Sandboxes, fenced: float | None, what: str) -> None:
+    """Wait until the operator's watch shows the namespace's fence so (its gauge: 1 as rendered, 0 changed, None
+    gone): what the operator decides by runs a few milliseconds behind the API server's answers to the test."""
+    key = f'sandbox_operator_namespace_fenced{{namespace="{sandboxes.namespace}"}}'
+    wait_for(lambda: operator.metrics().get(key) == fenced, timeout=30, what=f"the operator's watch showing {what}")
 
 
 def rendered_spec(sandboxes: Sandboxes) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def test_the_first_sandbox_makes_the_fence_and_the_next_ones_pods_start_behind_i
     assert fence.metadata.labels[c.LABEL_MANAGED_BY] == c.MANAGED_BY
     assert not fence.metadata.owner_references  # no Sandbox's: it outlives each of them
 
-    time.sleep(WATCH_LAG)
+    seen(operator, sandboxes, 1.0, "the fence")
     fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
     ready(sandboxes, "second")
     assert creates(operator, sandboxes, c.PodOrder.FENCED) > fenced
@@ -90,7 +94,7 @@ def test_an_opened_fence_sends_pods_policy_first_and_is_put_back(
 
     sandboxes.networking.patch_namespaced_network_policy(
         c.NAMESPACE_FENCE_NAME, sandboxes.namespace, {"spec": {"ingress": [{}]}})  # an empty rule lets all in
-    time.sleep(WATCH_LAG)
+    seen(operator, sandboxes, 0.0, "the fence opened")
     policy_first = creates(operator, sandboxes, c.PodOrder.POLICY_FIRST)
     ready(sandboxes, "after-opened")
     assert creates(operator, sandboxes, c.PodOrder.POLICY_FIRST) > policy_first
@@ -98,7 +102,7 @@ def test_an_opened_fence_sends_pods_policy_first_and_is_put_back(
     assert f"the namespace fence NetworkPolicy {sandboxes.namespace}/{c.NAMESPACE_FENCE_NAME} was changed: put back" \
         in operator.log()
 
-    time.sleep(WATCH_LAG)
+    seen(operator, sandboxes, 1.0, "the fence put back")
     fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
     ready(sandboxes, "fenced-again")
     assert creates(operator, sandboxes, c.PodOrder.FENCED) > fenced
@@ -114,7 +118,7 @@ def test_a_deleted_fence_sends_pods_policy_first_and_is_made_again(
 
     sandboxes.networking.delete_namespaced_network_policy(c.NAMESPACE_FENCE_NAME, sandboxes.namespace)
     wait_for(lambda: live_fence(sandboxes) is None, what="the fence gone")
-    time.sleep(WATCH_LAG)
+    seen(operator, sandboxes, None, "the fence gone")
     policy_first = creates(operator, sandboxes, c.PodOrder.POLICY_FIRST)
     ready(sandboxes, "after-deleted")
     assert creates(operator, sandboxes, c.PodOrder.POLICY_FIRST) > policy_first
@@ -133,7 +137,7 @@ def test_a_pod_whose_own_policy_is_refused_behind_the_fence_is_deleted(
                       or None), what="the quota in force")
     ready(sandboxes, "first")
     wait_for(lambda: fence_as_rendered(sandboxes), what="the namespace fence as rendered")
-    time.sleep(WATCH_LAG)
+    seen(operator, sandboxes, 1.0, "the fence")
 
     fenced = creates(operator, sandboxes, c.PodOrder.FENCED)
     sandboxes.create(sandbox("second"))

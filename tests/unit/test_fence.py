@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.manifest import bounded_name
@@ -26,8 +27,10 @@ NAMESPACE = "tenant-a"
 @pytest.fixture(autouse=True)
 def empty_store() -> Iterator[None]:
     fence.FENCES.items.clear()
+    metrics.NAMESPACE_FENCED.clear()
     yield
     fence.FENCES.items.clear()
+    metrics.NAMESPACE_FENCED.clear()
 
 
 def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -81,31 +84,50 @@ def test_no_other_object_of_the_operator_can_hold_the_fence_name(name: str) -> N
     assert c.NAMESPACE_FENCE_NAME not in taken
 
 
+def fence_listener() -> watch.Listener:
+    return next(x for x in watch.FOLLOWED.listeners[watch.NETWORK_POLICIES] if x.wants is fence.is_fence)
+
+
 def event(event_type: str | None, manifest: Mapping[str, Any]) -> None:
-    listeners = fence.watch.FOLLOWED.listeners[fence.watch.NETWORK_POLICIES]
-    listener = next(x for x in listeners if x.wants is fence.is_fence)
+    listener = fence_listener()
     assert listener.wants(manifest)
     listener.changed(event_type, manifest)
 
 
-def test_a_namespace_is_fenced_only_while_the_watch_shows_the_fence_as_rendered() -> None:
+def gauge(namespace: str) -> float | None:
+    """``sandbox_operator_namespace_fenced`` of the namespace; None when it has no sample."""
+    return metrics.REGISTRY.get_sample_value("sandbox_operator_namespace_fenced", {"namespace": namespace})
+
+
+def test_a_namespace_is_fenced_only_while_the_watch_shows_the_fence_as_rendered_and_the_gauge_says_so() -> None:
     rendered = fence.render_fence(NAMESPACE)
-    assert not fence.fenced(NAMESPACE)
+    assert not fence.fenced(NAMESPACE) and gauge(NAMESPACE) is None
     event(None, as_served(rendered))  # a listing
-    assert fence.fenced(NAMESPACE)
-    assert not fence.fenced("tenant-b")  # per namespace
+    assert fence.fenced(NAMESPACE) and gauge(NAMESPACE) == 1
+    assert not fence.fenced("tenant-b") and gauge("tenant-b") is None  # per namespace
 
     opened = as_served(rendered, ingress=[{}])  # an empty rule allows everything in
     event("MODIFIED", opened)
-    assert not fence.fenced(NAMESPACE)
+    assert not fence.fenced(NAMESPACE) and gauge(NAMESPACE) == 0
     event("MODIFIED", as_served(rendered, podSelector={"matchLabels": {c.LABEL_SANDBOX: "other"}}))
-    assert not fence.fenced(NAMESPACE)
+    assert not fence.fenced(NAMESPACE) and gauge(NAMESPACE) == 0
     event("MODIFIED", as_served(rendered))
-    assert fence.fenced(NAMESPACE)
+    assert fence.fenced(NAMESPACE) and gauge(NAMESPACE) == 1
 
     event("MODIFIED", as_served(rendered))
     event("DELETED", as_served(rendered))
-    assert not fence.fenced(NAMESPACE)
+    assert not fence.fenced(NAMESPACE) and gauge(NAMESPACE) is None
+    event("DELETED", as_served(rendered))  # its echo, or a DELETED after a relisting dropped it: nothing to remove
+    assert gauge(NAMESPACE) is None
+
+
+def test_a_relisting_without_the_fence_takes_it_out_of_the_gauge() -> None:
+    event(None, as_served(fence.render_fence(NAMESPACE)))
+    event(None, as_served(fence.render_fence("tenant-b")))
+    assert gauge(NAMESPACE) == 1 and gauge("tenant-b") == 1
+    fence_listener().relisted(NAMESPACE, set())  # deleted while the watch was broken: no DELETED event came
+    assert not fence.fenced(NAMESPACE) and gauge(NAMESPACE) is None
+    assert gauge("tenant-b") == 1  # out of that listing's scope
 
 
 def test_another_namespaces_fence_does_not_count() -> None:

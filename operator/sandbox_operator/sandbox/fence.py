@@ -25,12 +25,14 @@ keeps at it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from sandbox_operator import metrics
 from sandbox_operator.api import names as c
 from sandbox_operator.k8s import watch
 from sandbox_operator.k8s.cache import Store
@@ -89,10 +91,21 @@ def _changed(event_type: str | None, body: Mapping[str, Any]) -> None:
     meta = body["metadata"]
     namespace = str(meta.get("namespace") or "")
     FENCES.record(event_type, namespace, str(meta.get("uid", "")), lambda: ChildSummary.from_body(body))
+    _show(namespace)
 
 
 def _relisted(namespace: str | None, uids: set[str]) -> None:
-    FENCES.retain(uids, lambda key: namespace is None or key == namespace)
+    for dropped in FENCES.retain(uids, lambda key: namespace is None or key == namespace):
+        _show(dropped)
+
+
+def _show(namespace: str) -> None:
+    """The namespace's fence in ``sandbox_operator_namespace_fenced``, as the watch now shows it."""
+    if FENCES.get(namespace) is None:
+        with contextlib.suppress(KeyError):  # never shown, or shown gone already
+            metrics.NAMESPACE_FENCED.remove(namespace)
+    else:
+        metrics.NAMESPACE_FENCED.labels(namespace).set(1.0 if fenced(namespace) else 0.0)
 
 
 watch.FOLLOWED.listen(watch.NETWORK_POLICIES, Listener(wants=is_fence, changed=_changed, relisted=_relisted))
