@@ -20,7 +20,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 
-
 @pytest.fixture
 def sandboxes(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> Sandboxes:
     return Sandboxes(api, namespace)
