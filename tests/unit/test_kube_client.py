@@ -14,10 +14,9 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from sandbox_operator.api import names as c
 from sandbox_operator.api.connection import resolve_environment_once
 from sandbox_operator.k8s.client import MERGE_PATCH, Kube, KubeError
-from tests.unit.loopback import closed_loopback_port
+from tests.unit.loopback import Handler, closed_loopback_port, serving
 
 TOKEN = "test-token-never-logged"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _kube(host: str) -> Kube:
@@ -34,18 +33,12 @@ def _serve(handler: Handler, scenario: Callable[[Kube], Awaitable[Any]]) -> Any:
     """Run ``scenario`` against a loopback server whose every request ``handler`` answers."""
 
     async def run() -> Any:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        kube = _kube(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        try:
-            return await scenario(kube)
-        finally:
-            await kube.close()
-            await runner.cleanup()
+        async with serving(handler) as base:
+            kube = _kube(base)
+            try:
+                return await scenario(kube)
+            finally:
+                await kube.close()
 
     return asyncio.run(run())
 

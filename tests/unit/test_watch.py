@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import kopf
 import pytest
+from aiohttp import web
 from kopf._cogs.aiokits import aiotoggles
-from kopf._cogs.clients import watching
+from kopf._cogs.clients import auth, fetching, watching
+from kopf._cogs.structs import credentials
 
 from sandbox_operator.k8s import loop, watch
 from sandbox_operator.k8s.cache import Store
 from sandbox_operator.pool.decide import WarmPod
 from sandbox_operator.pool.warm import Warm
+from tests.unit.loopback import serving
 
 
 def test_kopf_watchers_enter_the_pause_block_by_its_module_name_with_their_pause_toggles() -> None:
@@ -553,6 +558,80 @@ def test_kopf_reads_every_get_the_one_way_the_operator_replaces() -> None:
     assert "await request(" in source and "method='get'" in source and "return await response.json()" in source
     assert list(inspect.signature(original).parameters) == list(inspect.signature(api.get).parameters)
     assert "api.get(" in inspect.getsource(fetching.fetch_objs)
+
+
+def test_a_listings_next_page_is_asked_for_while_the_operator_takes_in_the_one_it_has() -> None:
+    """Through Kopf's own chunked listing (``fetching.fetch_objs``) against a loopback server: every page once, in
+    order, with the same query, and the next one on its way while the listeners take in the one before."""
+    pages = {"": ("t1", ["a", "b"]), "t1": ("t/2=", ["c", "d"]), "t/2=": ("", ["e"])}
+    asked: list[tuple[dict[str, str], float]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append((dict(request.query), time.monotonic()))
+        await asyncio.sleep(0.1)  # the API server's time for a page
+        following, names = pages[request.query.get("continue", "")]
+        return web.json_response({"kind": "PodList", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": "9", "continue": following},
+                                  "items": [{"metadata": {"name": name}} for name in names]})
+
+    async def scenario() -> list[tuple[list[str], float]]:
+        async with serving(handler) as base:
+            vault = credentials.Vault({"loopback": credentials.ConnectionInfo(server=base)})
+            auth.vault_var.set(vault)
+            settings = kopf.OperatorSettings()
+            settings.watching.chunk_size = 2
+            settings.watching.label_selectors["pods"] = "app=x"
+            taken = []
+            try:
+                async for chunk, version in fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(),
+                                                                namespace="ns", logger=logging.getLogger("test")):
+                    assert version == "9"
+                    await asyncio.sleep(0.1)  # the listeners taking the page in
+                    taken.append(([item["metadata"]["name"] for item in chunk], time.monotonic()))
+            finally:
+                await vault.close()
+            return taken
+
+    taken = asyncio.run(scenario())
+    assert [names for names, _ in taken] == [["a", "b"], ["c", "d"], ["e"]]
+    assert [query.get("continue", "") for query, _ in asked] == ["", "t1", "t/2="]  # each page once
+    assert all(query["limit"] == "2" and query["labelSelector"] == "app=x" for query, _ in asked)
+    assert asked[1][1] < taken[0][1] and asked[2][1] < taken[1][1]  # asked for before the page before was taken in
+    assert not watch._NEXT_PAGES
+
+
+def test_a_listing_begun_again_drops_the_page_asked_for_by_the_one_before() -> None:
+    """A listing that stopped after its first page (its stream broke) leaves the second asked for; the next listing
+    of that kind starts from its first page, and the stale one is dropped, not served."""
+    asked: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(request.query.get("continue", ""))
+        following = "" if request.query.get("continue") else "t1"
+        return web.json_response({"metadata": {"resourceVersion": str(len(asked)), "continue": following},
+                                  "items": [{"metadata": {"name": f"n{len(asked)}"}}]})
+
+    async def scenario() -> None:
+        async with serving(handler) as base:
+            vault = credentials.Vault({"loopback": credentials.ConnectionInfo(server=base)})
+            auth.vault_var.set(vault)
+            settings = kopf.OperatorSettings()
+            settings.watching.chunk_size = 1
+            try:
+                async for _ in fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(), namespace="ns",
+                                                   logger=logging.getLogger("test")):
+                    break  # the stream broke after the first page
+                await asyncio.sleep(0.05)
+                assert len(watch._NEXT_PAGES) == 1
+                listing = fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(), namespace="ns",
+                                              logger=logging.getLogger("test"))
+                versions = [version async for _, version in listing]
+                assert versions == ["3", "4"]  # its own two pages, not the one asked for before
+            finally:
+                await vault.close()
+
+    asyncio.run(scenario())
+    assert asked == ["", "t1", "", "t1"] and not watch._NEXT_PAGES
 
 
 def test_the_kinds_listed_later_start_only_once_every_other_kind_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 import traceback
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -294,24 +295,59 @@ def _withdraw_quietly() -> None:
     peering.touch = touch
 
 
+# A listing's next page, asked for as soon as the page before it is in: by its path and query (``_page``).
+_NEXT_PAGES: dict[tuple[str, frozenset[tuple[str, str]]], asyncio.Task[bytes]] = {}
+
+
+def _page(url: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    """A GET's URL as a key: its path and its query's parameters, in any order."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.path, frozenset(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _next_page(url: str, token: str) -> str:
+    """The URL of the page after ``url``'s: the same query with the listing's continue token."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(key, value) for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+             if key != "continue"]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode([*query, ("continue", token)])))
+
+
 def _parse_faster() -> None:
-    """Parse the bodies of Kopf's GETs (its listings, page by page) with ``codec.loads``. At a start next to 10,000
-    Sandboxes the listings are some 95 MB of JSON (pods 55, Sandboxes 25, NetworkPolicies 15), and parsing them was the
-    largest part of the time before a new Sandbox is served. Pinned in tests/unit/test_watch.py. The upstream fix would
-    be a decoder in Kopf's settings (``settings.networking``), used by its requests and watch streams alike."""
+    """Parse the bodies of Kopf's GETs (its listings, page by page) with ``codec.loads``, and ask for a listing's next
+    page while the operator takes in the one it has. At a start next to 10,000 Sandboxes the listings are some 95 MB of
+    JSON (pods 55, Sandboxes 25, NetworkPolicies 15), and taking them in is most of the time before a new Sandbox is
+    served. Kopf asks for each page once the one before it has gone through the listeners, so the API server waited
+    for the operator and the operator for it; now the next page is on its way meanwhile (only its bytes: it is parsed
+    when Kopf asks for it, so at most one parsed page is held, as before). Pinned in tests/unit/test_watch.py. The
+    upstream fixes would be a decoder in Kopf's settings (``settings.networking``), used by its requests and watch
+    streams alike, and a prefetch of the next page in ``fetching.fetch_objs``."""
     original = api.get
     if getattr(original, "parses_faster", False):
         return
+
+    async def read(url: str, request: dict[str, Any]) -> bytes:
+        response = await api.request(method="get", url=url, **request)
+        async with response:
+            return await response.read()
 
     async def get(  # Kopf's own signature, ``timeout`` included
         url: str, *, payload: object | None = None, headers: dict[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109
         settings: kopf.OperatorSettings, logger: Any,
     ) -> Any:
-        response = await api.request(method="get", url=url, payload=payload, headers=headers, timeout=timeout,
-                                     settings=settings, logger=logger)
-        async with response:
-            return await response.json(loads=codec.loads)
+        key = _page(url)
+        if not any(name == "continue" for name, _ in key[1]):  # a listing's first page: one asked for before is stale
+            for stale in [other for other in _NEXT_PAGES if other[0] == key[0]]:
+                _NEXT_PAGES.pop(stale).cancel()
+        request = {"payload": payload, "headers": headers, "timeout": timeout, "settings": settings, "logger": logger}
+        prefetched = _NEXT_PAGES.pop(key, None)
+        body = codec.loads(await (prefetched if prefetched is not None else read(url, request)))
+        token = (body.get("metadata") or {}).get("continue") if isinstance(body, dict) else None
+        if token and isinstance(token, str):
+            following = _next_page(url, token)
+            _NEXT_PAGES[_page(following)] = asyncio.get_running_loop().create_task(read(following, request))
+        return body
 
     get.parses_faster = True  # type: ignore[attr-defined]
     get.__wrapped__ = original  # type: ignore[attr-defined]
