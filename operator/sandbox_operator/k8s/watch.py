@@ -346,7 +346,9 @@ def _parse_faster() -> None:
         token = (body.get("metadata") or {}).get("continue") if isinstance(body, dict) else None
         if token and isinstance(token, str):
             following = _next_page(url, token)
-            _NEXT_PAGES[_page(following)] = asyncio.get_running_loop().create_task(read(following, request))
+            task = _NEXT_PAGES[_page(following)] = asyncio.get_running_loop().create_task(read(following, request))
+            # A failure reaches Kopf when it asks for the page; one it never asks for (its stream broke) is dropped.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
         return body
 
     get.parses_faster = True  # type: ignore[attr-defined]
