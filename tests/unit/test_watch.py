@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +21,7 @@ from sandbox_operator.k8s import loop, watch
 from sandbox_operator.k8s.cache import Store
 from sandbox_operator.pool.decide import WarmPod
 from sandbox_operator.pool.warm import Warm
-from tests.unit.loopback import serving
+from tests.unit.loopback import Handler, serving
 
 
 def test_kopf_watchers_enter_the_pause_block_by_its_module_name_with_their_pause_toggles() -> None:
@@ -560,6 +561,27 @@ def test_kopf_reads_every_get_the_one_way_the_operator_replaces() -> None:
     assert "api.get(" in inspect.getsource(fetching.fetch_objs)
 
 
+Listing = Callable[[], AsyncIterator[tuple[Collection[Any], str]]]
+
+
+@contextlib.asynccontextmanager
+async def kopf_against(handler: Handler, *, chunk_size: int, labels: str = "") -> AsyncIterator[Listing]:
+    """Kopf's API calls in this task go to a loopback server that ``handler`` answers; yields a listing of the pods
+    of namespace ``ns`` through Kopf's own ``fetching.fetch_objs``, a page of ``chunk_size`` at a time."""
+    settings = kopf.OperatorSettings()
+    settings.watching.chunk_size = chunk_size
+    if labels:
+        settings.watching.label_selectors["pods"] = labels
+    async with serving(handler) as base:
+        vault = credentials.Vault({"loopback": credentials.ConnectionInfo(server=base)})
+        auth.vault_var.set(vault)
+        try:
+            yield lambda: fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(), namespace="ns",
+                                              logger=logging.getLogger("test"))
+        finally:
+            await vault.close()
+
+
 def test_a_listings_next_page_is_asked_for_while_the_operator_takes_in_the_one_it_has() -> None:
     """Through Kopf's own chunked listing (``fetching.fetch_objs``) against a loopback server: every page once, in
     order, with the same query, and the next one on its way while the listeners take in the one before."""
@@ -575,22 +597,13 @@ def test_a_listings_next_page_is_asked_for_while_the_operator_takes_in_the_one_i
                                   "items": [{"metadata": {"name": name}} for name in names]})
 
     async def scenario() -> list[tuple[list[str], float]]:
-        async with serving(handler) as base:
-            vault = credentials.Vault({"loopback": credentials.ConnectionInfo(server=base)})
-            auth.vault_var.set(vault)
-            settings = kopf.OperatorSettings()
-            settings.watching.chunk_size = 2
-            settings.watching.label_selectors["pods"] = "app=x"
-            taken = []
-            try:
-                async for chunk, version in fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(),
-                                                                namespace="ns", logger=logging.getLogger("test")):
-                    assert version == "9"
-                    await asyncio.sleep(0.1)  # the listeners taking the page in
-                    taken.append(([item["metadata"]["name"] for item in chunk], time.monotonic()))
-            finally:
-                await vault.close()
-            return taken
+        taken = []
+        async with kopf_against(handler, chunk_size=2, labels="app=x") as listing:
+            async for chunk, version in listing():
+                assert version == "9"
+                await asyncio.sleep(0.1)  # the listeners taking the page in
+                taken.append(([item["metadata"]["name"] for item in chunk], time.monotonic()))
+        return taken
 
     taken = asyncio.run(scenario())
     assert [names for names, _ in taken] == [["a", "b"], ["c", "d"], ["e"]]
@@ -612,23 +625,13 @@ def test_a_listing_begun_again_drops_the_page_asked_for_by_the_one_before() -> N
                                   "items": [{"metadata": {"name": f"n{len(asked)}"}}]})
 
     async def scenario() -> None:
-        async with serving(handler) as base:
-            vault = credentials.Vault({"loopback": credentials.ConnectionInfo(server=base)})
-            auth.vault_var.set(vault)
-            settings = kopf.OperatorSettings()
-            settings.watching.chunk_size = 1
-            try:
-                async for _ in fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(), namespace="ns",
-                                                   logger=logging.getLogger("test")):
-                    break  # the stream broke after the first page
-                await asyncio.sleep(0.05)
-                assert len(watch._NEXT_PAGES) == 1
-                listing = fetching.fetch_objs(settings=settings, resource=watch.PODS.resource(), namespace="ns",
-                                              logger=logging.getLogger("test"))
-                versions = [version async for _, version in listing]
-                assert versions == ["3", "4"]  # its own two pages, not the one asked for before
-            finally:
-                await vault.close()
+        async with kopf_against(handler, chunk_size=1) as listing:
+            async for _ in listing():
+                break  # the stream broke after the first page
+            await asyncio.sleep(0.05)
+            assert len(watch._NEXT_PAGES) == 1
+            versions = [version async for _, version in listing()]
+            assert versions == ["3", "4"]  # its own two pages, not the one asked for before
 
     asyncio.run(scenario())
     assert asked == ["", "t1", "", "t1"] and not watch._NEXT_PAGES
