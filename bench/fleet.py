@@ -6,8 +6,10 @@ the peer (kubernetes-sigs/agent-sandbox, see /work/shared/PEER.md).
     .venv/bin/python bench/fleet.py --fill 1000,3000,10000 --no-peer
 
 1. Cold rounds: in every round, the same pod spec (copied from the pod our operator renders) is created ``--count``
-   times three ways, each in a fresh namespace with only its controller running: pods created directly (no
-   controller: the floor), sandbox-operator Sandboxes and agent-sandbox Sandboxes; which goes first alternates.
+   times four ways, each in a fresh namespace with only its controller running: pods created directly (no
+   controller: the floor), sandbox-operator Sandboxes, agent-sandbox Sandboxes, and the same Sandboxes served by
+   bench/fleet_bound.py's least controller with the operator's NetworkPolicy (what any Sandbox controller costs
+   here at the least: the bound under the ratios); which goes first alternates.
    create->Ready comes from a raw watch in a process of its own, on arrival times; also throughput, the API server's
    write counters (apiserver_request_total; leases and node heartbeats left out; the bench's own creates and the
    pod's own writes, as the direct pods measured them, taken off), Events, CPU and RSS of the controller process.
@@ -99,7 +101,7 @@ def median(values: list[float]) -> float:
 class Controller:
     """One way from a created object to a Ready pod: the objects it takes and the process (if any) doing the work."""
 
-    key: str  # "direct", "ours", "peer"
+    key: str  # "direct", "ours", "peer", "boundnp"
     title: str
     collection: Callable[[str], str]  # namespace -> collection path
     body: Callable[[str], dict[str, Any]]  # object name -> manifest
@@ -280,7 +282,7 @@ def rendered_pod_spec(run: Run) -> dict[str, Any]:
     return spec
 
 
-def controllers(run: Run, pod_spec: dict[str, Any], peer: Path | None) -> list[Controller]:
+def controllers(run: Run, pod_spec: dict[str, Any], peer: Path | None, bound: bool = False) -> list[Controller]:
     def direct_body(name: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "fleet-direct"}},
                 "spec": pod_spec}
@@ -305,6 +307,12 @@ def controllers(run: Run, pod_spec: dict[str, Any], peer: Path | None) -> list[C
         found.append(Controller("peer", f"agent-sandbox {PEER_VERSION}",
                                 lambda ns: f"/apis/{PEER_API_VERSION}/namespaces/{ns}/{PEER_PLURAL}", peer_body,
                                 ("POST", PEER_PLURAL, ""), start_peer))
+    if bound:
+        from fleet_bound import BoundProcess, operator_writes  # it imports this module: here, not at the top
+
+        status, policy = operator_writes(run)
+        found.append(Controller("boundnp", "least controller + NetworkPolicy", sandboxes_path, sandbox_body,
+                                ("POST", c.PLURAL, ""), lambda ns: BoundProcess(run, ns, pod_spec, status, policy)))
     return found
 
 
@@ -657,7 +665,7 @@ def quantile_figure(q: float) -> Callable[[int, Phase], float | None]:
 
 
 def cold_table(cold: Cold, count: int, rounds: int, peer_note: str) -> None:
-    keys = [key for key in ("direct", "ours", "peer") if cold.phases.get(key)]
+    keys = [key for key in ("direct", "ours", "peer", "boundnp") if cold.phases.get(key)]
     rows: list[tuple[str, Callable[[int, Phase], float | None], str, int]] = [
         *((f"create->Ready p{round(q * 100)}", quantile_figure(q), " s", 3) for q in QUANTILES),
         ("throughput, Ready/s (first create to last Ready)", lambda _i, p: p.throughput, "", 1),
@@ -838,7 +846,7 @@ def measure(run: Run, args: argparse.Namespace, sizes: list[int], started: float
     pod_spec = rendered_pod_spec(run)
     print(f"pod spec: copied from the pod sandbox-operator rendered, nodeSelector {pod_spec.get('nodeSelector')}",
           flush=True)
-    kinds = controllers(run, pod_spec, peer)
+    kinds = controllers(run, pod_spec, peer, bound=not (args.no_bound or args.skip_cold))
     cold = Cold({k.key: [] for k in kinds}, {k.key: k.title for k in kinds}, {k.key: k.created for k in kinds})
     for round_number in range(1, 0 if args.skip_cold else args.rounds + 1):
         order = kinds if round_number % 2 else list(reversed(kinds))
@@ -875,6 +883,8 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=200, help="Sandboxes created in the expiry burst (default 200)")
     parser.add_argument("--expiring", type=int, default=100, help="fill Sandboxes expiring in the burst (default 100)")
     parser.add_argument("--no-peer", action="store_true", help="leave out agent-sandbox")
+    parser.add_argument("--no-bound", action="store_true",
+                        help="leave out the least controller (bench/fleet_bound.py) in the cold rounds")
     parser.add_argument("--skip-cold", action="store_true", help="no cold rounds: scale only")
     parser.add_argument("--skip-scale", action="store_true", help="no fill: cold rounds only")
     parser.add_argument("--workers", type=int, default=1,

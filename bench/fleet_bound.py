@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ from sandbox_operator.api import names as c
 from sandbox_operator.k8s.manifest import owner_reference
 
 HERE = Path(__file__).resolve().parent
+
+
+def stamped(status: dict[str, Any]) -> dict[str, Any]:
+    """The operator's status with its conditions' transition times now (the bench's cross-check reads them)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [{**cond, "lastTransitionTime": now} if "lastTransitionTime" in cond else cond
+                  for cond in status.get("conditions") or []]
+    return {**status, "conditions": conditions} if conditions else status
 
 
 def serve(kubeconfig: str, namespace: str, pod_spec: dict[str, Any], status: dict[str, Any],
@@ -81,7 +90,7 @@ def serve(kubeconfig: str, namespace: str, pod_spec: dict[str, Any], status: dic
         if name in owners and name not in ready and any(
                 cond.get("type") == "Ready" and cond.get("status") == "True" for cond in conditions):
             ready.add(name)
-            writers.submit(write, "PATCH", f"{sandboxes}/{owners[name]}/status", {"status": status},
+            writers.submit(write, "PATCH", f"{sandboxes}/{owners[name]}/status", {"status": stamped(status)},
                            "application/merge-patch+json")
 
     def follow(path: str, handle: Any, kinds: tuple[str, ...]) -> None:
