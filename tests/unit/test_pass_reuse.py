@@ -143,6 +143,48 @@ def test_a_refused_create_keeps_nothing(calls: dict[str, int]) -> None:
     assert state.loaded is None
 
 
+def test_behind_the_fence_the_pods_create_goes_out_before_its_policys(calls: dict[str, int]) -> None:
+    """Created together, the pod's request first: the pod is on the way to Ready, its policy is not (the fence keeps
+    the pod closed until the policy is in)."""
+    kube, state = StoringKube(), new_state()
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+    asyncio.run(_pass(state, runtime, KEY))
+    assert [child["kind"] for child in kube.created] == ["Pod", "NetworkPolicy"]
+
+
+def test_behind_the_fence_a_refused_policy_still_takes_the_pod_made_beside_it(calls: dict[str, int]) -> None:
+    """The policy's create goes out second and is refused for good: the pod made beside it goes in the same pass (no
+    pod runs on the fence alone), and the status says why."""
+    class PolicyRefused(StoringKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deleted: list[tuple[str, str]] = []
+
+        async def create(self, kind: c.ChildKind, manifest: dict[str, Any]) -> dict[str, Any] | None:
+            if kind is c.ChildKind.NETWORK_POLICY:
+                raise KubeError("create", kind, 403, "denied by an admission policy")
+            return await super().create(kind, manifest)
+
+        async def delete(self, kind: c.ChildKind, namespace: str, name: str) -> None:
+            self.deleted.append((kind, name))
+
+    kube, state = PolicyRefused(), new_state()
+    runtime = Runtime(kube=kube, defaults=OperatorDefaults(), status_settle_seconds=2.0)  # type: ignore[arg-type]
+
+    async def refused() -> None:
+        await _pass(state, runtime, KEY)
+        state.forget()  # no settle wake-up left behind
+
+    asyncio.run(refused())
+    pod = f"{c.CHILD_PREFIX}{KEY[1]}"
+    assert [child["kind"] for child in kube.created] == ["Pod"]
+    assert kube.deleted == [(c.ChildKind.POD, pod)]
+    assert kube.statuses, "the refusal is written"
+    ready = next(cond for cond in kube.statuses[-1]["conditions"] if cond["type"] == c.ConditionType.READY)
+    assert (ready["status"], ready["reason"]) == ("False", "CreateRejected")
+    assert f"pod {pod} is deleted" in ready["message"]
+
+
 def test_a_claimed_warm_pod_is_decided_on_at_once_not_after_the_settle(
     calls: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -449,15 +449,17 @@ async def _apply(
     # so the two are created together, and the Sandbox is Ready one API round trip sooner.
     metrics.POD_CREATES.labels(sandbox_key[0], c.PodOrder.FENCED).inc()
     rest = tuple(action for action in plan.actions if action is not policy)
-    results = await asyncio.gather(
-        _create(runtime, state, body["metadata"]["uid"], policy.manifest, look_first=False),
+    # The pod's request goes out first: it is on the way to Ready, the policy is not (the fence closes the pod).
+    pod_result, policy_result = await asyncio.gather(
         _apply_in_order(runtime, state, sandbox_key, body, rest, now, established),
+        _create(runtime, state, body["metadata"]["uid"], policy.manifest, look_first=False),
         return_exceptions=True,
     )
+    results = (policy_result, pod_result)  # the policy's failure or refusal first
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return next((result for result in results if isinstance(result, Refusal)), None)  # the policy's first
+    return next((result for result in results if isinstance(result, Refusal)), None)
 
 
 async def _apply_in_order(
