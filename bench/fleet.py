@@ -94,7 +94,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-# --- the three ways to get a pod -------------------------------------------------------------------------------------
+# --- the ways to get a pod -------------------------------------------------------------------------------------------
 
 
 @dataclass
