@@ -451,6 +451,38 @@ def test_a_standby_that_takes_over_decides_tenant_sandboxes_with_their_tenants_r
         assert "could not" not in standby.log()
 
 
+def test_a_tenants_deleted_objects_are_put_back_from_their_own_events_also_after_a_takeover(
+    cluster: Cluster, api: client.ApiClient, crds: None, exclusive: None, tmp_path: Path,
+) -> None:
+    """A deleted RoleBinding, LimitRange or admission policy binding of a Tenant comes back from that object's own
+    watch event, in seconds, not at the Tenant's 5-minute resync; and so it does from a standby that took over: its
+    watches of those objects (Kopf's own watchers, paused while it stood by) come back with it."""
+    lifetime = 10
+    rbac, admission = client.RbacAuthorizationV1Api(api), client.AdmissionregistrationV1Api(api)
+    with active_and_standby(cluster, api, tmp_path, lifetime) as (active, standby), tenant(api) as t:
+        policy_binding = f"{c.TENANT_POLICY_BINDING_PREFIX}{t.name}"
+        reads = (
+            lambda: rbac.read_namespaced_role_binding(c.TENANT_ROLE_BINDING_NAME, t.namespace),
+            lambda: t.core.read_namespaced_limit_range(c.TENANT_LIMIT_RANGE_NAME, t.namespace),
+            lambda: admission.read_validating_admission_policy_binding(policy_binding),
+        )
+
+        def deleted_and_put_back(by: str) -> None:
+            rbac.delete_namespaced_role_binding(c.TENANT_ROLE_BINDING_NAME, t.namespace)
+            t.core.delete_namespaced_limit_range(c.TENANT_LIMIT_RANGE_NAME, t.namespace)
+            admission.delete_validating_admission_policy_binding(policy_binding)
+            wait_for(lambda: not any(gone(read) for read in reads), timeout=30,
+                     what=f"the Tenant's RoleBinding, LimitRange and policy binding put back by {by}")
+
+        deleted_and_put_back("the active replica")
+        before = reconciles(standby)
+        active.stop(signal.SIGKILL)
+        wait_for(lambda: reconciles(standby) > before, timeout=lifetime + 30, interval=0.1,
+                 what="the standby to take over")
+        time.sleep(2)  # its passes at the resume are done
+        deleted_and_put_back("the replica that took over")
+
+
 def test_the_example_tenant_and_its_sandboxes_are_accepted(
     api: client.ApiClient, cluster: Cluster, operator: OperatorProcess
 ) -> None:
