@@ -43,6 +43,7 @@ from fleet_watch import watch_events
 from write_cost import served_example
 
 from sandbox_operator.api import names as c
+from sandbox_operator.api.schema import format_time
 from sandbox_operator.k8s.manifest import owner_reference
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 
 def stamped(status: dict[str, Any]) -> dict[str, Any]:
     """The operator's status with its conditions' transition times now (the bench's cross-check reads them)."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = format_time(datetime.now(UTC))
     conditions = [{**cond, "lastTransitionTime": now} if "lastTransitionTime" in cond else cond
                   for cond in status.get("conditions") or []]
     return {**status, "conditions": conditions} if conditions else status
