@@ -686,16 +686,30 @@ def cold_table(cold: Cold, count: int, rounds: int, peer_note: str) -> None:
     if peer_note:
         print(f"peer: not measured ({peer_note})\n")
     compared = [key for key in keys if key != "direct"]
-    both = "ours" in keys and "peer" in keys
-    header = ["figure", *(cold.titles[k] for k in keys), *(f"{cold.titles[k]} / direct" for k in compared)]
-    print("| " + " | ".join(header + (["ours / peer"] if both else [])) + " |")
-    print("|" + "---|" * (len(header) + both))
+    # ours against the peer (a goal), and against the least controller: what the operator costs beyond the bound
+    against = [other for other in ("peer", "boundnp") if "ours" in keys and other in keys]
+    header = ["figure", *(cold.titles[k] for k in keys), *(f"{cold.titles[k]} / direct" for k in compared),
+              *(f"ours / {cold.titles[other]}" for other in against)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for label, value, unit, digits in rows:
         figures = {key: cold.figure(key, value) for key in keys}
         cells = [label, *(cell(figures[k], unit, digits) for k in keys)]
         cells += [ratio(figures[k], figures.get("direct")) for k in compared]
-        cells += [ratio(figures["ours"], figures["peer"])] if both else []
+        cells += [ratio(figures["ours"], figures[other]) for other in against]
         print("| " + " | ".join(cells) + " |")
+    per_round_ratios(cold, compared)
+
+
+def per_round_ratios(cold: Cold, compared: list[str]) -> None:
+    """Each round's p50 against the floor's in the same round: how far the rounds differ with the same code."""
+    floors = [phase.quantile(0.5) for phase in cold.phases.get("direct", [])]
+    if not floors:
+        return
+    print("\np50 against the floor's in the same round, round by round: " + "; ".join(
+        f"{cold.titles[key]} " + ", ".join(ratio(phase.quantile(0.5), floor)
+                                           for phase, floor in zip(cold.phases[key], floors, strict=False))
+        for key in compared))
 
 
 def cold_details(cold: Cold) -> None:
